@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Idempotent host set-up for perfvm: apt packages, libvirt daemons, /dev/kvm access.
+# Safe to run again: installs only what is missing, starts daemons only if they are not running.
+set -euo pipefail
+
+PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup.sh must run as root (it installs packages and starts libvirtd)" >&2
+  exit 1
+fi
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+updated=no
+# Check each package right before its install: installing one can remove another (here
+# qemu-system-x86 7.2 replaced a newer preinstalled qemu-utils).
+for p in "${PACKAGES[@]}"; do
+  installed "$p" && continue
+  if [ "$updated" = no ]; then apt-get update -q; updated=yes; fi
+  log "installing $p"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$p"
+done
+for p in "${PACKAGES[@]}"; do
+  installed "$p" || { echo "package $p is still missing after install" >&2; exit 1; }
+done
+log "packages present: ${PACKAGES[*]}"
+
+running() { pgrep -x "$1" >/dev/null 2>&1; }
+
+if running virtlogd; then log "virtlogd running"; else log "starting virtlogd"; virtlogd -d; fi
+if running libvirtd; then log "libvirtd running"; else log "starting libvirtd"; libvirtd -d; fi
+
+# Wait for libvirtd's socket so the next command does not race it.
+for _ in $(seq 1 50); do
+  if virsh -c qemu:///system version >/dev/null 2>&1; then break; fi
+  sleep 0.2
+done
+virsh -c qemu:///system version >/dev/null 2>&1 || { echo "libvirtd did not come up" >&2; exit 1; }
+log "libvirt reachable at qemu:///system"
+
+# /dev/kvm for group kvm (libvirt's qemu user is in it). Needed for KVM, and needed even where
+# KVM is unusable (kvm_pvm): libvirt probes qemu's capabilities as root with KVM, then checks KVM
+# access as the qemu user; when the two disagree it throws the cache away and re-probes on every
+# domain start (measured here: ~80 s per cell). perfvm decides acceleration itself (--accel), so
+# this does not make perfvm use a broken KVM.
+if [ -e /dev/kvm ]; then
+  chown root:kvm /dev/kvm && chmod 660 /dev/kvm
+  log "/dev/kvm: group kvm, mode 660"
+fi
+if [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; then
+  log "KVM usable (vendor module loaded): --accel auto will use it"
+else
+  log "no kvm_intel/kvm_amd module: --accel auto uses TCG (software emulation)"
+fi

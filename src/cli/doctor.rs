@@ -1,0 +1,123 @@
+//! `perfvm doctor`: every precondition of a cell, each with what to do when it fails.
+
+use super::DoctorArgs;
+use crate::accel::{AccelChoice, KvmProbe, resolve};
+use crate::image::recipe;
+use crate::size::human;
+use anyhow::Result;
+
+struct Check {
+    ok: bool,
+    what: String,
+    fix: Option<String>,
+}
+
+fn check(ok: bool, what: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { ok, what: what.into(), fix: (!ok).then(|| fix.into()) }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        p = p.parent()?.to_path_buf();
+    }
+    let s = nix::sys::statvfs::statvfs(&p).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+pub fn run(args: DoctorArgs) -> Result<i32> {
+    let mut checks = Vec::new();
+    let setup = "run scripts/setup.sh as root";
+    for tool in ["mmdebstrap", "mkfs.ext4", "qemu-img", "genisoimage", "qemu-system-x86_64"] {
+        checks.push(check(on_path(tool) || std::path::Path::new("/usr/sbin").join(tool).is_file(), format!("{tool} installed"), setup));
+    }
+    checks.push(check(crate::proc::running("virtlogd"), "virtlogd running", "start it: virtlogd -d (or scripts/setup.sh)"));
+    checks.push(check(crate::proc::running("libvirtd"), "libvirtd running", "start it: libvirtd -d (or scripts/setup.sh)"));
+    let conn = crate::hypervisor::conn::open(&args.conn.connect);
+    match &conn {
+        Ok(c) => {
+            let (lib, hyp) = crate::hypervisor::conn::versions(c);
+            checks.push(check(true, format!("libvirt reachable at {} (libvirt {}, qemu {})", args.conn.connect, lib.unwrap_or_default(), hyp.unwrap_or_default()), ""));
+        }
+        Err(e) => checks.push(check(false, format!("libvirt reachable at {}", args.conn.connect), e.to_string())),
+    }
+    let probe = KvmProbe::read();
+    let accel = resolve(AccelChoice::Auto, &probe).unwrap_or(crate::accel::Accel::Tcg);
+    match probe.kvm_unusable_reason() {
+        None => checks.push(check(true, format!("acceleration: kvm ({})", probe.vendor_module.unwrap_or("?")), "")),
+        Some(why) => checks.push(Check {
+            ok: true,
+            what: format!("acceleration: tcg (software emulation, ~10x slower boots); KVM unusable: {why}"),
+            fix: None,
+        }),
+    }
+    let cache = crate::paths::cache_dir();
+    match recipe::load(&crate::paths::recipe_dir()) {
+        Ok(r) => {
+            let img = crate::image::image_for(&cache, &r.id);
+            checks.push(check(true, format!("image recipe {} (id {})", r.dir.display(), r.id), ""));
+            checks.push(check(img.is_complete(), format!("image {} built", r.id), "perfvm image build (≈1–2 min; perfvm run also builds it on first use)"));
+        }
+        Err(e) => checks.push(check(false, "image recipe", e.to_string())),
+    }
+    let target = crate::paths::target_binary();
+    checks.push(check(target.is_file(), format!("reference target {}", target.display()), "cargo build --release"));
+    for (what, path, need) in [
+        ("image cache", cache.clone(), 2u64 << 30),
+        ("results dir", args.results_dir.clone(), 100u64 << 20),
+    ] {
+        match free_bytes(&path) {
+            Some(b) => checks.push(check(b >= need, format!("{what} {}: {} free", path.display(), human(b)), format!("free space on {}", path.display()))),
+            None => checks.push(check(false, format!("{what} {}", path.display()), "cannot stat the filesystem")),
+        }
+    }
+    checks.push(check(crate::results::store::check_writable(&args.results_dir).is_ok(), format!("results dir {} writable", args.results_dir.display()), "choose another --results-dir or fix permissions"));
+    checks.push(check(crate::pipeline::prepare::free_port().is_ok(), "a free port on 127.0.0.1", "no loopback port could be bound"));
+    if let Some((total, avail)) = crate::proc::host_memory() {
+        let overhead = crate::cli::run::qemu_overhead_mib(accel);
+        checks.push(check(
+            avail / (1 << 20) > overhead + crate::cli::run::MIN_RAM_MIB,
+            format!("host memory: {} total, {} available; a cell costs its RAM + ~{overhead} MiB under {accel}", human(total), human(avail)),
+            "free memory: not even the smallest cell fits",
+        ));
+    }
+    if let Ok(c) = &conn {
+        match crate::hypervisor::conn::perfvm_domains(c) {
+            Ok(doms) => {
+                let orphans: Vec<String> = doms
+                    .iter()
+                    .filter(|d| d.owner.as_ref().is_some_and(|o| !crate::proc::pid_alive(o.pid as i32)))
+                    .map(|d| d.name.clone())
+                    .collect();
+                let live = doms.len() - orphans.len();
+                checks.push(check(
+                    orphans.is_empty(),
+                    format!("leftover domains: {} orphaned, {live} owned by running perfvm processes", orphans.len()),
+                    format!("perfvm cleanup (removes {})", orphans.join(", ")),
+                ));
+            }
+            Err(e) => checks.push(check(false, "list domains", e.to_string())),
+        }
+    }
+    let mut failed = 0;
+    for c in &checks {
+        println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.what);
+        if let Some(fix) = &c.fix {
+            println!("       -> {fix}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        println!("\n{failed} check(s) failed.");
+        Ok(1)
+    } else {
+        println!("\nall checks passed.");
+        Ok(0)
+    }
+}

@@ -1,0 +1,40 @@
+//! `perfvm image build|list|remove`.
+
+use super::ImageCommand;
+use crate::image::{self, recipe};
+use crate::size::human;
+use anyhow::Result;
+
+pub fn run(cmd: ImageCommand) -> Result<i32> {
+    let cache = crate::paths::cache_dir();
+    match cmd {
+        ImageCommand::Build { force } => {
+            let loaded = recipe::load(&crate::paths::recipe_dir())?;
+            let img = image::build::build(&cache, &loaded, force)?;
+            println!("{}", img.id);
+        }
+        ImageCommand::List => {
+            let current = recipe::load(&crate::paths::recipe_dir()).ok().map(|r| r.id);
+            let images = image::list(&cache)?;
+            if images.is_empty() {
+                println!("no images in {} (build one with `perfvm image build`)", crate::paths::images_dir(&cache).display());
+            }
+            for img in images {
+                let m = img.manifest();
+                println!(
+                    "{}{}  {}  kernel {}  built {}",
+                    img.id,
+                    if current.as_deref() == Some(img.id.as_str()) { " (current recipe)" } else { "" },
+                    m.as_ref().map(|m| human(m.disk_bytes)).unwrap_or_default(),
+                    m.as_ref().map(|m| m.kernel_version.as_str()).unwrap_or("?"),
+                    m.as_ref().map(|m| m.created.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
+                );
+            }
+        }
+        ImageCommand::Remove { id } => {
+            image::remove(&cache, &id)?;
+            println!("removed {id}");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,150 @@
+//! The command line: clap definitions and dispatch. Every input is checked here, before any
+//! VM starts; errors name the flag and say what would work.
+
+pub mod doctor;
+pub mod image;
+pub mod run;
+
+use crate::accel::AccelChoice;
+use crate::size::ByteSize;
+use crate::target::TargetMode;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "perfvm",
+    version,
+    about = "Measure how a server program behaves inside a real virtual machine",
+    long_about = "perfvm boots a libvirt guest with a chosen RAM size, starts the target (an HTTP upload \
+server) as a systemd unit via cloud-init, uploads a generated file while sampling the target's memory, \
+and writes one JSON result per cell.\n\nFirst time on a machine: run scripts/setup.sh (as root), then \
+`perfvm doctor`.",
+    after_help = "Examples:\n  perfvm run --ram 512 --file-size 1G\n  perfvm run --ram 256 --file-size 300M --target-mode memory\n  perfvm image build\n  perfvm doctor"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one cell: boot a guest, upload one file, write result.json.
+    Run(RunArgs),
+    /// Build, list or remove guest base images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Check that this host can run cells, and say how to fix what is missing.
+    Doctor(DoctorArgs),
+    /// Destroy perfvm domains and files left behind by perfvm processes that no longer run.
+    Cleanup(ConnArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// libvirt connection URI.
+    #[arg(long, default_value = crate::hypervisor::conn::DEFAULT_URI, env = "PERFVM_CONNECT")]
+    pub connect: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Results directory to check for space and write access.
+    #[arg(long, default_value = "results")]
+    pub results_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Build the base image from vm-images/ (reused while the recipe is unchanged).
+    Build {
+        /// Rebuild even if an image for this recipe exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List cached images; marks the one the current recipe uses.
+    List,
+    /// Remove a cached image by id.
+    Remove { id: String },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Guest RAM in MiB (exactly what the guest gets).
+    #[arg(long, value_name = "MiB")]
+    pub ram: u64,
+    /// Size of the uploaded file. K/M/G/T are binary like dd (1G = 1024^3 bytes, 1.5G allowed);
+    /// KB/MB/GB/TB are decimal (1GB = 10^9); a bare number is bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub file_size: ByteSize,
+    #[command(flatten)]
+    pub common: CellArgs,
+    /// Leave the guest running after the cell and print how to reach it.
+    #[arg(long)]
+    pub keep_vm: bool,
+}
+
+/// Options shared by every way of running cells.
+#[derive(Args, Debug, Clone)]
+pub struct CellArgs {
+    /// Per-cell timeout in seconds: boot, upload and collection must fit in it.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub timeout: u64,
+    /// Where results go: one directory per run.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results_dir: PathBuf,
+    /// Acceleration: auto picks kvm only where kvm_intel/kvm_amd is loaded and /dev/kvm is usable.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    pub accel: AccelChoice,
+    /// Guest vCPUs.
+    #[arg(long, default_value_t = 2)]
+    pub cpus: u32,
+    /// How the reference target stores uploads: stream (constant memory) or memory (buffers the
+    /// whole body first, like many web apps).
+    #[arg(long, value_enum, default_value_t = TargetMode::Stream)]
+    pub target_mode: TargetMode,
+    /// Seed of the generated file: same seed and size, same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Memory sampling interval in milliseconds during the upload.
+    #[arg(long, default_value_t = 100, value_name = "MS")]
+    pub sample_interval: u64,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+fn parse_size(s: &str) -> Result<ByteSize, String> {
+    ByteSize::parse(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults_and_bad_sizes() {
+        let c = Cli::try_parse_from(["perfvm", "run", "--ram", "512", "--file-size", "1G"]).unwrap();
+        let Command::Run(r) = c.command else { panic!() };
+        assert_eq!(r.ram, 512);
+        assert_eq!(r.file_size.bytes(), 1 << 30);
+        assert_eq!(r.common.timeout, 600);
+        assert_eq!(r.common.cpus, 2);
+        assert_eq!(r.common.accel, AccelChoice::Auto);
+        let e = Cli::try_parse_from(["perfvm", "run", "--ram", "512", "--file-size", "1X"]).unwrap_err();
+        assert!(e.to_string().contains("unknown unit"), "{e}");
+        let e = Cli::try_parse_from(["perfvm", "run", "--ram", "512", "--file-size", "0"]).unwrap_err();
+        assert!(e.to_string().contains("zero"), "{e}");
+        let e = Cli::try_parse_from(["perfvm", "run", "--ram", "-1", "--file-size", "1G"]).unwrap_err();
+        assert!(e.kind() != clap::error::ErrorKind::DisplayHelp);
+        let e = Cli::try_parse_from(["perfvm", "run", "--ram", "512", "--file-size", "1G", "--accel", "xen"]).unwrap_err();
+        assert!(e.to_string().contains("xen"), "{e}");
+    }
+}

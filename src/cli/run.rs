@@ -1,0 +1,231 @@
+//! `perfvm run`: one cell.
+
+use super::RunArgs;
+use crate::accel::{self, Accel, KvmProbe};
+use crate::image::{self, recipe};
+use crate::pipeline::{CellConfig, CellEnv};
+use crate::results::model::{CellResult, ExitReason};
+use crate::size::{ByteSize, human};
+use crate::target::TargetSpec;
+use crate::ui;
+use anyhow::{Context, Result};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Smallest guest that boots the image with cloud-init (measured: 256 MiB leaves 170 MiB free).
+pub const MIN_RAM_MIB: u64 = 128;
+/// Host memory a running qemu needs beyond guest RAM. Under TCG the translation cache is large
+/// (measured ~1.06–1.08 GiB RSS for 256–512 MiB guests).
+pub fn qemu_overhead_mib(accel: Accel) -> u64 {
+    match accel {
+        Accel::Tcg => 1200,
+        Accel::Kvm => 300,
+    }
+}
+
+/// Errors of bad input, found before any VM starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// Check the numbers of a cell against each other and the host. Pure.
+pub fn validate_cell(
+    ram_mib: u64,
+    file_size: ByteSize,
+    cpus: u32,
+    timeout_s: u64,
+    interval_ms: u64,
+    host_available_bytes: u64,
+    accel: Accel,
+    root_size_gib: u64,
+) -> Result<(), InputError> {
+    let e = |s: String| Err(InputError(s));
+    if ram_mib < MIN_RAM_MIB {
+        return e(format!("--ram {ram_mib}: a guest needs at least {MIN_RAM_MIB} MiB to boot"));
+    }
+    let overhead = qemu_overhead_mib(accel);
+    let fits = (host_available_bytes / ByteSize::MIB).saturating_sub(overhead);
+    if ram_mib > fits {
+        return e(format!(
+            "--ram {ram_mib}: this host has {} available and qemu needs ~{overhead} MiB beyond guest RAM under {accel}, so at most {fits} MiB fits",
+            human(host_available_bytes)
+        ));
+    }
+    // The OS takes ~0.5 GiB of the root filesystem; keep a margin for logs.
+    let disk_room = (root_size_gib.saturating_sub(1)) * ByteSize::GIB;
+    if file_size.bytes() > disk_room {
+        return e(format!(
+            "--file-size {file_size}: the guest root filesystem is {root_size_gib} GiB, so at most {} can be stored (raise root_size_gib in vm-images/recipe.toml)",
+            human(disk_room)
+        ));
+    }
+    if cpus == 0 || cpus > 64 {
+        return e(format!("--cpus {cpus}: use 1 to 64"));
+    }
+    if timeout_s < 30 {
+        return e(format!("--timeout {timeout_s}: a guest needs ~30 s to boot under TCG; use at least 30"));
+    }
+    if !(10..=60_000).contains(&interval_ms) {
+        return e(format!("--sample-interval {interval_ms}: use 10 to 60000 ms"));
+    }
+    Ok(())
+}
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    pub const SUCCESS: i32 = 0;
+    /// The cell ran and the target failed (OOM, HTTP error, verify, timeout, crash).
+    pub const CELL_FAILED: i32 = 1;
+    /// Bad input; nothing was started.
+    pub const BAD_INPUT: i32 = 2;
+    /// The harness or the host failed (libvirt, boot, agent).
+    pub const INFRASTRUCTURE: i32 = 69;
+    pub const INTERRUPTED: i32 = 130;
+}
+
+pub fn exit_code_for(r: &CellResult, interrupted: bool) -> i32 {
+    if interrupted {
+        exit::INTERRUPTED
+    } else if r.success {
+        exit::SUCCESS
+    } else if r.exit_reason.is_infrastructure() {
+        exit::INFRASTRUCTURE
+    } else {
+        exit::CELL_FAILED
+    }
+}
+
+/// Everything `run` needs, checked: the resolved accel, recipe, target and libvirt connection.
+pub struct Checked {
+    pub accel: Accel,
+    pub env: CellEnv,
+}
+
+/// Common pre-flight for cells: input, accel, results dir, recipe, target, libvirt, image.
+pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize)]) -> Result<Checked> {
+    let probe = KvmProbe::read();
+    let accel = accel::resolve(common.accel, &probe).map_err(InputError)?;
+    let loaded = recipe::load(&crate::paths::recipe_dir()).map_err(|e| InputError(e.to_string()))?;
+    let (_, available) = crate::proc::host_memory().context("cannot read /proc/meminfo")?;
+    for &(ram, size) in cells {
+        validate_cell(ram, size, common.cpus, common.timeout, common.sample_interval, available, accel, loaded.recipe.root_size_gib)?;
+    }
+    crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;
+    let target_bin = crate::paths::target_binary();
+    if !target_bin.is_file() {
+        return Err(InputError(format!(
+            "the reference target {} is missing: build it with `cargo build --release` (it is built beside perfvm)",
+            target_bin.display()
+        ))
+        .into());
+    }
+    let templates = crate::cloudinit::seed::load_templates(&crate::paths::cloud_init_dir()).map_err(|e| InputError(format!("{e:#}")))?;
+    let conn = crate::hypervisor::conn::open(&common.conn.connect).map_err(|e| InputError(e.to_string()))?;
+    let removed = crate::hypervisor::conn::remove_orphans(&conn)?;
+    if !removed.is_empty() {
+        eprintln!("perfvm: removed {} domain(s) left by dead perfvm processes: {}", removed.len(), removed.join(", "));
+    }
+    let cache = crate::paths::cache_dir();
+    let image = image::build::ensure(&cache, &loaded)?;
+    let target = TargetSpec::reference(common.target_mode, target_bin);
+    Ok(Checked { accel, env: CellEnv { conn, cache, image, target, templates } })
+}
+
+pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
+    let c = &args.common;
+    let checked = preflight(c, &[(args.ram, args.file_size)])?;
+    let cell = format!("{}-{}", args.ram, args.file_size.label());
+    let run_id = crate::results::store::new_run_id(&cell);
+    let run_dir = crate::results::store::RunDir::create(&c.results_dir, &run_id)
+        .with_context(|| format!("cannot create the run directory in {}", c.results_dir.display()))?;
+    let suffix = run_id.rsplit('-').next().unwrap_or("0");
+    let cfg = CellConfig {
+        run_id: run_id.clone(),
+        cell: cell.clone(),
+        domain_name: format!("{}{cell}-{suffix}", crate::hypervisor::NAME_PREFIX),
+        ram_mib: args.ram,
+        file_size: args.file_size,
+        cpus: c.cpus,
+        accel: checked.accel,
+        timeout: Duration::from_secs(c.timeout),
+        seed: c.seed,
+        sample_interval: Duration::from_millis(c.sample_interval),
+        keep_vm: args.keep_vm,
+    };
+    eprintln!(
+        "perfvm: cell {cell} ({} MiB RAM, {} vCPU, {}, target {} {}, image {})",
+        cfg.ram_mib, cfg.cpus, cfg.accel, checked.env.target.name, checked.env.target.mode.as_str(), checked.env.image.id
+    );
+    let reporter = ui::ConsoleReporter::new();
+    let result = crate::pipeline::run_cell(&checked.env, &cfg, &run_dir.path, &cancel, &reporter).await;
+    println!("{}", ui::summary(&result, &run_dir.path));
+    if args.keep_vm && !cancel.is_cancelled() && result.exit_reason != ExitReason::HarnessError {
+        if let Some(port) = result.host_port {
+            println!(
+                "The guest {} is still running. Target: http://127.0.0.1:{port}/  Stop it: virsh -c {} destroy {}",
+                cfg.domain_name, c.conn.connect, cfg.domain_name
+            );
+        }
+    }
+    if cancel.is_cancelled() {
+        eprintln!("perfvm: interrupted; the guest was torn down and the partial result kept in {}", run_dir.path.display());
+    }
+    Ok(exit_code_for(&result, cancel.is_cancelled()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: u64 = 24 * ByteSize::GIB;
+
+    fn v(ram: u64, size: &str) -> Result<(), InputError> {
+        validate_cell(ram, ByteSize::parse(size).unwrap(), 2, 600, 100, HOST, Accel::Tcg, 24)
+    }
+
+    #[test]
+    fn accepts_the_seed_matrix() {
+        for ram in [256, 512, 1024, 2048] {
+            for size in ["100M", "500M", "1G", "2G", "5G"] {
+                v(ram, size).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_cells_with_the_flag_named() {
+        assert!(v(0, "1G").unwrap_err().0.starts_with("--ram 0"));
+        let e = v(100_000_000, "1G").unwrap_err().0;
+        assert!(e.contains("--ram 100000000") && e.contains("at most"), "{e}");
+        let e = v(512, "30G").unwrap_err().0;
+        assert!(e.contains("--file-size 30G"), "{e}");
+        let e = validate_cell(512, ByteSize(1), 0, 600, 100, HOST, Accel::Tcg, 24).unwrap_err().0;
+        assert!(e.contains("--cpus 0"));
+        let e = validate_cell(512, ByteSize(1), 2, 5, 100, HOST, Accel::Tcg, 24).unwrap_err().0;
+        assert!(e.contains("--timeout 5"));
+        let e = validate_cell(512, ByteSize(1), 2, 600, 1, HOST, Accel::Tcg, 24).unwrap_err().0;
+        assert!(e.contains("--sample-interval 1"));
+    }
+
+    #[test]
+    fn host_budget_includes_qemu_overhead() {
+        // 2 GiB available: under TCG only ~848 MiB of guest fits, under KVM more.
+        let avail = 2 * ByteSize::GIB;
+        assert!(validate_cell(1024, ByteSize(1), 2, 600, 100, avail, Accel::Tcg, 24).is_err());
+        assert!(validate_cell(1024, ByteSize(1), 2, 600, 100, avail, Accel::Kvm, 24).is_ok());
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut r: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
+        r.success = true;
+        r.exit_reason = ExitReason::Success;
+        assert_eq!(exit_code_for(&r, false), exit::SUCCESS);
+        r.success = false;
+        r.exit_reason = ExitReason::OomKilled;
+        assert_eq!(exit_code_for(&r, false), exit::CELL_FAILED);
+        r.exit_reason = ExitReason::BootFailed;
+        assert_eq!(exit_code_for(&r, false), exit::INFRASTRUCTURE);
+        assert_eq!(exit_code_for(&r, true), exit::INTERRUPTED);
+    }
+}

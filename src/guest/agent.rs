@@ -1,0 +1,146 @@
+//! The QEMU guest agent over libvirt's `qemu_agent_command`. Every call is blocking (libvirt);
+//! async callers go through `tokio::task::spawn_blocking`.
+
+use base64::Engine;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use virt::domain::Domain;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("guest agent: {0}")]
+    Call(String),
+    #[error("guest agent: no such file {0}")]
+    NotFound(String),
+    #[error("guest agent: unexpected reply {0}")]
+    Reply(String),
+    #[error("guest command {cmd} did not finish within {secs} s")]
+    ExecTimeout { cmd: String, secs: u64 },
+}
+
+#[derive(Clone)]
+pub struct Agent {
+    dom: Domain,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl ExecOutput {
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+impl Agent {
+    pub fn new(dom: Domain) -> Agent {
+        Agent { dom }
+    }
+
+    fn call(&self, cmd: Value, timeout_secs: i32) -> Result<Value, AgentError> {
+        let text = self
+            .dom
+            .qemu_agent_command(&cmd.to_string(), timeout_secs, 0)
+            .map_err(|e| classify(e.message()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|_| AgentError::Reply(text.clone()))?;
+        Ok(v.get("return").cloned().unwrap_or(Value::Null))
+    }
+
+    pub fn ping(&self, timeout_secs: i32) -> Result<(), AgentError> {
+        self.call(json!({"execute": "guest-ping"}), timeout_secs).map(|_| ())
+    }
+
+    /// Read a whole (small) guest file: /proc, /sys, logs. Large files are not meant for this.
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>, AgentError> {
+        let h = self.call(json!({"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}}), 5)?;
+        let handle = h.as_i64().ok_or_else(|| AgentError::Reply(h.to_string()))?;
+        let mut data = Vec::new();
+        let res = (|| loop {
+            let r = self.call(
+                json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}}),
+                5,
+            )?;
+            let b64 = r["buf-b64"].as_str().unwrap_or("");
+            data.extend(base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| AgentError::Reply(e.to_string()))?);
+            if r["eof"].as_bool().unwrap_or(true) || r["count"].as_u64() == Some(0) {
+                return Ok(());
+            }
+            if data.len() > 64 << 20 {
+                return Err(AgentError::Reply(format!("{path} is larger than 64 MiB")));
+            }
+        })();
+        let _ = self.call(json!({"execute": "guest-file-close", "arguments": {"handle": handle}}), 5);
+        res.map(|_| data)
+    }
+
+    pub fn read_string(&self, path: &str) -> Result<String, AgentError> {
+        Ok(String::from_utf8_lossy(&self.read_file(path)?).into_owned())
+    }
+
+    pub fn file_exists(&self, path: &str) -> Result<bool, AgentError> {
+        match self.call(json!({"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}}), 5) {
+            Ok(h) => {
+                let _ = self.call(json!({"execute": "guest-file-close", "arguments": {"handle": h}}), 5);
+                Ok(true)
+            }
+            Err(AgentError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Run a program in the guest and wait for it (polling `guest-exec-status`).
+    pub fn exec(&self, path: &str, args: &[&str], timeout: Duration) -> Result<ExecOutput, AgentError> {
+        let cmd_text = format!("{path} {}", args.join(" "));
+        let r = self.call(
+            json!({"execute": "guest-exec", "arguments": {"path": path, "arg": args, "capture-output": true}}),
+            10,
+        )?;
+        let pid = r["pid"].as_i64().ok_or_else(|| AgentError::Reply(r.to_string()))?;
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let s = self.call(json!({"execute": "guest-exec-status", "arguments": {"pid": pid}}), 10)?;
+            if s["exited"].as_bool() == Some(true) {
+                let dec = |k: &str| {
+                    s[k].as_str()
+                        .map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap_or_default())
+                        .unwrap_or_default()
+                };
+                // A signal-killed command has no exitcode; report it as 128+signal like a shell.
+                let exit_code = s["exitcode"].as_i64().or_else(|| s["signal"].as_i64().map(|n| 128 + n)).unwrap_or(-1);
+                return Ok(ExecOutput { exit_code, stdout: dec("out-data"), stderr: dec("err-data") });
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::ExecTimeout { cmd: cmd_text, secs: timeout.as_secs() });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+fn classify(message: &str) -> AgentError {
+    if message.contains("No such file or directory") {
+        AgentError::NotFound(message.to_string())
+    } else {
+        AgentError::Call(message.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_files_are_told_apart() {
+        assert!(matches!(
+            classify("internal error: unable to execute QEMU agent command 'guest-file-open': failed to open file '/x': No such file or directory"),
+            AgentError::NotFound(_)
+        ));
+        assert!(matches!(classify("Guest agent is not responding"), AgentError::Call(_)));
+    }
+}

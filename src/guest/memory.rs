@@ -1,0 +1,105 @@
+//! Parsers for the guest's memory files (cgroup v2 and /proc). Pure.
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+pub fn mem_available(meminfo: &str) -> Option<u64> {
+    meminfo_field(meminfo, "MemAvailable")
+}
+
+pub fn meminfo_field(meminfo: &str, key: &str) -> Option<u64> {
+    meminfo.lines().find_map(|l| {
+        let (k, rest) = l.split_once(':')?;
+        if k.trim() != key {
+            return None;
+        }
+        let mut it = rest.split_whitespace();
+        let n: u64 = it.next()?.parse().ok()?;
+        Some(match it.next() {
+            Some("kB") => n * 1024,
+            _ => n,
+        })
+    })
+}
+
+/// A single-number cgroup file (memory.current, memory.peak).
+pub fn cgroup_number(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
+/// Counters of memory.events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryEvents {
+    pub low: u64,
+    pub high: u64,
+    pub max: u64,
+    pub oom: u64,
+    pub oom_kill: u64,
+}
+
+pub fn memory_events(text: &str) -> MemoryEvents {
+    let mut ev = MemoryEvents::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(k), Some(v)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) else { continue };
+        match k {
+            "low" => ev.low = v,
+            "high" => ev.high = v,
+            "max" => ev.max = v,
+            "oom" => ev.oom = v,
+            "oom_kill" => ev.oom_kill = v,
+            _ => {}
+        }
+    }
+    ev
+}
+
+/// Kernel OOM-killer victims named `comm` in kernel log text (`journalctl -k` / dmesg). The
+/// unit's memory.events is reset when systemd recreates the cgroup on restart, so the kernel's
+/// own record is the one that survives.
+pub fn oom_kills_in_kernel_log(log: &str, comm: &str) -> u64 {
+    let needle = format!("({comm})");
+    log.lines()
+        .filter(|l| l.contains("Out of memory: Killed process") || l.contains("Memory cgroup out of memory: Killed process"))
+        .filter(|l| {
+            // comm is truncated to 15 characters by the kernel.
+            let short: String = comm.chars().take(15).collect();
+            l.contains(&needle) || l.contains(&format!("({short})"))
+        })
+        .count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_meminfo() {
+        let m = "MemTotal:         223456 kB\nMemFree:  1000 kB\nMemAvailable:     174080 kB\n";
+        assert_eq!(mem_available(m), Some(174080 * 1024));
+        assert_eq!(meminfo_field(m, "MemTotal"), Some(223456 * 1024));
+        assert_eq!(meminfo_field(m, "Nope"), None);
+    }
+
+    #[test]
+    fn parses_cgroup_files() {
+        assert_eq!(cgroup_number("1234567\n"), Some(1234567));
+        assert_eq!(cgroup_number("max\n"), None);
+        let ev = memory_events("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n");
+        assert_eq!(ev, MemoryEvents { low: 0, high: 0, max: 3, oom: 1, oom_kill: 1 });
+    }
+
+    #[test]
+    fn counts_oom_victims_by_name() {
+        let log = "\
+[  40.1] perfvm-target invoked oom-killer: gfp_mask=0x140cca
+[  40.2] Out of memory: Killed process 612 (perfvm-target) total-vm:400000kB, anon-rss:200000kB
+[  41.0] Out of memory: Killed process 99 (journald) total-vm:1kB
+[  50.2] Out of memory: Killed process 700 (perfvm-target) total-vm:400000kB
+";
+        assert_eq!(oom_kills_in_kernel_log(log, "perfvm-target"), 2);
+        assert_eq!(oom_kills_in_kernel_log(log, "other"), 0);
+        assert_eq!(
+            oom_kills_in_kernel_log("Out of memory: Killed process 1 (a-very-long-nam) x", "a-very-long-name-here"),
+            1
+        );
+    }
+}

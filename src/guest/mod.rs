@@ -1,0 +1,4 @@
+//! Talking to the guest through the QEMU guest agent, via libvirt (no ssh, no network).
+
+pub mod agent;
+pub mod memory;

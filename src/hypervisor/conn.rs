@@ -1,0 +1,88 @@
+//! The libvirt connection and host-wide queries (versions, perfvm's own domains).
+
+use super::domain_xml::{CellOwner, parse_owner};
+use super::{METADATA_NS, NAME_PREFIX};
+use virt::connect::Connect;
+use virt::domain::Domain;
+
+pub const DEFAULT_URI: &str = "qemu:///system";
+
+#[derive(Debug, thiserror::Error)]
+pub enum VirtError {
+    #[error("cannot connect to libvirt at {uri}: {message}. Is libvirtd running? (`scripts/setup.sh` starts virtlogd and libvirtd; `perfvm doctor` checks)")]
+    Connect { uri: String, message: String },
+    #[error("libvirt: {0}")]
+    Call(String),
+}
+
+impl From<virt::error::Error> for VirtError {
+    fn from(e: virt::error::Error) -> Self {
+        VirtError::Call(e.message().to_string())
+    }
+}
+
+/// Open a connection. libvirt's default error callback prints every error to stderr, which we
+/// report ourselves, so it is switched off.
+pub fn open(uri: &str) -> Result<Connect, VirtError> {
+    virt::error::clear_error_callback();
+    Connect::open(Some(uri)).map_err(|e| VirtError::Connect { uri: uri.to_string(), message: e.message().to_string() })
+}
+
+/// libvirt and hypervisor versions as "9.0.0" / "7.2.0".
+pub fn versions(conn: &Connect) -> (Option<String>, Option<String>) {
+    let fmt = |v: u32| format!("{}.{}.{}", v / 1_000_000, (v / 1000) % 1000, v % 1000);
+    (conn.lib_version().ok().map(fmt), conn.hyp_version().ok().map(fmt))
+}
+
+/// A domain perfvm created, with the owner facts from its metadata (None if unreadable).
+pub struct OwnedDomain {
+    pub domain: Domain,
+    pub name: String,
+    pub owner: Option<CellOwner>,
+}
+
+/// Every domain whose name starts with `perfvm-`.
+pub fn perfvm_domains(conn: &Connect) -> Result<Vec<OwnedDomain>, VirtError> {
+    let mut out = Vec::new();
+    for domain in conn.list_all_domains(0)? {
+        let Ok(name) = domain.name() else { continue };
+        if !name.starts_with(NAME_PREFIX) {
+            continue;
+        }
+        let owner = domain
+            .metadata(virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(METADATA_NS), 0)
+            .ok()
+            .and_then(|xml| parse_owner(&xml));
+        out.push(OwnedDomain { domain, name, owner });
+    }
+    Ok(out)
+}
+
+/// Domains left behind by perfvm processes that no longer exist (killed with SIGKILL, crashed).
+/// A domain of a live perfvm process is never included.
+pub fn orphaned_domains(conn: &Connect) -> Result<Vec<OwnedDomain>, VirtError> {
+    Ok(perfvm_domains(conn)?
+        .into_iter()
+        .filter(|d| match &d.owner {
+            Some(o) => !crate::proc::pid_alive(o.pid as i32),
+            None => false,
+        })
+        .collect())
+}
+
+/// Destroy orphaned domains and remove their work directories. Returns the names removed.
+pub fn remove_orphans(conn: &Connect) -> Result<Vec<String>, VirtError> {
+    let mut removed = Vec::new();
+    for d in orphaned_domains(conn)? {
+        let _ = d.domain.destroy();
+        let _ = d.domain.undefine();
+        if let Some(o) = &d.owner {
+            // Only ever inside perfvm's own cells directory.
+            if o.work_dir.starts_with(crate::paths::cells_dir(&crate::paths::cache_dir())) {
+                let _ = std::fs::remove_dir_all(&o.work_dir);
+            }
+        }
+        removed.push(d.name);
+    }
+    Ok(removed)
+}

@@ -1,0 +1,207 @@
+//! Domain XML for one cell. Pure: spec in, XML string out.
+
+use crate::accel::Accel;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct DomainSpec {
+    pub name: String,
+    pub accel: Accel,
+    pub ram_mib: u64,
+    pub cpus: u32,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub cmdline: String,
+    pub disk: PathBuf,
+    pub seed: PathBuf,
+    pub console_log: PathBuf,
+    pub host_port: u16,
+    pub guest_port: u16,
+    /// Owner facts in `<metadata>`, so leftovers of dead processes can be found and removed.
+    pub owner_pid: u32,
+    pub run_id: String,
+    pub work_dir: PathBuf,
+}
+
+pub fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '\'' => o.push_str("&apos;"),
+            '"' => o.push_str("&quot;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn p(path: &std::path::Path) -> String {
+    escape(&path.to_string_lossy())
+}
+
+pub fn render(s: &DomainSpec) -> String {
+    // KVM gets the host CPU; TCG's default model is the one that boots reliably.
+    let cpu = match s.accel {
+        Accel::Kvm => "  <cpu mode='host-passthrough'/>\n",
+        Accel::Tcg => "",
+    };
+    // restrict=on: the guest reaches nothing outside; only the loopback port forward gets in.
+    let netdev = format!(
+        "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}",
+        s.host_port, s.guest_port
+    );
+    format!(
+        r#"<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{name}</name>
+  <metadata>
+    <perfvm:cell xmlns:perfvm='{ns}'>
+      <pid>{pid}</pid>
+      <run>{run}</run>
+      <workdir>{workdir}</workdir>
+    </perfvm:cell>
+  </metadata>
+  <memory unit='MiB'>{ram}</memory>
+  <currentMemory unit='MiB'>{ram}</currentMemory>
+  <vcpu placement='static'>{cpus}</vcpu>
+{cpu}  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>{cmdline}</cmdline>
+  </os>
+  <features><acpi/></features>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{seed}'/>
+      <target dev='vdb' bus='virtio'/>
+      <readonly/>
+    </disk>
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      <source path='{console}'/>
+      <target port='0'/>
+    </serial>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <memballoon model='virtio'>
+      <stats period='1'/>
+    </memballoon>
+  </devices>
+  <qemu:commandline>
+    <qemu:arg value='-netdev'/>
+    <qemu:arg value='{netdev}'/>
+    <qemu:arg value='-device'/>
+    <qemu:arg value='virtio-net-pci,netdev=n0,bus=pcie.0,addr=0x10'/>
+  </qemu:commandline>
+</domain>
+"#,
+        dtype = s.accel.domain_type(),
+        name = escape(&s.name),
+        ns = super::METADATA_NS,
+        pid = s.owner_pid,
+        run = escape(&s.run_id),
+        workdir = p(&s.work_dir),
+        ram = s.ram_mib,
+        cpus = s.cpus,
+        kernel = p(&s.kernel),
+        initrd = p(&s.initrd),
+        cmdline = escape(&s.cmdline),
+        disk = p(&s.disk),
+        seed = p(&s.seed),
+        console = p(&s.console_log),
+        netdev = escape(&netdev),
+    )
+}
+
+/// Owner facts read back from a domain's metadata XML (the `<perfvm:cell>` element).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellOwner {
+    pub pid: u32,
+    pub run_id: String,
+    pub work_dir: PathBuf,
+}
+
+pub fn parse_owner(metadata: &str) -> Option<CellOwner> {
+    fn tag<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+        let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+        let end = xml[start..].find(&format!("</{name}>"))? + start;
+        Some(&xml[start..end])
+    }
+    let unescape = |s: &str| {
+        s.replace("&lt;", "<").replace("&gt;", ">").replace("&apos;", "'").replace("&quot;", "\"").replace("&amp;", "&")
+    };
+    Some(CellOwner {
+        pid: tag(metadata, "pid")?.trim().parse().ok()?,
+        run_id: unescape(tag(metadata, "run")?),
+        work_dir: PathBuf::from(unescape(tag(metadata, "workdir")?)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(accel: Accel) -> DomainSpec {
+        DomainSpec {
+            name: "perfvm-r1-512-1G".into(),
+            accel,
+            ram_mib: 512,
+            cpus: 2,
+            kernel: "/c/img/vmlinuz".into(),
+            initrd: "/c/img/initrd.img".into(),
+            cmdline: "root=/dev/vda rw console=ttyS0".into(),
+            disk: "/c/cells/x/overlay.qcow2".into(),
+            seed: "/c/cells/x/seed.iso".into(),
+            console_log: "/c/cells/x/console.log".into(),
+            host_port: 40123,
+            guest_port: 8080,
+            owner_pid: 4242,
+            run_id: "run<&>".into(),
+            work_dir: "/c/cells/x".into(),
+        }
+    }
+
+    #[test]
+    fn tcg_domain_has_exact_ram_and_loopback_forward() {
+        let x = render(&spec(Accel::Tcg));
+        assert!(x.starts_with("<domain type='qemu'"));
+        assert!(x.contains("<memory unit='MiB'>512</memory>"));
+        assert!(x.contains("<currentMemory unit='MiB'>512</currentMemory>"));
+        assert!(x.contains("<vcpu placement='static'>2</vcpu>"));
+        assert!(x.contains("hostfwd=tcp:127.0.0.1:40123-:8080"));
+        assert!(x.contains("restrict=on"));
+        assert!(!x.contains("<cpu"));
+        assert!(x.contains("<run>run&lt;&amp;&gt;</run>"));
+    }
+
+    #[test]
+    fn kvm_domain_uses_host_cpu() {
+        let x = render(&spec(Accel::Kvm));
+        assert!(x.starts_with("<domain type='kvm'"));
+        assert!(x.contains("<cpu mode='host-passthrough'/>"));
+    }
+
+    #[test]
+    fn owner_round_trips_through_metadata() {
+        let x = render(&spec(Accel::Tcg));
+        let start = x.find("<perfvm:cell").unwrap();
+        let end = x.find("</perfvm:cell>").unwrap();
+        let owner = parse_owner(&x[start..end]).unwrap();
+        assert_eq!(owner, CellOwner { pid: 4242, run_id: "run<&>".into(), work_dir: "/c/cells/x".into() });
+        assert_eq!(parse_owner("<cell/>"), None);
+    }
+}

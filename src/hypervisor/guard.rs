@@ -1,0 +1,50 @@
+//! A cell's domain, destroyed when the guard goes away: on success, error, timeout, panic or
+//! cancellation (a dropped future drops its guard).
+
+use virt::domain::Domain;
+
+pub struct DomainGuard {
+    domain: Option<Domain>,
+    pub name: String,
+    keep: bool,
+}
+
+impl DomainGuard {
+    pub fn new(domain: Domain, name: String) -> Self {
+        DomainGuard { domain: Some(domain), name, keep: false }
+    }
+
+    pub fn domain(&self) -> &Domain {
+        self.domain.as_ref().expect("domain used after teardown")
+    }
+
+    /// `--keep-vm`: leave the guest running for inspection.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// Destroy now. Transient domains vanish from libvirt once destroyed.
+    pub fn destroy(&mut self) -> Result<(), String> {
+        let Some(d) = self.domain.take() else { return Ok(()) };
+        if self.keep {
+            return Ok(());
+        }
+        match d.destroy() {
+            Ok(()) => Ok(()),
+            // Already gone (qemu died, or someone else destroyed it): nothing left to clean.
+            Err(e) if d.is_active().map(|a| !a).unwrap_or(true) => {
+                tracing::debug!("destroy {}: {}", self.name, e.message());
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot destroy domain {}: {}", self.name, e.message())),
+        }
+    }
+}
+
+impl Drop for DomainGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.destroy() {
+            eprintln!("perfvm: {e}");
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The guest base image: built from the recipe in `vm-images/`, cached under
+//! `<cache>/images/<id>/` and reused while the recipe is unchanged.
+
+pub mod build;
+pub mod recipe;
+
+use std::path::{Path, PathBuf};
+
+/// A built image in the cache: what a cell boots.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub id: String,
+    pub dir: PathBuf,
+}
+
+impl Image {
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("rootfs.qcow2")
+    }
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join("vmlinuz")
+    }
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join("initrd.img")
+    }
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join("manifest.json")
+    }
+    pub fn manifest(&self) -> Option<Manifest> {
+        let text = std::fs::read_to_string(self.manifest_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+    /// An image counts as present only when its manifest, written last, exists.
+    pub fn is_complete(&self) -> bool {
+        self.manifest_path().is_file() && self.disk().is_file() && self.kernel().is_file() && self.initrd().is_file()
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub id: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub suite: String,
+    pub packages: Vec<String>,
+    pub kernel_version: String,
+    pub root_size_gib: u64,
+    pub disk_bytes: u64,
+    pub build_seconds: f64,
+    pub perfvm_version: String,
+}
+
+pub fn image_for(cache: &Path, id: &str) -> Image {
+    Image { id: id.to_string(), dir: crate::paths::images_dir(cache).join(id) }
+}
+
+/// Every complete image in the cache.
+pub fn list(cache: &Path) -> std::io::Result<Vec<Image>> {
+    let dir = crate::paths::images_dir(cache);
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let img = image_for(cache, &name);
+        if img.is_complete() {
+            out.push(img);
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Remove one cached image. Refuses names that are not plain ids.
+pub fn remove(cache: &Path, id: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "'{id}' is not an image id (see `perfvm image list`)"
+    );
+    let img = image_for(cache, id);
+    anyhow::ensure!(img.dir.is_dir(), "no image '{id}' in {}", crate::paths::images_dir(cache).display());
+    std::fs::remove_dir_all(&img.dir)?;
+    Ok(())
+}

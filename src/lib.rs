@@ -1,0 +1,21 @@
+//! perfvm: measure how a server program behaves inside a real virtual machine.
+//!
+//! A *cell* boots a libvirt guest with a given RAM size, starts the target as a systemd unit
+//! through cloud-init, uploads a generated file over HTTP while sampling the target's memory, and
+//! writes one JSON result. See `pipeline` for the cell, read top to bottom.
+
+pub mod accel;
+pub mod cloudinit;
+pub mod guest;
+pub mod hypervisor;
+pub mod image;
+pub mod paths;
+pub mod pipeline;
+pub mod proc;
+pub mod results;
+pub mod sampler;
+pub mod size;
+pub mod target;
+pub mod upload;
+pub mod cli;
+pub mod ui;

@@ -1,0 +1,62 @@
+use clap::Parser;
+use perfvm::cli::{self, Cli, Command};
+use perfvm::cli::run::{InputError, exit};
+use tokio_util::sync::CancellationToken;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PERFVM_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let code = rt.block_on(dispatch(cli));
+    // The runtime is dropped (and with it every guard) before the process exits.
+    drop(rt);
+    std::process::exit(code);
+}
+
+async fn dispatch(cli: Cli) -> i32 {
+    let cancel = CancellationToken::new();
+    spawn_signal_handler(cancel.clone());
+    let res = match cli.command {
+        Command::Run(a) => cli::run::run(a, cancel).await,
+        Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
+        Command::Doctor(a) => tokio::task::block_in_place(|| cli::doctor::run(a)),
+        Command::Cleanup(a) => tokio::task::block_in_place(|| cleanup(&a.connect)),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<InputError>().is_some() { exit::BAD_INPUT } else { exit::INFRASTRUCTURE }
+        }
+    }
+}
+
+fn cleanup(uri: &str) -> anyhow::Result<i32> {
+    let conn = perfvm::hypervisor::conn::open(uri).map_err(|e| InputError(e.to_string()))?;
+    let removed = perfvm::hypervisor::conn::remove_orphans(&conn)?;
+    if removed.is_empty() {
+        println!("nothing to clean up");
+    } else {
+        println!("removed: {}", removed.join(", "));
+    }
+    Ok(0)
+}
+
+/// SIGINT/SIGTERM cancel the running cells; they tear down and write what they have.
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        eprintln!("\nperfvm: {name} received: tearing down running cells (finished results are on disk)");
+        cancel.cancel();
+    });
+}

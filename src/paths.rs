@@ -1,0 +1,105 @@
+//! Where perfvm keeps things on the host. Everything libvirt's qemu must read (images, overlays,
+//! seeds) lives under the cache dir, outside any user's home, so the `libvirt-qemu` user can reach it.
+
+use std::path::{Path, PathBuf};
+
+/// `PERFVM_CACHE_DIR` or `/var/cache/perfvm`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("PERFVM_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/perfvm"))
+}
+
+pub fn images_dir(cache: &Path) -> PathBuf {
+    cache.join("images")
+}
+
+/// Per-cell working files (overlay, seed, console log); removed at teardown.
+pub fn cells_dir(cache: &Path) -> PathBuf {
+    cache.join("cells")
+}
+
+/// The recipe directory: `PERFVM_RECIPE_DIR`, else `vm-images/` in the current directory, else
+/// the one in the source tree perfvm was built from.
+pub fn recipe_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("PERFVM_RECIPE_DIR") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from("vm-images");
+    if local.join("recipe.toml").exists() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vm-images")
+}
+
+/// The cloud-init template directory, found like the recipe directory.
+pub fn cloud_init_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("PERFVM_CLOUD_INIT_DIR") {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from("cloud-init");
+    if local.join("user-data.yaml").exists() {
+        return local;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cloud-init")
+}
+
+/// The reference target binary, built beside perfvm by the same `cargo build`.
+pub fn target_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PERFVM_TARGET_BIN") {
+        return PathBuf::from(p);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("perfvm-target")))
+        .unwrap_or_else(|| PathBuf::from("perfvm-target"))
+}
+
+/// Create a directory tree that libvirt's unprivileged qemu user can traverse.
+pub fn ensure_shared_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+}
+
+/// Write a file atomically: a temp file in the same directory, fsync, rename. Readers see the
+/// old content or the new one, never a torn write.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn write_atomic_fails_cleanly_in_missing_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("nope/a.json");
+        assert!(write_atomic(&p, b"x").is_err());
+    }
+}

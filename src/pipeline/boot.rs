@@ -1,0 +1,41 @@
+//! Boot: render the domain XML and start a transient domain through libvirt.
+
+use super::{CellConfig, CellEnv, CellError};
+use crate::results::model::ExitReason;
+use crate::hypervisor::domain_xml::{self, DomainSpec};
+use crate::hypervisor::guard::DomainGuard;
+use super::prepare::Prepared;
+
+pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
+    DomainSpec {
+        name: cfg.domain_name.clone(),
+        accel: cfg.accel,
+        ram_mib: cfg.ram_mib,
+        cpus: cfg.cpus,
+        kernel: env.image.kernel(),
+        initrd: env.image.initrd(),
+        cmdline: "root=/dev/vda rw console=ttyS0".into(),
+        disk: p.work.overlay(),
+        seed: p.work.seed(),
+        console_log: p.work.console_log(),
+        host_port: p.host_port,
+        guest_port: env.target.guest_port,
+        owner_pid: std::process::id(),
+        run_id: cfg.run_id.clone(),
+        work_dir: p.work.path.clone(),
+    }
+}
+
+pub fn boot(env: &CellEnv, spec: &DomainSpec) -> Result<DomainGuard, CellError> {
+    let xml = domain_xml::render(spec);
+    let dom = env
+        .conn
+        .create_domain_xml(&xml, 0)
+        .map_err(|e| CellError::new(ExitReason::BootFailed, format!("libvirt could not start the domain: {}", e.message())))?;
+    Ok(DomainGuard::new(dom, spec.name.clone()))
+}
+
+/// qemu's pid, from the pid file libvirt keeps for each running domain.
+pub fn qemu_pid(domain_name: &str) -> Option<i32> {
+    std::fs::read_to_string(format!("/run/libvirt/qemu/{domain_name}.pid")).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,93 @@
+//! Collect: what the kernel and systemd recorded about the target (exact memory high-water mark,
+//! OOM kills, restarts), the stored file's sha256 computed inside the guest, and the unit's
+//! journal. Every item is best-effort: a missing one is recorded as unknown, never invented.
+
+use crate::guest::agent::Agent;
+use crate::guest::memory::{self, MemoryEvents};
+use crate::target::TargetSpec;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    pub memory_peak_bytes: Option<u64>,
+    pub events: Option<MemoryEvents>,
+    pub kernel_oom_kills: Option<u64>,
+    pub restarts: Option<u64>,
+    /// sha256 of the stored file, None if it does not exist or could not be hashed.
+    pub guest_sha256: Option<String>,
+    pub stored_file_exists: Option<bool>,
+    pub journal: Option<String>,
+    pub notes: Vec<String>,
+}
+
+impl Collected {
+    /// OOM kills from every source: the cgroup's counter resets when systemd recreates the
+    /// cgroup on restart, the kernel log does not.
+    pub fn oom_kills(&self) -> Option<u64> {
+        match (self.events.map(|e| e.oom_kill), self.kernel_oom_kills) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Blocking; run through `spawn_blocking`. `hash_budget` bounds the in-guest sha256sum.
+pub fn collect(agent: &Agent, target: &TargetSpec, stored_path: Option<&str>, hash_budget: Duration) -> Collected {
+    let mut c = Collected::default();
+    let cg = target.cgroup_dir();
+    c.memory_peak_bytes = agent.read_string(&format!("{cg}/memory.peak")).ok().and_then(|t| memory::cgroup_number(&t));
+    c.events = agent.read_string(&format!("{cg}/memory.events")).ok().map(|t| memory::memory_events(&t));
+
+    match agent.exec("/usr/bin/systemctl", &["show", "-p", "NRestarts", "--value", &target.unit], Duration::from_secs(30)) {
+        Ok(o) if o.exit_code == 0 => c.restarts = o.stdout_str().trim().parse().ok(),
+        Ok(o) => c.notes.push(format!("systemctl show exited {}", o.exit_code)),
+        Err(e) => c.notes.push(format!("restarts unknown: {e}")),
+    }
+    match agent.exec("/usr/bin/dmesg", &[], Duration::from_secs(30)) {
+        Ok(o) if o.exit_code == 0 => {
+            let comm = target.exec_start.split_whitespace().next().and_then(|p| p.rsplit('/').next()).unwrap_or(&target.name);
+            c.kernel_oom_kills = Some(memory::oom_kills_in_kernel_log(&o.stdout_str(), comm));
+        }
+        Ok(o) => c.notes.push(format!("dmesg exited {}", o.exit_code)),
+        Err(e) => c.notes.push(format!("kernel log unknown: {e}")),
+    }
+    if let Some(path) = stored_path {
+        match agent.exec("/usr/bin/sha256sum", &["--", path], hash_budget) {
+            Ok(o) if o.exit_code == 0 => {
+                c.stored_file_exists = Some(true);
+                c.guest_sha256 = o.stdout_str().split_whitespace().next().map(str::to_string);
+            }
+            Ok(o) => {
+                c.stored_file_exists = Some(false);
+                c.notes.push(format!("sha256sum {path}: {}", String::from_utf8_lossy(&o.stderr).trim()));
+            }
+            Err(e) => c.notes.push(format!("sha256 not computed: {e}")),
+        }
+    }
+    match agent.exec(
+        "/usr/bin/journalctl",
+        &["-b", "-u", &target.unit, "--no-pager", "-o", "short-monotonic"],
+        Duration::from_secs(30),
+    ) {
+        Ok(o) => c.journal = Some(o.stdout_str()),
+        Err(e) => c.notes.push(format!("journal not saved: {e}")),
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kills_take_the_larger_source() {
+        let mut c = Collected::default();
+        assert_eq!(c.oom_kills(), None);
+        c.kernel_oom_kills = Some(2);
+        assert_eq!(c.oom_kills(), Some(2));
+        c.events = Some(MemoryEvents { oom_kill: 1, ..Default::default() });
+        assert_eq!(c.oom_kills(), Some(2));
+        c.kernel_oom_kills = None;
+        assert_eq!(c.oom_kills(), Some(1));
+    }
+}

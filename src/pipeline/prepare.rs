@@ -1,0 +1,87 @@
+//! Prepare: the cell's work directory with a qcow2 overlay on the base image, the cloud-init
+//! seed ISO, and a free loopback port for the forward.
+
+use super::{CellConfig, CellEnv, CellError};
+use crate::cloudinit::seed;
+use crate::results::model::ExitReason;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A cell's files on the host; removed when dropped unless kept.
+pub struct WorkDir {
+    pub path: PathBuf,
+    keep: bool,
+}
+
+impl WorkDir {
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+    pub fn remove(&mut self) -> std::io::Result<()> {
+        if self.keep || !self.path.exists() {
+            return Ok(());
+        }
+        self.keep = true; // once
+        std::fs::remove_dir_all(&self.path)
+    }
+    pub fn overlay(&self) -> PathBuf {
+        self.path.join("overlay.qcow2")
+    }
+    pub fn seed(&self) -> PathBuf {
+        self.path.join("seed.iso")
+    }
+    pub fn console_log(&self) -> PathBuf {
+        self.path.join("console.log")
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove() {
+            eprintln!("perfvm: cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
+pub struct Prepared {
+    pub work: WorkDir,
+    pub host_port: u16,
+    pub instance_id: String,
+}
+
+pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
+    let err = |m: String| CellError::new(ExitReason::HarnessError, m);
+    let cells = crate::paths::cells_dir(&env.cache);
+    crate::paths::ensure_shared_dir(&cells).map_err(|e| err(format!("cannot create {}: {e}", cells.display())))?;
+    let path = cells.join(&cfg.domain_name);
+    if path.exists() {
+        std::fs::remove_dir_all(&path).map_err(|e| err(format!("stale {}: {e}", path.display())))?;
+    }
+    crate::paths::ensure_shared_dir(&path).map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
+    let work = WorkDir { path, keep: false };
+
+    let out = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(env.image.disk())
+        .arg(work.overlay())
+        .output()
+        .map_err(|e| err(format!("cannot run qemu-img: {e}")))?;
+    if !out.status.success() {
+        return Err(err(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    }
+
+    // A fresh instance-id per cell makes cloud-init treat every boot as a first boot.
+    let instance_id = format!("{}-{}", cfg.domain_name, std::process::id());
+    let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &instance_id)
+        .map_err(|e| err(format!("cloud-init: {e:#}")))?;
+    seed::write_iso(&docs, &env.target, &work.path, &work.seed()).map_err(|e| err(format!("seed: {e:#}")))?;
+    let host_port = free_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
+    Ok(Prepared { work, host_port, instance_id })
+}
+
+/// Ask the kernel for a free port on 127.0.0.1. qemu binds it moments later; a clash with
+/// another process in between makes the domain fail to start, which is retried by the caller.
+pub fn free_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}

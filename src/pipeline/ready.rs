@@ -1,0 +1,102 @@
+//! Ready: the guest agent answers, cloud-init has finished (the target is installed and its unit
+//! started), and the target's health check passes over the loopback forward. Each wait ends at
+//! the cell's deadline and watches the domain so a dead guest fails fast.
+
+use super::{CellError, blocking};
+use crate::accel::Accel;
+use crate::results::model::ExitReason;
+use crate::guest::agent::Agent;
+use std::time::{Duration, Instant};
+use virt::domain::{Domain, DomainState};
+
+fn boot_failed(m: impl Into<String>) -> CellError {
+    CellError::new(ExitReason::BootFailed, m)
+}
+
+/// Fail if the domain is no longer running: paused (KVM emulation failure), shut off, crashed.
+fn check_alive(dom: &Domain, accel: Accel) -> Result<(), CellError> {
+    let (state, reason) = dom.state().map_err(|e| boot_failed(format!("domain vanished: {}", e.message())))?;
+    match state {
+        virt::enumutil::Enum::Known(DomainState::Running) | virt::enumutil::Enum::Known(DomainState::Blocked) => Ok(()),
+        virt::enumutil::Enum::Known(DomainState::Paused) if accel == Accel::Kvm => Err(boot_failed(format!(
+            "the guest paused during boot ({reason:?}); under KVM this is an emulation failure of the host's KVM module: use --accel tcg (see console.log)"
+        ))),
+        other => Err(boot_failed(format!("the guest stopped during boot (state {other:?}, {reason:?}); see console.log"))),
+    }
+}
+
+pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
+    loop {
+        let (d, a) = (dom.clone(), agent.clone());
+        let res = blocking(move || {
+            check_alive(&d, accel)?;
+            a.ping(2).map_err(|e| boot_failed(e.to_string()))
+        })
+        .await;
+        match res {
+            Ok(()) => return Ok(()),
+            Err(e) if e.message.starts_with("guest agent") => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= deadline {
+            return Err(boot_failed("the guest agent never answered before the cell timeout; see console.log"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// cloud-init writes boot-finished after runcmd, i.e. after the target set-up script ran.
+pub async fn wait_cloud_init(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
+    loop {
+        let (d, a) = (dom.clone(), agent.clone());
+        let done = blocking(move || {
+            check_alive(&d, accel)?;
+            a.file_exists("/var/lib/cloud/instance/boot-finished").map_err(|e| boot_failed(e.to_string()))
+        })
+        .await?;
+        if done {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(boot_failed("cloud-init did not finish before the cell timeout; see console.log"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let a = agent.clone();
+    let result = blocking(move || Ok(a.read_string("/run/cloud-init/result.json").ok())).await?;
+    if let Some(errors) = result.as_deref().and_then(cloud_init_errors) {
+        return Err(boot_failed(format!("cloud-init reported errors: {errors}")));
+    }
+    Ok(())
+}
+
+/// The `errors` of cloud-init's result.json, if any.
+pub fn cloud_init_errors(result_json: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(result_json).ok()?;
+    let errs = v["v1"]["errors"].as_array()?;
+    if errs.is_empty() {
+        return None;
+    }
+    Some(errs.iter().map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())).collect::<Vec<_>>().join("; "))
+}
+
+pub async fn wait_healthy(url: &str, deadline: Instant) -> Result<(), CellError> {
+    crate::upload::client::wait_healthy(url, 200, deadline)
+        .await
+        .map_err(|last| boot_failed(format!("the target's health check {url} never passed (last: {last}); see journal.log")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloud_init_errors_are_extracted() {
+        assert_eq!(cloud_init_errors(r#"{"v1": {"datasource": "x", "errors": []}}"#), None);
+        assert_eq!(
+            cloud_init_errors(r#"{"v1": {"errors": ["('scripts_user', RuntimeError('failed'))"]}}"#).unwrap(),
+            "('scripts_user', RuntimeError('failed'))"
+        );
+        assert_eq!(cloud_init_errors("not json"), None);
+    }
+}

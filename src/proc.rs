@@ -1,0 +1,52 @@
+//! Host process facts from procfs.
+
+/// True if a process with this pid exists (signal 0 probes without touching it).
+pub fn pid_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    }
+}
+
+/// Resident set size of a process in bytes.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let p = procfs::process::Process::new(pid).ok()?;
+    let statm = p.statm().ok()?;
+    Some(statm.resident * procfs::page_size())
+}
+
+/// Process names (comm) of every running process; used to tell whether a daemon runs.
+pub fn running(comm: &str) -> bool {
+    procfs::process::all_processes()
+        .map(|it| {
+            it.flatten().any(|p| p.stat().map(|s| s.comm == comm).unwrap_or(false))
+        })
+        .unwrap_or(false)
+}
+
+/// Host memory: (MemTotal, MemAvailable) in bytes.
+pub fn host_memory() -> Option<(u64, u64)> {
+    use procfs::Current;
+    let m = procfs::Meminfo::current().ok()?;
+    Some((m.mem_total, m.mem_available.unwrap_or(m.mem_free)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_with_rss() {
+        let me = std::process::id() as i32;
+        assert!(pid_alive(me));
+        assert!(rss_bytes(me).unwrap() > 0);
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(i32::MAX));
+        let (total, avail) = host_memory().unwrap();
+        assert!(total >= avail && avail > 0);
+    }
+}

@@ -1,0 +1,186 @@
+//! The result of one cell, as written to `result.json`. Field names up to `success` are the old
+//! harness's, with the same meanings; the rest are perfvm's additions. Sizes in the `_mb` fields
+//! are MiB (2^20 bytes), throughput is MiB/s.
+
+use crate::accel::Accel;
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    Success,
+    Timeout,
+    OomKilled,
+    TargetCrashed,
+    HttpError,
+    VerifyFailed,
+    BootFailed,
+    HarnessError,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Success => "success",
+            ExitReason::Timeout => "timeout",
+            ExitReason::OomKilled => "oom_killed",
+            ExitReason::TargetCrashed => "target_crashed",
+            ExitReason::HttpError => "http_error",
+            ExitReason::VerifyFailed => "verify_failed",
+            ExitReason::BootFailed => "boot_failed",
+            ExitReason::HarnessError => "harness_error",
+        }
+    }
+
+    /// Failures of the harness or the VM, not of the target: worth retrying in a matrix.
+    pub fn is_infrastructure(self) -> bool {
+        matches!(self, ExitReason::BootFailed | ExitReason::HarnessError)
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Seconds spent in each phase; None for phases the cell never reached.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    /// Overlay, seed ISO, port.
+    pub prepare: Option<f64>,
+    /// libvirt create (domain defined and started).
+    pub boot: Option<f64>,
+    /// Domain start until the guest agent answers.
+    pub agent: Option<f64>,
+    /// Agent up until cloud-init finished (target installed and started).
+    pub cloud_init: Option<f64>,
+    /// cloud-init done until the target's health check passes.
+    pub healthy: Option<f64>,
+    pub upload: Option<f64>,
+    /// Reading peak, events, restarts, sha256, journal.
+    pub collect: Option<f64>,
+    pub teardown: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetInfo {
+    pub name: String,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    // --- the old harness's fields ---
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    pub ram_mb: u64,
+    pub file_size: String,
+    pub file_size_mb: f64,
+    pub duration_seconds: Option<f64>,
+    pub throughput_mbps: Option<f64>,
+    pub initial_memory_bytes: Option<u64>,
+    pub peak_memory_bytes: Option<u64>,
+    pub peak_memory_mb: Option<f64>,
+    pub http_status: Option<u16>,
+    pub exit_reason: ExitReason,
+    pub success: bool,
+    // --- perfvm ---
+    pub schema_version: u32,
+    pub perfvm_version: String,
+    pub run_id: String,
+    pub cell: String,
+    pub error: Option<String>,
+    pub file_size_bytes: u64,
+    pub accel: Accel,
+    pub cpus: u32,
+    pub image_id: String,
+    pub target: TargetInfo,
+    pub seed: u64,
+    pub sha256: Option<String>,
+    pub guest_sha256: Option<String>,
+    /// true: the stored file's sha256 (computed in the guest) equals the generated one;
+    /// false: it differs or the file is missing; null: not checked.
+    pub verified: Option<bool>,
+    pub oom_kills: Option<u64>,
+    pub restarts: Option<u64>,
+    pub bytes_sent: Option<u64>,
+    pub phases: PhaseTimes,
+    pub host_qemu_peak_rss_bytes: Option<u64>,
+    pub guest_min_mem_available_bytes: Option<u64>,
+    pub sample_interval_ms: u64,
+    pub sample_count: u64,
+    pub samples_csv: Option<String>,
+    pub console_log: Option<String>,
+    pub journal: Option<String>,
+    pub host_port: Option<u16>,
+    pub domain: Option<String>,
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Round for presentation in JSON (keeps files readable; full precision is meaningless here).
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// What the cell observed, to decide its exit reason.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub http_status: Option<u16>,
+    pub transport_error: bool,
+    pub timed_out: bool,
+    pub oom_kills: u64,
+    pub restarts: u64,
+    pub verified: Option<bool>,
+}
+
+/// Decide the exit reason of a cell that got as far as uploading. Order matters: an OOM kill
+/// explains a reset connection, a timeout explains a missing response, and so on.
+pub fn classify(o: &Observed) -> ExitReason {
+    if o.oom_kills > 0 {
+        ExitReason::OomKilled
+    } else if o.timed_out {
+        ExitReason::Timeout
+    } else if o.restarts > 0 || o.transport_error {
+        ExitReason::TargetCrashed
+    } else if !matches!(o.http_status, Some(200..=299)) {
+        ExitReason::HttpError
+    } else if o.verified != Some(true) {
+        ExitReason::VerifyFailed
+    } else {
+        ExitReason::Success
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_order() {
+        let ok = Observed { http_status: Some(201), verified: Some(true), ..Default::default() };
+        assert_eq!(classify(&ok), ExitReason::Success);
+        assert_eq!(classify(&Observed { oom_kills: 1, transport_error: true, restarts: 1, ..ok.clone() }), ExitReason::OomKilled);
+        assert_eq!(classify(&Observed { timed_out: true, http_status: None, ..ok.clone() }), ExitReason::Timeout);
+        assert_eq!(classify(&Observed { transport_error: true, http_status: None, ..ok.clone() }), ExitReason::TargetCrashed);
+        assert_eq!(classify(&Observed { restarts: 2, ..ok.clone() }), ExitReason::TargetCrashed);
+        assert_eq!(classify(&Observed { http_status: Some(500), ..ok.clone() }), ExitReason::HttpError);
+        assert_eq!(classify(&Observed { verified: Some(false), ..ok.clone() }), ExitReason::VerifyFailed);
+        // Never success without a verification.
+        assert_eq!(classify(&Observed { verified: None, ..ok }), ExitReason::VerifyFailed);
+    }
+
+    #[test]
+    fn exit_reasons_serialize_snake_case() {
+        assert_eq!(serde_json::to_string(&ExitReason::OomKilled).unwrap(), "\"oom_killed\"");
+        for r in [ExitReason::Success, ExitReason::BootFailed, ExitReason::HarnessError, ExitReason::VerifyFailed] {
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+        }
+        assert!(ExitReason::BootFailed.is_infrastructure());
+        assert!(!ExitReason::OomKilled.is_infrastructure());
+    }
+}

@@ -1,0 +1,144 @@
+//! What a person sees: phase lines and an upload progress bar on stderr, a one-screen summary on
+//! stdout. Plain lines when stderr is not a terminal (CI, nohup).
+
+use crate::pipeline::{Phase, Reporter};
+use crate::results::model::CellResult;
+use crate::size::human;
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct ConsoleReporter {
+    start: Instant,
+    tty: bool,
+    uploads: Mutex<HashMap<String, Arc<AtomicBool>>>,
+}
+
+impl ConsoleReporter {
+    pub fn new() -> ConsoleReporter {
+        ConsoleReporter { start: Instant::now(), tty: std::io::stderr().is_terminal(), uploads: Mutex::new(HashMap::new()) }
+    }
+}
+
+impl Default for ConsoleReporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reporter for ConsoleReporter {
+    fn phase(&self, cell: &str, phase: Phase) {
+        eprintln!("[{:7.1}s] {cell}: {}", self.start.elapsed().as_secs_f64(), phase.as_str());
+    }
+
+    fn upload(&self, cell: &str, total: u64, sent: Arc<AtomicU64>) {
+        let done = Arc::new(AtomicBool::new(false));
+        self.uploads.lock().unwrap().insert(cell.to_string(), done.clone());
+        let tty = self.tty;
+        let cell = cell.to_string();
+        std::thread::spawn(move || {
+            if tty {
+                let bar = indicatif::ProgressBar::new(total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("  {msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                bar.set_message(cell);
+                while !done.load(Ordering::Relaxed) {
+                    bar.set_position(sent.load(Ordering::Relaxed));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                bar.set_position(sent.load(Ordering::Relaxed));
+                bar.finish_and_clear();
+            } else {
+                // One line every 10 s keeps CI logs alive without flooding them.
+                let t0 = Instant::now();
+                let mut last = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    if last.elapsed() >= Duration::from_secs(10) {
+                        last = Instant::now();
+                        let s = sent.load(Ordering::Relaxed);
+                        eprintln!("  {cell}: uploaded {} of {} ({:.0} s)", human(s), human(total), t0.elapsed().as_secs_f64());
+                    }
+                }
+            }
+        });
+    }
+
+    fn upload_done(&self, cell: &str) {
+        if let Some(done) = self.uploads.lock().unwrap().remove(cell) {
+            done.store(true, Ordering::Relaxed);
+            // Let the bar thread clear its line before the next phase prints.
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn secs(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.1}s")).unwrap_or_else(|| "-".into())
+}
+
+/// One screen about one cell.
+pub fn summary(r: &CellResult, dir: &Path) -> String {
+    let mut s = String::new();
+    let verdict = if r.success { "SUCCESS".to_string() } else { format!("FAILED ({})", r.exit_reason) };
+    s.push_str(&format!("\n{} — cell {} ({} MiB RAM, {} file, {}, {} vCPU)\n", verdict, r.cell, r.ram_mb, r.file_size, r.accel, r.cpus));
+    s.push_str(&format!("  target        {} ({} mode), image {}\n", r.target.name, r.target.mode, r.image_id));
+    if let Some(e) = &r.error {
+        s.push_str(&format!("  error         {e}\n"));
+    }
+    s.push_str(&format!(
+        "  upload        {} in {} → {} MiB/s, HTTP {}\n",
+        human(r.file_size_bytes),
+        secs(r.duration_seconds),
+        r.throughput_mbps.map(|t| format!("{t:.1}")).unwrap_or_else(|| "-".into()),
+        opt(r.http_status)
+    ));
+    s.push_str(&format!(
+        "  target memory initial {}, peak {}{}\n",
+        r.initial_memory_bytes.map(human).unwrap_or_else(|| "-".into()),
+        r.peak_memory_bytes.map(human).unwrap_or_else(|| "-".into()),
+        match r.peak_memory_bytes {
+            Some(p) => format!(" ({:.0}% of guest RAM)", 100.0 * p as f64 / (r.ram_mb as f64 * 1048576.0)),
+            None => String::new(),
+        }
+    ));
+    s.push_str(&format!(
+        "  guest/host    min MemAvailable {}, host qemu peak RSS {}\n",
+        r.guest_min_mem_available_bytes.map(human).unwrap_or_else(|| "-".into()),
+        r.host_qemu_peak_rss_bytes.map(human).unwrap_or_else(|| "-".into())
+    ));
+    s.push_str(&format!(
+        "  integrity     verified {}, oom kills {}, restarts {}\n",
+        match r.verified {
+            Some(true) => "yes (sha256 matches)",
+            Some(false) => "NO (sha256 differs or file missing)",
+            None => "not checked",
+        },
+        opt(r.oom_kills),
+        opt(r.restarts)
+    ));
+    let p = &r.phases;
+    s.push_str(&format!(
+        "  phases        prepare {} boot {} agent {} cloud-init {} healthy {} upload {} collect {} teardown {}\n",
+        secs(p.prepare),
+        secs(p.boot),
+        secs(p.agent),
+        secs(p.cloud_init),
+        secs(p.healthy),
+        secs(p.upload),
+        secs(p.collect),
+        secs(p.teardown)
+    ));
+    s.push_str(&format!("  samples       {} every {} ms\n", r.sample_count, r.sample_interval_ms));
+    s.push_str(&format!("  result        {}\n", dir.join("result.json").display()));
+    s
+}

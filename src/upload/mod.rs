@@ -1,0 +1,4 @@
+//! The workload: a generated file streamed to the target over HTTP.
+
+pub mod client;
+pub mod payload;
