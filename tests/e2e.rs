@@ -1,0 +1,181 @@
+//! End-to-end tests that boot real guests under libvirt. They need `scripts/setup.sh` to have
+//! run (libvirtd up) and take ~1 minute each under TCG, so they are `#[ignore]`d in a plain
+//! `cargo test`; CI runs them with `cargo test --release -- --include-ignored`.
+//! The bad-input tests need no VM and always run.
+
+use perfvm::results::model::{CellResult, ExitReason};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// One guest at a time: parallel TCG guests on 2 cores would only slow each other down.
+static VM: Mutex<()> = Mutex::new(());
+
+fn perfvm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_perfvm"))
+        .args(args)
+        .env("PERFVM_TARGET_BIN", env!("CARGO_BIN_EXE_perfvm-target"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run perfvm")
+}
+
+fn run_dirs(results: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(results)
+        .map(|it| it.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .unwrap_or_default()
+}
+
+/// Run one cell and return its result, checking what every cell must leave behind.
+fn cell(args: &[&str]) -> (CellResult, PathBuf, Output) {
+    let _one = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let results = tempfile::tempdir().unwrap().keep();
+    let mut full = vec!["run", "--results-dir", results.to_str().unwrap(), "--timeout", "400"];
+    full.extend_from_slice(args);
+    let out = perfvm(&full);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("--- perfvm {full:?}\n{stdout}\n{stderr}");
+    let dirs = run_dirs(&results);
+    assert_eq!(dirs.len(), 1, "exactly one run dir");
+    let dir = dirs[0].clone();
+    let result: CellResult = serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
+    assert_no_leftovers(&result);
+    assert!(dir.join("console.log").is_file(), "console log saved");
+    (result, dir, out)
+}
+
+/// No domain and no work directory of this cell survive the perfvm process.
+fn assert_no_leftovers(r: &CellResult) {
+    let name = r.domain.clone().expect("domain name recorded");
+    let conn = perfvm::hypervisor::conn::open(perfvm::hypervisor::conn::DEFAULT_URI).expect("libvirt");
+    let doms = perfvm::hypervisor::conn::perfvm_domains(&conn).unwrap();
+    assert!(!doms.iter().any(|d| d.name == name), "domain {name} left behind");
+    let work = perfvm::paths::cells_dir(&perfvm::paths::cache_dir()).join(&name);
+    assert!(!work.exists(), "work dir {} left behind", work.display());
+}
+
+fn samples(dir: &Path) -> Vec<csv::StringRecord> {
+    let mut rd = csv::Reader::from_path(dir.join("samples.csv")).unwrap();
+    rd.records().map(|r| r.unwrap()).collect()
+}
+
+const MIB: u64 = 1 << 20;
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn stream_mode_uploads_64m_in_constant_memory() {
+    let (r, dir, out) = cell(&["--ram", "512", "--file-size", "64M", "--target-mode", "stream"]);
+    assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert!(r.success);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(r.verified, Some(true));
+    assert_eq!(r.sha256, r.guest_sha256);
+    assert_eq!(r.http_status, Some(201));
+    assert_eq!(r.file_size_bytes, 64 * MIB);
+    assert_eq!(r.bytes_sent, Some(64 * MIB));
+    let peak = r.peak_memory_bytes.expect("peak measured");
+    assert!(peak < 64 * MIB, "stream mode peak {peak} must stay under 64 MiB");
+    assert!(r.initial_memory_bytes.unwrap() > 0);
+    assert_eq!(r.oom_kills, Some(0));
+    assert_eq!(r.restarts, Some(0));
+    assert!(r.throughput_mbps.unwrap() > 0.0 && r.duration_seconds.unwrap() > 0.0);
+    assert!(r.host_qemu_peak_rss_bytes.unwrap() > 512 * MIB, "qemu RSS includes guest RAM");
+    let p = &r.phases;
+    for (name, v) in [("boot", p.boot), ("agent", p.agent), ("cloud_init", p.cloud_init), ("healthy", p.healthy), ("upload", p.upload), ("collect", p.collect), ("teardown", p.teardown)] {
+        assert!(v.is_some(), "phase {name} timed");
+    }
+    let rows = samples(&dir);
+    assert!(rows.len() >= 2, "at least the baseline and a final sample");
+    assert_eq!(rows.len() as u64, r.sample_count - 1, "baseline is not in the CSV");
+    let journal = std::fs::read_to_string(dir.join("journal.log")).unwrap();
+    assert!(journal.contains("PUT /upload/perfvm-upload.bin"), "target's request log in the journal:\n{journal}");
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn memory_mode_larger_than_ram_is_oom_killed_and_recorded() {
+    let (r, dir, out) = cell(&["--ram", "256", "--file-size", "320M", "--target-mode", "memory"]);
+    assert!(!r.success);
+    assert_eq!(out.status.code(), Some(1), "a target failure exits 1");
+    let oom = r.oom_kills.expect("oom kills counted");
+    assert!(
+        r.exit_reason == ExitReason::OomKilled || (r.exit_reason == ExitReason::TargetCrashed && oom >= 1),
+        "got {:?} with {oom} oom kills: {:?}",
+        r.exit_reason,
+        r.error
+    );
+    assert!(oom >= 1);
+    assert_ne!(r.verified, Some(true), "an OOM-killed upload is never verified");
+    assert!(r.peak_memory_bytes.unwrap() > 100 * MIB, "the buffer grew before the kill");
+    assert!(r.phases.teardown.is_some());
+    assert!(!samples(&dir).is_empty());
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn memory_mode_that_fits_holds_the_whole_file() {
+    let (r, _dir, _) = cell(&["--ram", "512", "--file-size", "64M", "--target-mode", "memory"]);
+    assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert_eq!(r.verified, Some(true));
+    let peak = r.peak_memory_bytes.unwrap();
+    assert!(peak >= 64 * MIB, "memory mode peak {peak} must be at least the file size");
+}
+
+/// Bad input: exit code 2, a one-line error naming the flag, and nothing written.
+#[test]
+fn bad_input_is_refused_before_any_vm() {
+    let results = tempfile::tempdir().unwrap();
+    let rd = results.path().join("r");
+    let rds = rd.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--ram", "0", "--file-size", "1G"], "--ram 0"),
+        (vec!["--ram", "100000000", "--file-size", "1G"], "--ram 100000000"),
+        (vec!["--ram", "512", "--file-size", "0"], "zero"),
+        (vec!["--ram", "512", "--file-size", "1X"], "unknown unit"),
+        (vec!["--ram", "512", "--file-size", "1G", "--accel", "xen"], "xen"),
+        (vec!["--ram", "512", "--file-size", "100G"], "--file-size 100G"),
+        (vec!["--ram", "512", "--file-size", "1G", "--cpus", "0"], "--cpus 0"),
+        (vec!["--ram", "512", "--file-size", "1G", "--timeout", "1"], "--timeout 1"),
+    ];
+    for (args, expect) in cases {
+        let mut full = vec!["run", "--results-dir", rds];
+        full.extend(args.iter());
+        let out = perfvm(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: expected {expect:?} in {err}");
+        assert!(!rd.exists(), "{args:?} left {}", rd.display());
+    }
+}
+
+#[test]
+fn unwritable_results_dir_and_missing_recipe_are_refused() {
+    let out = perfvm(&["run", "--ram", "512", "--file-size", "1M", "--results-dir", "/proc/perfvm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/perfvm"));
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfvm"))
+        .args(["run", "--ram", "512", "--file-size", "1M", "--results-dir"])
+        .arg(empty.path().join("r"))
+        .env("PERFVM_RECIPE_DIR", empty.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("recipe.toml"), "{err}");
+}
+
+#[test]
+fn kvm_is_refused_where_it_cannot_run() {
+    let probe = perfvm::accel::KvmProbe::read();
+    let Some(why) = probe.kvm_unusable_reason() else {
+        return; // a host with working KVM accepts it; nothing to refuse here
+    };
+    let d = tempfile::tempdir().unwrap();
+    let out = perfvm(&["run", "--ram", "512", "--file-size", "1M", "--accel", "kvm", "--results-dir", d.path().join("r").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--accel kvm cannot run here") && err.contains(why.split(':').next().unwrap()), "{err}");
+}
