@@ -18,4 +18,5 @@ pub mod size;
 pub mod target;
 pub mod upload;
 pub mod cli;
+pub mod matrix;
 pub mod ui;

@@ -21,6 +21,7 @@ async fn dispatch(cli: Cli) -> i32 {
     spawn_signal_handler(cancel.clone());
     let res = match cli.command {
         Command::Run(a) => cli::run::run(a, cancel).await,
+        Command::Matrix(a) => cli::matrix::run(a, cancel).await,
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
         Command::Doctor(a) => tokio::task::block_in_place(|| cli::doctor::run(a)),
         Command::Cleanup(a) => tokio::task::block_in_place(|| cleanup(&a.connect)),

@@ -13,13 +13,53 @@ use std::time::{Duration, Instant};
 
 pub struct ConsoleReporter {
     start: Instant,
-    tty: bool,
+    /// Bars on a terminal; plain lines otherwise (CI, nohup).
+    multi: Option<indicatif::MultiProgress>,
+    matrix_bar: Mutex<Option<indicatif::ProgressBar>>,
     uploads: Mutex<HashMap<String, Arc<AtomicBool>>>,
 }
 
 impl ConsoleReporter {
     pub fn new() -> ConsoleReporter {
-        ConsoleReporter { start: Instant::now(), tty: std::io::stderr().is_terminal(), uploads: Mutex::new(HashMap::new()) }
+        let multi = std::io::stderr().is_terminal().then(indicatif::MultiProgress::new);
+        ConsoleReporter { start: Instant::now(), multi, matrix_bar: Mutex::new(None), uploads: Mutex::new(HashMap::new()) }
+    }
+
+    /// A log line that does not tear the bars.
+    pub fn line(&self, text: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Matrix progress: a bar on a terminal, a line otherwise.
+    pub fn matrix_progress(&self, done: usize, failed: usize, total: usize, remaining: usize, eta: &str) {
+        let text = format!("{done}/{total} done ({failed} failed), {remaining} remaining, eta ~{eta}");
+        let Some(m) = &self.multi else {
+            eprintln!("[matrix] {text}");
+            return;
+        };
+        let mut bar = self.matrix_bar.lock().unwrap();
+        let b = bar.get_or_insert_with(|| {
+            let b = m.insert(0, indicatif::ProgressBar::new(total as u64));
+            b.set_style(
+                indicatif::ProgressStyle::with_template("matrix [{bar:30}] {msg} (elapsed {elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+        b.set_message(text);
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = self.matrix_bar.lock().unwrap().take() {
+            b.finish_and_clear();
+        }
     }
 }
 
@@ -31,49 +71,50 @@ impl Default for ConsoleReporter {
 
 impl Reporter for ConsoleReporter {
     fn phase(&self, cell: &str, phase: Phase) {
-        eprintln!("[{:7.1}s] {cell}: {}", self.start.elapsed().as_secs_f64(), phase.as_str());
+        self.line(&format!("[{:7.1}s] {cell}: {}", self.start.elapsed().as_secs_f64(), phase.as_str()));
     }
 
     fn upload(&self, cell: &str, total: u64, sent: Arc<AtomicU64>) {
         let done = Arc::new(AtomicBool::new(false));
         self.uploads.lock().unwrap().insert(cell.to_string(), done.clone());
-        let tty = self.tty;
         let cell = cell.to_string();
-        std::thread::spawn(move || {
-            if tty {
-                let bar = indicatif::ProgressBar::new(total);
+        match &self.multi {
+            Some(m) => {
+                let bar = m.add(indicatif::ProgressBar::new(total));
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("  {msg} [{bar:40}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}")
+                    indicatif::ProgressStyle::with_template("  {msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}")
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                 );
                 bar.set_message(cell);
-                while !done.load(Ordering::Relaxed) {
-                    bar.set_position(sent.load(Ordering::Relaxed));
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                bar.set_position(sent.load(Ordering::Relaxed));
-                bar.finish_and_clear();
-            } else {
-                // One line every 10 s keeps CI logs alive without flooding them.
-                let t0 = Instant::now();
-                let mut last = Instant::now();
-                while !done.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(200));
-                    if last.elapsed() >= Duration::from_secs(10) {
-                        last = Instant::now();
-                        let s = sent.load(Ordering::Relaxed);
-                        eprintln!("  {cell}: uploaded {} of {} ({:.0} s)", human(s), human(total), t0.elapsed().as_secs_f64());
+                std::thread::spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        bar.set_position(sent.load(Ordering::Relaxed));
+                        std::thread::sleep(Duration::from_millis(200));
                     }
-                }
+                    bar.finish_and_clear();
+                });
             }
-        });
+            None => {
+                // One line every 10 s keeps CI logs alive without flooding them.
+                std::thread::spawn(move || {
+                    let t0 = Instant::now();
+                    let mut last = Instant::now();
+                    while !done.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        if last.elapsed() >= Duration::from_secs(10) {
+                            last = Instant::now();
+                            let s = sent.load(Ordering::Relaxed);
+                            eprintln!("  {cell}: uploaded {} of {} ({:.0} s)", human(s), human(total), t0.elapsed().as_secs_f64());
+                        }
+                    }
+                });
+            }
+        }
     }
 
     fn upload_done(&self, cell: &str) {
         if let Some(done) = self.uploads.lock().unwrap().remove(cell) {
             done.store(true, Ordering::Relaxed);
-            // Let the bar thread clear its line before the next phase prints.
-            std::thread::sleep(Duration::from_millis(250));
         }
     }
 }

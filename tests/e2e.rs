@@ -179,3 +179,106 @@ fn kvm_is_refused_where_it_cannot_run() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--accel kvm cannot run here") && err.contains(why.split(':').next().unwrap()), "{err}");
 }
+
+/// A small matrix, interrupted with SIGINT mid-run and resumed: every cell ends in matrix.csv
+/// exactly once, nothing is left running, finished cells are not redone, and a second perfvm on
+/// the same run is refused while the first holds it.
+#[test]
+#[ignore = "boots real guests: run with --include-ignored (CI does)"]
+fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
+    let _one = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let results = tempfile::tempdir().unwrap().keep();
+    let rd = results.to_str().unwrap().to_string();
+    let args = ["matrix", "--ram", "256,384", "--file-size", "1M,2M", "--timeout", "300", "--results-dir", &rd];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_perfvm"))
+        .args(args)
+        .env("PERFVM_TARGET_BIN", env!("CARGO_BIN_EXE_perfvm-target"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+
+    // Wait for the run directory, then check the lock from a second process.
+    let t0 = std::time::Instant::now();
+    let run_dir = loop {
+        if let Some(d) = run_dirs(&results).into_iter().next() {
+            if d.join("matrix.csv").exists() {
+                break d;
+            }
+        }
+        assert!(t0.elapsed().as_secs() < 300, "matrix never started");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let second = perfvm(&args);
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains(&format!("in use by perfvm pid {pid}")), "{err}");
+
+    // Interrupt once the first cell is finished and later ones are under way.
+    let csv_rows = |d: &Path| csv::Reader::from_path(d.join("matrix.csv")).map(|mut r| r.records().count()).unwrap_or(0);
+    while csv_rows(&run_dir) == 0 {
+        assert!(t0.elapsed().as_secs() < 400, "no cell finished");
+        assert!(child.try_wait().unwrap().is_none(), "matrix ended before it could be interrupted");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "interrupted matrix exits 130");
+
+    // Nothing of the interrupted process survives.
+    let conn = perfvm::hypervisor::conn::open(perfvm::hypervisor::conn::DEFAULT_URI).unwrap();
+    let mine: Vec<String> = perfvm::hypervisor::conn::perfvm_domains(&conn)
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.owner.as_ref().is_some_and(|o| o.pid == pid))
+        .map(|d| d.name)
+        .collect();
+    assert!(mine.is_empty(), "domains left after SIGINT: {mine:?}");
+
+    let finished_before: Vec<(PathBuf, String)> = glob_results(&run_dir)
+        .into_iter()
+        .filter_map(|p| {
+            let t = std::fs::read_to_string(&p).ok()?;
+            let r: CellResult = serde_json::from_str(&t).ok()?;
+            (!r.interrupted).then_some((p, t))
+        })
+        .collect();
+    let rows_before = csv_rows(&run_dir);
+    assert!(!finished_before.is_empty() && rows_before < 4, "{rows_before} rows before resume");
+
+    // Resume: the same command finishes the rest.
+    let out = perfvm(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&format!("{} already finished", finished_before.len())), "{err}");
+    for (p, text) in &finished_before {
+        assert_eq!(&std::fs::read_to_string(p).unwrap(), text, "{} was redone", p.display());
+    }
+    let mut rd = csv::Reader::from_path(run_dir.join("matrix.csv")).unwrap();
+    let mut cells: Vec<(String, String)> = rd.records().map(|r| r.unwrap()).map(|r| (r[0].to_string(), r[1].to_string())).collect();
+    cells.sort();
+    assert_eq!(
+        cells,
+        [("256", "1M"), ("256", "2M"), ("384", "1M"), ("384", "2M")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let summary = std::fs::read_to_string(run_dir.join("summary.txt")).unwrap();
+    assert!(summary.contains("4/4 cells finished, 4 passed"), "{summary}");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["summary"]["passed"], 4);
+    assert!(doc["metadata"]["libvirt_version"].is_string());
+}
+
+fn glob_results(run_dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for cell in std::fs::read_dir(run_dir.join("cells")).into_iter().flatten().flatten() {
+        for att in std::fs::read_dir(cell.path()).into_iter().flatten().flatten() {
+            let p = att.path().join("result.json");
+            if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

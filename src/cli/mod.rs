@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod image;
+pub mod matrix;
 pub mod run;
 
 use crate::accel::AccelChoice;
@@ -31,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one cell: boot a guest, upload one file, write result.json.
     Run(RunArgs),
+    /// Run every cell of RAM sizes × file sizes; resumable, parallel within the memory budget.
+    Matrix(MatrixArgs),
     /// Build, list or remove guest base images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -84,6 +87,45 @@ pub struct RunArgs {
     /// Leave the guest running after the cell and print how to reach it.
     #[arg(long)]
     pub keep_vm: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
+pub struct MatrixArgs {
+    /// Guest RAM sizes in MiB, comma-separated.
+    #[arg(long, value_name = "MiB,...", value_delimiter = ',', required = true)]
+    pub ram: Vec<u64>,
+    /// File sizes, comma-separated (units as in `perfvm run --help`).
+    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_size, required = true)]
+    pub file_size: Vec<ByteSize>,
+    /// Run each cell N times.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Run only cells matching RAM/SIZE patterns (`512/1G`, `512/*`, `*/1G`), comma-separated.
+    #[arg(long, value_name = "RAM/SIZE,...")]
+    pub only: Vec<String>,
+    /// Skip cells matching RAM/SIZE patterns.
+    #[arg(long, value_name = "RAM/SIZE,...")]
+    pub skip: Vec<String>,
+    /// Print the cells (with estimates from past runs) and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Start a new run even if one with the same definition exists.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Cells at once. Default: as many as the host memory budget holds (guest RAM + qemu
+    /// overhead each), at most the number of cores.
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Retries of a cell after an infrastructure failure (boot, agent). Target failures are
+    /// results and never retried.
+    #[arg(long, default_value_t = 1)]
+    pub retries: u32,
+    /// Start no new cell after the first failed one.
+    #[arg(long)]
+    pub stop_on_failure: bool,
+    #[command(flatten)]
+    pub common: CellArgs,
 }
 
 /// Options shared by every way of running cells.

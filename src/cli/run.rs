@@ -95,6 +95,25 @@ pub fn exit_code_for(r: &CellResult, interrupted: bool) -> i32 {
     }
 }
 
+/// A cell's configuration from the shared options. `domain_tag` makes the domain name unique.
+pub fn cell_config(c: &super::CellArgs, accel: Accel, run_id: &str, ram: u64, size: ByteSize, cell: &str, domain_tag: &str) -> CellConfig {
+    CellConfig {
+        run_id: run_id.to_string(),
+        cell: cell.to_string(),
+        domain_name: format!("{}{cell}-{domain_tag}", crate::hypervisor::NAME_PREFIX),
+        ram_mib: ram,
+        file_size: size,
+        cpus: c.cpus,
+        accel,
+        timeout: Duration::from_secs(c.timeout),
+        seed: c.seed,
+        sample_interval: Duration::from_millis(c.sample_interval),
+        keep_vm: false,
+        repeat: 1,
+        attempt: 1,
+    }
+}
+
 /// Everything `run` needs, checked: the resolved accel, recipe, target and libvirt connection.
 pub struct Checked {
     pub accel: Accel,
@@ -138,20 +157,9 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     let run_id = crate::results::store::new_run_id(&cell);
     let run_dir = crate::results::store::RunDir::create(&c.results_dir, &run_id)
         .with_context(|| format!("cannot create the run directory in {}", c.results_dir.display()))?;
-    let suffix = run_id.rsplit('-').next().unwrap_or("0");
-    let cfg = CellConfig {
-        run_id: run_id.clone(),
-        cell: cell.clone(),
-        domain_name: format!("{}{cell}-{suffix}", crate::hypervisor::NAME_PREFIX),
-        ram_mib: args.ram,
-        file_size: args.file_size,
-        cpus: c.cpus,
-        accel: checked.accel,
-        timeout: Duration::from_secs(c.timeout),
-        seed: c.seed,
-        sample_interval: Duration::from_millis(c.sample_interval),
-        keep_vm: args.keep_vm,
-    };
+    let suffix = run_id.rsplit('-').next().unwrap_or("0").to_string();
+    let mut cfg = cell_config(c, checked.accel, &run_id, args.ram, args.file_size, &cell, &suffix);
+    cfg.keep_vm = args.keep_vm;
     eprintln!(
         "perfvm: cell {cell} ({} MiB RAM, {} vCPU, {}, target {} {}, image {})",
         cfg.ram_mib, cfg.cpus, cfg.accel, checked.env.target.name, checked.env.target.mode.as_str(), checked.env.image.id

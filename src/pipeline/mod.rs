@@ -40,6 +40,8 @@ pub struct CellConfig {
     pub seed: u64,
     pub sample_interval: Duration,
     pub keep_vm: bool,
+    pub repeat: u32,
+    pub attempt: u32,
 }
 
 /// What cells share: the libvirt connection, the image, the target, the templates.
@@ -152,6 +154,7 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
         }
         res.exit_reason = e.reason;
         res.success = false;
+        res.interrupted = cancel.is_cancelled();
         res.error = Some(format!("{phase}: {}", e.message));
         // The journal explains most failures after the agent came up; fetch it if not yet saved.
         if res.journal.is_none() && !cancel.is_cancelled() {
@@ -253,6 +256,9 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         perfvm_version: env!("CARGO_PKG_VERSION").to_string(),
         run_id: cfg.run_id.clone(),
         cell: cfg.cell.clone(),
+        repeat: cfg.repeat,
+        attempt: cfg.attempt,
+        interrupted: false,
         error: None,
         file_size_bytes: cfg.file_size.bytes(),
         accel: cfg.accel,

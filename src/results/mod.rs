@@ -1,4 +1,6 @@
-//! What a cell produces: the result model and where it is written.
+//! What cells produce: the result model, where it is written, and the matrix exports.
 
+pub mod export;
 pub mod model;
+pub mod stats;
 pub mod store;

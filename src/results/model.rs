@@ -91,6 +91,14 @@ pub struct CellResult {
     pub perfvm_version: String,
     pub run_id: String,
     pub cell: String,
+    /// Repetition (1-based) and attempt (1-based; >1 after an infrastructure failure) in a matrix.
+    #[serde(default = "one")]
+    pub repeat: u32,
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// The cell was cut short by SIGINT/SIGTERM: not a measurement, redone on resume.
+    #[serde(default)]
+    pub interrupted: bool,
     pub error: Option<String>,
     pub file_size_bytes: u64,
     pub accel: Accel,
@@ -116,6 +124,10 @@ pub struct CellResult {
     pub journal: Option<String>,
     pub host_port: Option<u16>,
     pub domain: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 pub fn mib(bytes: u64) -> f64 {

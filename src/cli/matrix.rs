@@ -1,0 +1,387 @@
+//! `perfvm matrix`: every cell of RAM sizes × file sizes (× repeats), resumable, in parallel
+//! within the host's memory budget, with matrix.csv / results.json / summary.txt rewritten after
+//! every cell.
+
+use super::MatrixArgs;
+use super::run::{InputError, exit, preflight, qemu_overhead_mib};
+use crate::matrix::expand::{self, CellKey, RunDefinition};
+use crate::matrix::schedule::{self, Budget};
+use crate::matrix::{lock, state};
+use crate::pipeline::CellEnv;
+use crate::results::export;
+use crate::results::model::CellResult;
+use crate::ui::ConsoleReporter;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Memory kept back from the budget for the host itself (perfvm, libvirtd, page cache).
+const HOST_RESERVE_MIB: u64 = 1024;
+
+pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
+    let c = args.common.clone();
+    let all = expand::expand(&args.ram, &args.file_size, args.repeat).map_err(|e| InputError(e.to_string()))?;
+    let only = expand::parse_patterns(&args.only).map_err(|e| InputError(e.to_string()))?;
+    let skip = expand::parse_patterns(&args.skip).map_err(|e| InputError(e.to_string()))?;
+    let selected = expand::select(all.clone(), &only, &skip).map_err(|e| InputError(e.to_string()))?;
+    if args.jobs == Some(0) {
+        return Err(InputError("--jobs 0: use 1 or more (or leave it out to fit the memory budget)".into()).into());
+    }
+    if args.list {
+        list(&selected, &c.results_dir, args.jobs.unwrap_or(1));
+        return Ok(exit::SUCCESS);
+    }
+
+    let shapes: Vec<_> = selected.iter().map(|k| (k.ram_mib, k.size)).collect();
+    let checked = preflight(&c, &shapes)?;
+    let accel = checked.accel;
+    let cost = |k: &CellKey| k.ram_mib + qemu_overhead_mib(accel);
+    let available_mib = crate::proc::host_memory().map(|(_, a)| a >> 20).unwrap_or(0);
+    let budget = Budget::from_available(available_mib, HOST_RESERVE_MIB);
+    let max_cost = selected.iter().map(cost).max().unwrap_or(0);
+    if max_cost > budget.total_mib {
+        return Err(InputError(format!(
+            "the memory budget ({} MiB: {available_mib} MiB available minus {HOST_RESERVE_MIB} MiB reserve) is too small for the largest cell ({max_cost} MiB with qemu overhead)",
+            budget.total_mib
+        ))
+        .into());
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = args.jobs.unwrap_or_else(|| schedule::default_jobs(&budget, max_cost, cores));
+
+    let def = RunDefinition {
+        ram_mib: args.ram.clone(),
+        file_sizes: args.file_size.iter().map(|s| s.label()).collect(),
+        repeat: args.repeat,
+        target: checked.env.target.name.clone(),
+        target_mode: checked.env.target.mode.as_str().to_string(),
+        image_id: checked.env.image.id.clone(),
+        accel: accel.to_string(),
+        cpus: c.cpus,
+        timeout_s: c.timeout,
+        seed: c.seed,
+        sample_interval_ms: c.sample_interval,
+    };
+    let key = def.key();
+    let run_dir = choose_run_dir(&c.results_dir, &key, args.fresh)?;
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let _lock = lock::acquire(&run_dir).map_err(|e| InputError(e.to_string()))?;
+
+    // What is already there: finished attempts are kept; interrupted or half-written ones go.
+    let mut results: Vec<CellResult> = Vec::new();
+    let mut pending: Vec<(CellKey, u32)> = Vec::new();
+    let mut discarded = 0;
+    for k in &all {
+        discarded += state::discard_unfinished(&run_dir, k);
+        let fin = state::finished_attempts(&run_dir, k);
+        if selected.contains(k) {
+            if let state::Next::Run(a) = state::next(&fin, args.retries) {
+                pending.push((*k, a));
+            }
+        }
+        results.extend(fin);
+    }
+    let already = selected.len() - pending.len();
+    let meta_started = read_started(&run_dir).unwrap_or_else(chrono::Utc::now);
+    let mut meta = metadata(&checked.env, &def, &key, jobs, meta_started);
+    eprintln!(
+        "perfvm: matrix {} — {} cells selected, {already} already finished{}, {} to run; {jobs} job(s), budget {} MiB, {accel}",
+        run_dir.display(),
+        selected.len(),
+        if discarded > 0 { format!(" ({discarded} unfinished attempt(s) discarded)") } else { String::new() },
+        pending.len(),
+        budget.total_mib,
+    );
+    let sizes: Vec<(u64, String)> = {
+        let mut v: Vec<_> = args.file_size.iter().map(|s| (s.bytes(), s.label())).collect();
+        v.sort();
+        v
+    };
+    let mut rams = args.ram.clone();
+    rams.sort_unstable();
+    let exporter = Exporter { run_dir: run_dir.clone(), total_cells: all.len(), rams, sizes };
+    exporter.write(&meta, &results, None)?;
+
+    let env = Arc::new(checked.env);
+    let reporter = Arc::new(ConsoleReporter::new());
+    let started = Instant::now();
+    let mut budget = budget;
+    let mut running = 0usize;
+    let mut set: tokio::task::JoinSet<(CellKey, u32, u64, CellResult, f64)> = tokio::task::JoinSet::new();
+    let mut stop = false;
+    let (mut done_now, mut failed_now, mut wall) = (0usize, 0usize, Vec::<f64>::new());
+    let domain_tag = key.trim_start_matches("matrix-")[..4].to_string();
+    loop {
+        while !stop && !cancel.is_cancelled() {
+            let costs: Vec<u64> = pending.iter().map(|(k, _)| cost(k)).collect();
+            let Some(i) = schedule::pick(&costs, running, jobs, &budget) else { break };
+            let (k, attempt) = pending.remove(i);
+            let cell_cost = costs[i];
+            budget.take(cell_cost);
+            running += 1;
+            let out = state::attempt_dir(&run_dir, &k, attempt);
+            std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+            let mut cfg = super::run::cell_config(&c, accel, &key, k.ram_mib, k.size, &k.id(), &format!("a{attempt}-{domain_tag}"));
+            cfg.repeat = k.repeat;
+            cfg.attempt = attempt;
+            let (env, rep, cancel) = (env.clone(), reporter.clone(), cancel.clone());
+            set.spawn(async move {
+                let t = Instant::now();
+                let r = crate::pipeline::run_cell(&env, &cfg, &out, &cancel, rep.as_ref()).await;
+                (k, attempt, cell_cost, r, t.elapsed().as_secs_f64())
+            });
+        }
+        let Some(joined) = set.join_next().await else { break };
+        let (k, attempt, cell_cost, r, secs) = joined.context("a cell task failed")?;
+        running -= 1;
+        budget.give(cell_cost);
+        if r.interrupted {
+            continue;
+        }
+        wall.push(secs);
+        let retry = r.exit_reason.is_infrastructure() && attempt <= args.retries && !cancel.is_cancelled();
+        if retry {
+            reporter.line(&format!("perfvm: {} attempt {attempt} failed ({}): retrying", k.id(), r.exit_reason));
+            pending.insert(0, (k, attempt + 1));
+        } else {
+            done_now += 1;
+            if !r.success {
+                failed_now += 1;
+                if args.stop_on_failure {
+                    reporter.line(&format!("perfvm: {} failed ({}); --stop-on-failure: no new cells start", k.id(), r.exit_reason));
+                    stop = true;
+                }
+            }
+        }
+        results.push(r);
+        exporter.write(&meta, &results, None)?;
+        let remaining = pending.len() + running;
+        let mean = wall.iter().sum::<f64>() / wall.len() as f64;
+        let eta = mean * remaining as f64 / jobs as f64;
+        reporter.matrix_progress(already + done_now, failed_now, selected.len(), remaining, &fmt_secs(eta));
+    }
+    reporter.finish();
+
+    meta.finished = Some(chrono::Utc::now());
+    let total = started.elapsed().as_secs_f64();
+    exporter.write(&meta, &results, Some(total))?;
+    print!("{}", String::from_utf8_lossy(&std::fs::read(run_dir.join("summary.txt")).unwrap_or_default()));
+    println!("results: {}", run_dir.display());
+    println!("  matrix.csv, results.json, summary.txt; per cell: cells/<cell>/a<attempt>/");
+    let finals = final_of(&results, &selected);
+    let unfinished = selected.len() - finals.len();
+    if cancel.is_cancelled() {
+        eprintln!(
+            "perfvm: interrupted; {} of {} cells finished and on disk. Resume with the same command (add --fresh to start over).",
+            finals.len(),
+            selected.len()
+        );
+        return Ok(exit::INTERRUPTED);
+    }
+    if unfinished > 0 || finals.iter().any(|r| !r.success) {
+        return Ok(if finals.iter().all(|r| r.exit_reason.is_infrastructure() || r.success) && unfinished == 0 {
+            exit::INFRASTRUCTURE
+        } else {
+            exit::CELL_FAILED
+        });
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// The final result of each selected cell that has one.
+fn final_of<'a>(results: &'a [CellResult], keys: &[CellKey]) -> Vec<&'a CellResult> {
+    keys.iter()
+        .filter_map(|k| {
+            results
+                .iter()
+                .filter(|r| r.ram_mb == k.ram_mib && r.file_size_bytes == k.size.bytes() && r.repeat == k.repeat && !r.interrupted)
+                .max_by_key(|r| r.attempt)
+        })
+        .collect()
+}
+
+struct Exporter {
+    run_dir: PathBuf,
+    total_cells: usize,
+    rams: Vec<u64>,
+    sizes: Vec<(u64, String)>,
+}
+
+impl Exporter {
+    fn write(&self, meta: &export::json::RunMetadata, results: &[CellResult], total_seconds: Option<f64>) -> Result<()> {
+        let finals: Vec<&CellResult> = {
+            let mut seen = std::collections::BTreeMap::new();
+            for r in results.iter().filter(|r| !r.interrupted) {
+                let e = seen.entry((r.ram_mb, r.file_size_bytes, r.repeat)).or_insert(r);
+                if r.attempt > e.attempt {
+                    *e = r;
+                }
+            }
+            seen.into_values().collect()
+        };
+        let path_of = |r: &CellResult| {
+            let k = CellKey { ram_mib: r.ram_mb, size: crate::size::ByteSize(r.file_size_bytes), repeat: r.repeat };
+            format!("cells/{}/a{}/result.json", k.id(), r.attempt)
+        };
+        let summary = export::json::summarize(self.total_cells, &finals, results.len(), total_seconds);
+        let title = format!(
+            "perfvm matrix {} — {} ({} mode), {}, image {}; {}/{} cells finished, {} passed",
+            meta.run_key, meta.target, meta.target_mode, meta.accel, meta.image_id, summary.finished, summary.cells, summary.passed
+        );
+        let w = |name: &str, data: Vec<u8>| {
+            crate::paths::write_atomic(&self.run_dir.join(name), &data).with_context(|| format!("cannot write {name} in {}", self.run_dir.display()))
+        };
+        w("matrix.csv", export::csv::export(results, &path_of))?;
+        w("results.json", export::json::export(meta, &summary, results))?;
+        w("summary.txt", export::summary::export(&title, &finals, &self.rams, &self.sizes))?;
+        Ok(())
+    }
+}
+
+/// `<key>` for the first run of a definition, `<key>.2`, `<key>.3`… after `--fresh`. Without
+/// `--fresh` the newest one is resumed.
+fn choose_run_dir(results: &Path, key: &str, fresh: bool) -> Result<PathBuf> {
+    let mut newest: Option<(u32, PathBuf)> = None;
+    if let Ok(entries) = std::fs::read_dir(results) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = if name == key {
+                Some(1)
+            } else {
+                name.strip_prefix(key).and_then(|r| r.strip_prefix('.')).and_then(|n| n.parse::<u32>().ok())
+            };
+            if let Some(n) = n {
+                if newest.as_ref().is_none_or(|(m, _)| n > *m) {
+                    newest = Some((n, e.path()));
+                }
+            }
+        }
+    }
+    Ok(match (newest, fresh) {
+        (None, _) => results.join(key),
+        (Some((_, p)), false) => p,
+        (Some((n, _)), true) => results.join(format!("{key}.{}", n + 1)),
+    })
+}
+
+fn read_started(run_dir: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).ok()?).ok()?;
+    v["metadata"]["started"].as_str()?.parse().ok()
+}
+
+fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started: chrono::DateTime<chrono::Utc>) -> export::json::RunMetadata {
+    let (libvirt_version, qemu_version) = crate::hypervisor::conn::versions(&env.conn);
+    let uts = nix::sys::utsname::uname().ok();
+    export::json::RunMetadata {
+        run_key: key.to_string(),
+        perfvm_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_rev: std::process::Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()),
+        host: uts.as_ref().map(|u| u.nodename().to_string_lossy().into_owned()).unwrap_or_default(),
+        kernel: uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        libvirt_version,
+        qemu_version,
+        accel: def.accel.clone(),
+        image_id: def.image_id.clone(),
+        target: def.target.clone(),
+        target_mode: def.target_mode.clone(),
+        jobs,
+        started,
+        finished: None,
+        definition: def.clone(),
+    }
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s >= 3600.0 {
+        format!("{:.0}h{:02.0}m", (s / 3600.0).floor(), (s % 3600.0) / 60.0)
+    } else if s >= 60.0 {
+        format!("{:.0}m{:02.0}s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!("{s:.0}s")
+    }
+}
+
+/// `--list`: the cells, with an estimate from past cells of the same shape, accel and target.
+fn list(cells: &[CellKey], results_dir: &Path, jobs: usize) {
+    let past = past_results(results_dir);
+    let mut total = 0.0;
+    let mut known = 0;
+    for k in cells {
+        let same: Vec<f64> = past
+            .iter()
+            .filter(|r| r.ram_mb == k.ram_mib && r.file_size_bytes == k.size.bytes() && r.success)
+            .map(cell_seconds)
+            .collect();
+        let est = crate::results::stats::stats(&same);
+        match est {
+            Some(s) => {
+                total += s.mean;
+                known += 1;
+                println!("{:<16} ~{} (from {} past cell(s))", k.id(), fmt_secs(s.mean), s.n);
+            }
+            None => println!("{:<16} (no past cell of this shape)", k.id()),
+        }
+    }
+    println!("{} cell(s)", cells.len());
+    if known > 0 {
+        println!("estimated ~{} for the {known} cell(s) with history, at {jobs} job(s)", fmt_secs(total / jobs as f64));
+    }
+}
+
+fn cell_seconds(r: &CellResult) -> f64 {
+    let p = &r.phases;
+    [p.prepare, p.boot, p.agent, p.cloud_init, p.healthy, p.upload, p.collect, p.teardown].iter().flatten().sum()
+}
+
+/// Every result.json under the results directory (runs and matrix cells), best effort.
+fn past_results(dir: &Path) -> Vec<CellResult> {
+    fn walk(d: &Path, depth: u32, out: &mut Vec<CellResult>) {
+        let Ok(it) = std::fs::read_dir(d) else { return };
+        for e in it.flatten() {
+            let p = e.path();
+            if p.is_dir() && depth > 0 {
+                walk(&p, depth - 1, out);
+            } else if p.file_name().is_some_and(|n| n == "result.json") {
+                if let Some(r) = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, 4, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_dir_resumes_newest_and_fresh_makes_a_new_one() {
+        let d = tempfile::tempdir().unwrap();
+        let k = "matrix-abc";
+        assert_eq!(choose_run_dir(d.path(), k, false).unwrap(), d.path().join(k));
+        assert_eq!(choose_run_dir(d.path(), k, true).unwrap(), d.path().join(k));
+        std::fs::create_dir(d.path().join(k)).unwrap();
+        assert_eq!(choose_run_dir(d.path(), k, false).unwrap(), d.path().join(k));
+        assert_eq!(choose_run_dir(d.path(), k, true).unwrap(), d.path().join("matrix-abc.2"));
+        std::fs::create_dir(d.path().join("matrix-abc.2")).unwrap();
+        std::fs::create_dir(d.path().join("matrix-abcd")).unwrap();
+        assert_eq!(choose_run_dir(d.path(), k, false).unwrap(), d.path().join("matrix-abc.2"));
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(fmt_secs(42.0), "42s");
+        assert_eq!(fmt_secs(125.0), "2m05s");
+        assert_eq!(fmt_secs(7260.0), "2h01m");
+    }
+}

@@ -1,0 +1,115 @@
+//! `summary.txt`: RAM rows × size columns, read in a terminal. Each cell shows throughput (MiB/s)
+//! and peak memory (MiB), or its failure; with repeats, mean ± stddev and min–max.
+
+use crate::results::model::CellResult;
+use crate::results::stats::stats;
+use std::collections::BTreeMap;
+
+pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, String)]) -> Vec<u8> {
+    // (ram, size bytes) -> final results of every repetition.
+    let mut by: BTreeMap<(u64, u64), Vec<&CellResult>> = BTreeMap::new();
+    for r in finals {
+        by.entry((r.ram_mb, r.file_size_bytes)).or_default().push(r);
+    }
+    let cell_text = |rs: Option<&Vec<&CellResult>>| -> Vec<String> {
+        let Some(rs) = rs else { return vec!["(not run)".into()] };
+        let ok: Vec<&&CellResult> = rs.iter().filter(|r| r.success).collect();
+        let mut lines = Vec::new();
+        if rs.len() == 1 {
+            let r = rs[0];
+            if r.success {
+                lines.push(format!("{:.1} MiB/s", r.throughput_mbps.unwrap_or(0.0)));
+                lines.push(format!("peak {:.1} MiB", r.peak_memory_mb.unwrap_or(0.0)));
+            } else {
+                lines.push(format!("FAIL {}", r.exit_reason));
+                if let Some(p) = r.peak_memory_mb {
+                    lines.push(format!("peak {p:.1} MiB"));
+                }
+            }
+            return lines;
+        }
+        let tp: Vec<f64> = ok.iter().filter_map(|r| r.throughput_mbps).collect();
+        let pk: Vec<f64> = rs.iter().filter_map(|r| r.peak_memory_mb).collect();
+        if let Some(s) = stats(&tp) {
+            lines.push(format!("{:.1}±{:.1} MiB/s", s.mean, s.stddev));
+            lines.push(format!("  ({:.1}–{:.1})", s.min, s.max));
+        }
+        if let Some(s) = stats(&pk) {
+            lines.push(format!("peak {:.1}±{:.1} MiB", s.mean, s.stddev));
+        }
+        let failed = rs.len() - ok.len();
+        if failed > 0 {
+            let mut reasons: Vec<&str> = rs.iter().filter(|r| !r.success).map(|r| r.exit_reason.as_str()).collect();
+            reasons.dedup();
+            lines.push(format!("{failed}/{} FAIL {}", rs.len(), reasons.join(",")));
+        }
+        lines
+    };
+    let mut grid: Vec<Vec<Vec<String>>> = Vec::new();
+    for &ram in rams {
+        grid.push(sizes.iter().map(|(b, _)| cell_text(by.get(&(ram, *b)))).collect());
+    }
+    let col_w: Vec<usize> = (0..sizes.len())
+        .map(|c| {
+            grid.iter().flat_map(|row| row[c].iter().map(|l| l.chars().count())).chain([sizes[c].1.len()]).max().unwrap_or(8) + 2
+        })
+        .collect();
+    let mut out = format!("{title}\n\n");
+    out.push_str(&format!("{:<11}", "RAM \\ file"));
+    for (c, (_, label)) in sizes.iter().enumerate() {
+        out.push_str(&format!("{:<w$}", label, w = col_w[c]));
+    }
+    out.push('\n');
+    for (ri, &ram) in rams.iter().enumerate() {
+        let height = grid[ri].iter().map(|v| v.len()).max().unwrap_or(1);
+        for line in 0..height {
+            let head = if line == 0 { format!("{ram} MiB") } else { String::new() };
+            out.push_str(&format!("{head:<11}"));
+            for (c, lines) in grid[ri].iter().enumerate() {
+                out.push_str(&format!("{:<w$}", lines.get(line).map(String::as_str).unwrap_or(""), w = col_w[c]));
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::model::ExitReason;
+
+    fn sample() -> CellResult {
+        serde_json::from_str(include_str!("../../../tests/data/result-sample.json")).unwrap()
+    }
+
+    #[test]
+    fn grid_marks_failures_and_missing_cells() {
+        let ok = sample();
+        let mut oom = sample();
+        oom.ram_mb = 256;
+        oom.success = false;
+        oom.exit_reason = ExitReason::OomKilled;
+        let sizes = vec![(ok.file_size_bytes, "256M".to_string()), (1 << 30, "1G".to_string())];
+        let text = String::from_utf8(export("t", &[&ok, &oom], &[256, 512], &sizes)).unwrap();
+        assert!(text.contains("FAIL oom_killed"));
+        assert!(text.contains("45.6 MiB/s"));
+        assert!(text.contains("(not run)"));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[2].starts_with("RAM \\ file") && lines[2].contains("256M") && lines[2].contains("1G"));
+    }
+
+    #[test]
+    fn repeats_show_mean_and_spread() {
+        let mut a = sample();
+        let mut b = sample();
+        a.throughput_mbps = Some(40.0);
+        b.throughput_mbps = Some(50.0);
+        b.repeat = 2;
+        let sizes = vec![(a.file_size_bytes, "256M".to_string())];
+        let text = String::from_utf8(export("t", &[&a, &b], &[512], &sizes)).unwrap();
+        assert!(text.contains("45.0±7.1 MiB/s"), "{text}");
+        assert!(text.contains("(40.0–50.0)"), "{text}");
+    }
+}
