@@ -46,18 +46,25 @@ fn cleanup(uri: &str) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// SIGINT/SIGTERM cancel the running cells; they tear down and write what they have.
+/// SIGINT/SIGTERM cancel the running cells; they tear down and write what they have. A second
+/// signal exits at once (what is left over is removed by the next perfvm, or `perfvm cleanup`).
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             return;
         };
-        let name = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        eprintln!("\nperfvm: {name} received: tearing down running cells (finished results are on disk)");
-        cancel.cancel();
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            if cancel.is_cancelled() {
+                eprintln!("\nperfvm: second {name}: exiting now; run `perfvm cleanup` to remove what is left");
+                std::process::exit(exit::INTERRUPTED);
+            }
+            eprintln!("\nperfvm: {name} received: tearing down running cells (finished results are on disk; again to exit at once)");
+            cancel.cancel();
+        }
     });
 }

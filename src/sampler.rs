@@ -90,7 +90,15 @@ impl Sources {
 
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: std::thread::JoinHandle<Result<SampleSummary, String>>,
+    handle: Option<std::thread::JoinHandle<Result<SampleSummary, String>>>,
+}
+
+/// A sampler dropped without `stop` (its cell was cut short) stops too, rather than polling a
+/// destroyed domain for the rest of the process.
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Sampler {
@@ -131,13 +139,14 @@ impl Sampler {
             }
             Ok(summary)
         })?;
-        Ok(Sampler { stop, handle })
+        Ok(Sampler { stop, handle: Some(handle) })
     }
 
     /// Stop after one final sample and return the summary.
-    pub fn stop(self) -> Result<SampleSummary, String> {
+    pub fn stop(mut self) -> Result<SampleSummary, String> {
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().map_err(|_| "sampler thread panicked".to_string())?
+        let handle = self.handle.take().expect("stopped once");
+        handle.join().map_err(|_| "sampler thread panicked".to_string())?
     }
 }
 

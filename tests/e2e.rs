@@ -87,7 +87,9 @@ fn stream_mode_uploads_64m_in_constant_memory() {
     }
     let rows = samples(&dir);
     assert!(rows.len() >= 2, "at least the baseline and a final sample");
-    assert_eq!(rows.len() as u64, r.sample_count - 1, "baseline is not in the CSV");
+    assert_eq!(rows.len() as u64, r.sample_count);
+    let interval = r.sample_mean_interval_ms.expect("achieved interval recorded");
+    assert!(interval >= 99.0, "never faster than asked: {interval}");
     let journal = std::fs::read_to_string(dir.join("journal.log")).unwrap();
     assert!(journal.contains("PUT /upload/perfvm-upload.bin"), "target's request log in the journal:\n{journal}");
 }
@@ -99,12 +101,7 @@ fn memory_mode_larger_than_ram_is_oom_killed_and_recorded() {
     assert!(!r.success);
     assert_eq!(out.status.code(), Some(1), "a target failure exits 1");
     let oom = r.oom_kills.expect("oom kills counted");
-    assert!(
-        r.exit_reason == ExitReason::OomKilled || (r.exit_reason == ExitReason::TargetCrashed && oom >= 1),
-        "got {:?} with {oom} oom kills: {:?}",
-        r.exit_reason,
-        r.error
-    );
+    assert_eq!(r.exit_reason, ExitReason::OomKilled, "{oom} oom kills: {:?}", r.error);
     assert!(oom >= 1);
     assert_ne!(r.verified, Some(true), "an OOM-killed upload is never verified");
     assert!(r.peak_memory_bytes.unwrap() > 100 * MIB, "the buffer grew before the kill");

@@ -35,7 +35,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     }
 
     let shapes: Vec<_> = selected.iter().map(|k| (k.ram_mib, k.size)).collect();
-    let checked = preflight(&c, &shapes)?;
+    let checked = tokio::task::block_in_place(|| preflight(&c, &shapes))?;
     let accel = checked.accel;
     let cost = |k: &CellKey| k.ram_mib + qemu_overhead_mib(accel);
     let available_mib = crate::proc::host_memory().map(|(_, a)| a >> 20).unwrap_or(0);
@@ -49,7 +49,13 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         .into());
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let jobs = args.jobs.unwrap_or_else(|| schedule::default_jobs(&budget, max_cost, cores));
+    let jobs = args.jobs.unwrap_or_else(|| schedule::default_jobs(&budget, max_cost, cores, c.cpus as usize));
+    if jobs * c.cpus as usize > cores {
+        eprintln!(
+            "perfvm: warning: {jobs} cells × {} vCPUs on {cores} cores: parallel guests compete for CPU and change what they measure (docs/parallel.md)",
+            c.cpus
+        );
+    }
 
     let def = RunDefinition {
         ram_mib: args.ram.clone(),
@@ -112,7 +118,8 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let mut set: tokio::task::JoinSet<(CellKey, u32, u64, CellResult, f64)> = tokio::task::JoinSet::new();
     let mut stop = false;
     let (mut done_now, mut failed_now, mut wall) = (0usize, 0usize, Vec::<f64>::new());
-    let domain_tag = key.trim_start_matches("matrix-")[..4].to_string();
+    // Unique on the host even if another perfvm runs the same definition elsewhere.
+    let domain_tag = format!("{}-{}", &key.trim_start_matches("matrix-")[..4], std::process::id());
     loop {
         while !stop && !cancel.is_cancelled() {
             let costs: Vec<u64> = pending.iter().map(|(k, _)| cost(k)).collect();
@@ -128,8 +135,19 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
             cfg.attempt = attempt;
             let (env, rep, cancel) = (env.clone(), reporter.clone(), cancel.clone());
             set.spawn(async move {
+                use futures_util::FutureExt;
                 let t = Instant::now();
-                let r = crate::pipeline::run_cell(&env, &cfg, &out, &cancel, rep.as_ref()).await;
+                // A panic in one cell must not take the others down: its guards have already
+                // torn it down while unwinding; record it as the harness's failure.
+                let r = std::panic::AssertUnwindSafe(crate::pipeline::run_cell(&env, &cfg, &out, &cancel, rep.as_ref()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|p| {
+                        let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                        let r = crate::pipeline::failed_result(&env, &cfg, format!("perfvm panicked in this cell: {msg}"));
+                        let _ = crate::paths::write_atomic(&out.join("result.json"), &serde_json::to_vec_pretty(&r).unwrap_or_default());
+                        r
+                    });
                 (k, attempt, cell_cost, r, t.elapsed().as_secs_f64())
             });
         }
@@ -170,7 +188,10 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     print!("{}", String::from_utf8_lossy(&std::fs::read(run_dir.join("summary.txt")).unwrap_or_default()));
     println!("results: {}", run_dir.display());
     println!("  matrix.csv, results.json, summary.txt; per cell: cells/<cell>/a<attempt>/");
-    let finals = final_of(&results, &selected);
+    let finals: Vec<&CellResult> = finals(&results)
+        .into_iter()
+        .filter(|r| selected.iter().any(|k| k.ram_mib == r.ram_mb && k.size.bytes() == r.file_size_bytes && k.repeat == r.repeat))
+        .collect();
     let unfinished = selected.len() - finals.len();
     if cancel.is_cancelled() {
         eprintln!(
@@ -190,16 +211,16 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
-/// The final result of each selected cell that has one.
-fn final_of<'a>(results: &'a [CellResult], keys: &[CellKey]) -> Vec<&'a CellResult> {
-    keys.iter()
-        .filter_map(|k| {
-            results
-                .iter()
-                .filter(|r| r.ram_mb == k.ram_mib && r.file_size_bytes == k.size.bytes() && r.repeat == k.repeat && !r.interrupted)
-                .max_by_key(|r| r.attempt)
-        })
-        .collect()
+/// The final result of each cell that has one: its last finished attempt.
+fn finals(results: &[CellResult]) -> Vec<&CellResult> {
+    let mut last = std::collections::BTreeMap::new();
+    for r in results.iter().filter(|r| !r.interrupted) {
+        let e = last.entry((r.ram_mb, r.file_size_bytes, r.repeat)).or_insert(r);
+        if r.attempt > e.attempt {
+            *e = r;
+        }
+    }
+    last.into_values().collect()
 }
 
 struct Exporter {
@@ -211,16 +232,7 @@ struct Exporter {
 
 impl Exporter {
     fn write(&self, meta: &export::json::RunMetadata, results: &[CellResult], total_seconds: Option<f64>) -> Result<()> {
-        let finals: Vec<&CellResult> = {
-            let mut seen = std::collections::BTreeMap::new();
-            for r in results.iter().filter(|r| !r.interrupted) {
-                let e = seen.entry((r.ram_mb, r.file_size_bytes, r.repeat)).or_insert(r);
-                if r.attempt > e.attempt {
-                    *e = r;
-                }
-            }
-            seen.into_values().collect()
-        };
+        let finals = finals(results);
         let path_of = |r: &CellResult| {
             let k = CellKey { ram_mib: r.ram_mb, size: crate::size::ByteSize(r.file_size_bytes), repeat: r.repeat };
             format!("cells/{}/a{}/result.json", k.id(), r.attempt)

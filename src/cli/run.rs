@@ -152,12 +152,13 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize)]) -> Result<
 
 pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     let c = &args.common;
-    let checked = preflight(c, &[(args.ram, args.file_size)])?;
+    let checked = tokio::task::block_in_place(|| preflight(c, &[(args.ram, args.file_size)]))?;
     let cell = format!("{}-{}", args.ram, args.file_size.label());
     let run_id = crate::results::store::new_run_id(&cell);
     let run_dir = crate::results::store::RunDir::create(&c.results_dir, &run_id)
         .with_context(|| format!("cannot create the run directory in {}", c.results_dir.display()))?;
-    let suffix = run_id.rsplit('-').next().unwrap_or("0").to_string();
+    // Unique on the host: the run id's random tail and our pid.
+    let suffix = format!("{}-{}", run_id.rsplit('-').next().unwrap_or("0"), std::process::id());
     let mut cfg = cell_config(c, checked.accel, &run_id, args.ram, args.file_size, &cell, &suffix);
     cfg.keep_vm = args.keep_vm;
     eprintln!(

@@ -64,25 +64,39 @@ pub fn orphaned_domains(conn: &Connect) -> Result<Vec<OwnedDomain>, VirtError> {
     Ok(perfvm_domains(conn)?
         .into_iter()
         .filter(|d| match &d.owner {
-            Some(o) => !crate::proc::pid_alive(o.pid as i32),
+            Some(o) => !o.keep && !crate::proc::pid_alive(o.pid as i32),
             None => false,
         })
         .collect())
 }
 
-/// Destroy orphaned domains and remove their work directories. Returns the names removed.
+/// Destroy orphaned domains and remove their work directories, then remove work directories
+/// with no running domain whose owner process is gone (a kept guest destroyed by hand, a crash
+/// between prepare and boot). Returns what was removed.
 pub fn remove_orphans(conn: &Connect) -> Result<Vec<String>, VirtError> {
+    let cells = crate::paths::cells_dir(&crate::paths::cache_dir());
     let mut removed = Vec::new();
     for d in orphaned_domains(conn)? {
         let _ = d.domain.destroy();
         let _ = d.domain.undefine();
         if let Some(o) = &d.owner {
-            // Only ever inside perfvm's own cells directory.
-            if o.work_dir.starts_with(crate::paths::cells_dir(&crate::paths::cache_dir())) {
+            // Only ever a direct child of perfvm's own cells directory.
+            if o.work_dir.parent() == Some(cells.as_path()) {
                 let _ = std::fs::remove_dir_all(&o.work_dir);
             }
         }
         removed.push(d.name);
+    }
+    let running: Vec<String> = perfvm_domains(conn)?.into_iter().map(|d| d.name).collect();
+    for e in std::fs::read_dir(&cells).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(NAME_PREFIX) || running.contains(&name) {
+            continue;
+        }
+        let owner: Option<i32> = std::fs::read_to_string(e.path().join("owner.pid")).ok().and_then(|t| t.trim().parse().ok());
+        if owner.is_none_or(|pid| !crate::proc::pid_alive(pid)) && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed.push(format!("{name} (files)"));
+        }
     }
     Ok(removed)
 }

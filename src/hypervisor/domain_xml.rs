@@ -21,6 +21,8 @@ pub struct DomainSpec {
     pub owner_pid: u32,
     pub run_id: String,
     pub work_dir: PathBuf,
+    /// `--keep-vm`: the guest outlives its perfvm process and is not an orphan.
+    pub keep: bool,
 }
 
 pub fn escape(s: &str) -> String {
@@ -61,6 +63,7 @@ pub fn render(s: &DomainSpec) -> String {
       <pid>{pid}</pid>
       <run>{run}</run>
       <workdir>{workdir}</workdir>
+      <keep>{keep}</keep>
     </perfvm:cell>
   </metadata>
   <memory unit='MiB'>{ram}</memory>
@@ -115,6 +118,7 @@ pub fn render(s: &DomainSpec) -> String {
         pid = s.owner_pid,
         run = escape(&s.run_id),
         workdir = p(&s.work_dir),
+        keep = s.keep,
         ram = s.ram_mib,
         cpus = s.cpus,
         kernel = p(&s.kernel),
@@ -133,6 +137,7 @@ pub struct CellOwner {
     pub pid: u32,
     pub run_id: String,
     pub work_dir: PathBuf,
+    pub keep: bool,
 }
 
 pub fn parse_owner(metadata: &str) -> Option<CellOwner> {
@@ -148,6 +153,7 @@ pub fn parse_owner(metadata: &str) -> Option<CellOwner> {
         pid: tag(metadata, "pid")?.trim().parse().ok()?,
         run_id: unescape(tag(metadata, "run")?),
         work_dir: PathBuf::from(unescape(tag(metadata, "workdir")?)),
+        keep: tag(metadata, "keep").is_some_and(|k| k.trim() == "true"),
     })
 }
 
@@ -172,6 +178,7 @@ mod tests {
             owner_pid: 4242,
             run_id: "run<&>".into(),
             work_dir: "/c/cells/x".into(),
+            keep: false,
         }
     }
 
@@ -201,7 +208,10 @@ mod tests {
         let start = x.find("<perfvm:cell").unwrap();
         let end = x.find("</perfvm:cell>").unwrap();
         let owner = parse_owner(&x[start..end]).unwrap();
-        assert_eq!(owner, CellOwner { pid: 4242, run_id: "run<&>".into(), work_dir: "/c/cells/x".into() });
+        assert_eq!(owner, CellOwner { pid: 4242, run_id: "run<&>".into(), work_dir: "/c/cells/x".into(), keep: false });
+        let mut kept = spec(Accel::Tcg);
+        kept.keep = true;
+        assert!(parse_owner(&render(&kept)).unwrap().keep);
         assert_eq!(parse_owner("<cell/>"), None);
     }
 }

@@ -36,7 +36,12 @@ impl DomainGuard {
                 tracing::debug!("destroy {}: {}", self.name, e.message());
                 Ok(())
             }
-            Err(e) => Err(format!("cannot destroy domain {}: {}", self.name, e.message())),
+            Err(e) => {
+                // Keep it so Drop tries once more.
+                let msg = format!("cannot destroy domain {}: {}", self.name, e.message());
+                self.domain = Some(d);
+                Err(msg)
+            }
         }
     }
 }
@@ -44,7 +49,8 @@ impl DomainGuard {
 impl Drop for DomainGuard {
     fn drop(&mut self) {
         if let Err(e) = self.destroy() {
-            eprintln!("perfvm: {e}");
+            eprintln!("perfvm: {e}; `perfvm cleanup` removes it once this process has exited");
+            self.domain = None;
         }
     }
 }

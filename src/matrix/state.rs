@@ -48,30 +48,39 @@ pub fn finished_attempts(run: &Path, key: &CellKey) -> Vec<CellResult> {
 }
 
 /// Remove attempts that are not measurements: interrupted (Ctrl-C) or without a result (crash,
-/// SIGKILL). Only under the run lock, before scheduling, so they simply run again.
+/// SIGKILL). A result.json that exists but cannot be read (another perfvm version) is moved
+/// aside, never deleted. Only under the run lock, before scheduling.
 pub fn discard_unfinished(run: &Path, key: &CellKey) -> usize {
     let mut n = 0;
     for p in attempt_dirs(run, key) {
-        if read(&p).is_none_or(|r| r.interrupted) && std::fs::remove_dir_all(&p).is_ok() {
-            n += 1;
-        }
+        let file = p.join("result.json");
+        let gone = if !file.exists() || read(&p).is_some_and(|r| r.interrupted) {
+            std::fs::remove_dir_all(&p).is_ok()
+        } else if read(&p).is_none() {
+            let aside = p.with_extension(format!("unreadable-{}", std::process::id()));
+            std::fs::rename(&p, aside).is_ok()
+        } else {
+            false
+        };
+        n += gone as usize;
     }
     n
 }
 
+/// `a<N>` directories of a cell.
 fn attempt_dirs(run: &Path, key: &CellKey) -> Vec<PathBuf> {
     std::fs::read_dir(cell_dir(run, key))
-        .map(|it| it.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+        .map(|it| {
+            it.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_str().is_some_and(|n| n.starts_with('a') && n[1..].parse::<u32>().is_ok())))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn read(attempt: &Path) -> Option<CellResult> {
     serde_json::from_str(&std::fs::read_to_string(attempt.join("result.json")).ok()?).ok()
-}
-
-/// The result that stands for a cell: its last finished attempt.
-pub fn final_result(finished: &[CellResult]) -> Option<&CellResult> {
-    finished.iter().max_by_key(|r| r.attempt)
 }
 
 #[cfg(test)]
@@ -125,6 +134,13 @@ mod tests {
         assert!(!attempt_dir(run.path(), &key, 2).exists());
         assert!(!attempt_dir(run.path(), &key, 3).exists());
         assert_eq!(next(&got, 1), Next::Run(2));
-        assert_eq!(final_result(&got).unwrap().attempt, 1);
+        // An unreadable result (another perfvm version) is kept aside, not deleted.
+        let d4 = attempt_dir(run.path(), &key, 4);
+        std::fs::create_dir_all(&d4).unwrap();
+        std::fs::write(d4.join("result.json"), "{\"from\": \"the future\"}").unwrap();
+        assert_eq!(discard_unfinished(run.path(), &key), 1);
+        assert!(!d4.exists());
+        let aside = std::fs::read_dir(cell_dir(run.path(), &key)).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with("a4.unreadable-"));
+        assert!(aside);
     }
 }

@@ -23,6 +23,7 @@ pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
         owner_pid: std::process::id(),
         run_id: cfg.run_id.clone(),
         work_dir: p.work.path.clone(),
+        keep: cfg.keep_vm,
     }
 }
 

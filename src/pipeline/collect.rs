@@ -31,6 +31,17 @@ impl Collected {
     }
 }
 
+/// Upper bound of everything in `collect` but the sha256: two file reads (5 s per agent call) and
+/// three commands of at most 30 s each.
+pub const FIXED_BUDGET: Duration = Duration::from_secs(120);
+
+/// The target unit's journal for this boot.
+pub fn journal(agent: &Agent, unit: &str) -> Result<String, crate::guest::agent::AgentError> {
+    agent
+        .exec("/usr/bin/journalctl", &["-b", "-u", unit, "--no-pager", "-o", "short-monotonic"], Duration::from_secs(30))
+        .map(|o| o.stdout_str())
+}
+
 /// Blocking; run through `spawn_blocking`. `hash_budget` bounds the in-guest sha256sum.
 pub fn collect(agent: &Agent, target: &TargetSpec, stored_path: Option<&str>, hash_budget: Duration) -> Collected {
     let mut c = Collected::default();
@@ -64,12 +75,8 @@ pub fn collect(agent: &Agent, target: &TargetSpec, stored_path: Option<&str>, ha
             Err(e) => c.notes.push(format!("sha256 not computed: {e}")),
         }
     }
-    match agent.exec(
-        "/usr/bin/journalctl",
-        &["-b", "-u", &target.unit, "--no-pager", "-o", "short-monotonic"],
-        Duration::from_secs(30),
-    ) {
-        Ok(o) => c.journal = Some(o.stdout_str()),
+    match journal(agent, &target.unit) {
+        Ok(text) => c.journal = Some(text),
         Err(e) => c.notes.push(format!("journal not saved: {e}")),
     }
     c

@@ -121,9 +121,34 @@ struct Held {
 /// The name of the file uploaded in a cell.
 pub const UPLOAD_NAME: &str = "perfvm-upload.bin";
 
-/// Time the in-guest sha256sum may take: generous, since TCG hashes slowly.
+/// Time the in-guest sha256sum may take: generous, since TCG hashes slowly (~70 MB/s measured).
 fn hash_budget(size: u64) -> Duration {
     Duration::from_secs(30) + Duration::from_secs_f64(size as f64 / (20.0 * 1024.0 * 1024.0))
+}
+
+/// Collection's own budget, outside `--timeout` (which bounds boot, readiness and upload): the
+/// sha256 plus the bounded agent calls of `collect`.
+fn collect_budget(size: u64) -> Duration {
+    hash_budget(size) + collect::FIXED_BUDGET
+}
+
+/// A result for a cell that could not run its pipeline at all (a panic in a matrix task).
+pub fn failed_result(env: &CellEnv, cfg: &CellConfig, message: String) -> CellResult {
+    let mut r = base_result(env, cfg);
+    r.error = Some(message);
+    r
+}
+
+/// Marks an upload finished for the UI even when the cell future is dropped mid-upload.
+struct UploadShown<'a> {
+    rep: &'a dyn Reporter,
+    cell: &'a str,
+}
+
+impl Drop for UploadShown<'_> {
+    fn drop(&mut self) {
+        self.rep.upload_done(self.cell);
+    }
 }
 
 pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &CancellationToken, rep: &dyn Reporter) -> CellResult {
@@ -134,8 +159,9 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
 
     let outcome = {
         let steps = steps(env, cfg, out_dir, &mut res, &mut held, deadline, rep);
+        let hard_deadline = deadline + collect_budget(cfg.file_size.bytes());
         tokio::select! {
-            r = tokio::time::timeout_at(deadline.into(), steps) => match r {
+            r = tokio::time::timeout_at(hard_deadline.into(), steps) => match r {
                 Ok(r) => r,
                 Err(_) => Err(CellError::new(ExitReason::Timeout, "")),
             },
@@ -145,12 +171,17 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
     if let Err(mut e) = outcome {
         let phase = held.phase.map(Phase::as_str).unwrap_or("start");
         if e.reason == ExitReason::Timeout && e.message.is_empty() {
-            // Not ready within the cell timeout is a failure to boot; timing out later is the target's.
-            let before_upload = matches!(held.phase, Some(Phase::Prepare | Phase::Boot | Phase::Agent | Phase::CloudInit | Phase::Healthy));
-            if before_upload {
-                e.reason = ExitReason::BootFailed;
-            }
-            e.message = format!("cell timeout of {} s reached during {phase}", cfg.timeout.as_secs());
+            // Not ready in time is a failure to boot; a slow upload is the target's; a slow
+            // collection is ours.
+            e.reason = match held.phase {
+                Some(Phase::Upload) => ExitReason::Timeout,
+                Some(Phase::Collect) => ExitReason::HarnessError,
+                _ => ExitReason::BootFailed,
+            };
+            e.message = match held.phase {
+                Some(Phase::Collect) => "collection exceeded its time budget".to_string(),
+                _ => format!("cell timeout of {} s reached during {phase}", cfg.timeout.as_secs()),
+            };
         }
         res.exit_reason = e.reason;
         res.success = false;
@@ -162,12 +193,7 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
                 let unit = env.target.unit.clone();
                 let journal = tokio::time::timeout(
                     Duration::from_secs(20),
-                    blocking(move || {
-                        agent
-                            .exec("/usr/bin/journalctl", &["-b", "-u", &unit, "--no-pager", "-o", "short-monotonic"], Duration::from_secs(15))
-                            .map(|o| o.stdout_str())
-                            .map_err(|e| CellError::new(ExitReason::HarnessError, e.to_string()))
-                    }),
+                    blocking(move || collect::journal(&agent, &unit).map_err(|e| CellError::new(ExitReason::HarnessError, e.to_string()))),
                 )
                 .await;
                 if let Ok(Ok(text)) = journal {
@@ -196,17 +222,22 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
             w.keep();
         }
     }
-    let mut teardown_errors = Vec::new();
-    if let Some(mut d) = held.domain.take() {
-        if let Err(e) = d.destroy() {
-            teardown_errors.push(e);
+    // libvirt destroy and removing a multi-GiB overlay block: keep them off the async threads
+    // so parallel cells' uploads are not stalled.
+    let teardown_errors = tokio::task::block_in_place(|| {
+        let mut errors = Vec::new();
+        if let Some(mut d) = held.domain.take() {
+            if let Err(e) = d.destroy() {
+                errors.push(e);
+            }
         }
-    }
-    if let Some(mut w) = held.work.take() {
-        if let Err(e) = w.remove() {
-            teardown_errors.push(format!("cannot remove {}: {e}", w.path.display()));
+        if let Some(mut w) = held.work.take() {
+            if let Err(e) = w.remove() {
+                errors.push(format!("cannot remove {}: {e}", w.path.display()));
+            }
         }
-    }
+        errors
+    });
     res.phases.teardown = Some(round3(t.elapsed().as_secs_f64()));
     if !teardown_errors.is_empty() {
         let msg = teardown_errors.join("; ");
@@ -277,6 +308,7 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         guest_min_mem_available_bytes: None,
         sample_interval_ms: cfg.sample_interval.as_millis() as u64,
         sample_count: 0,
+        sample_mean_interval_ms: None,
         samples_csv: None,
         console_log: None,
         journal: None,
@@ -335,11 +367,7 @@ async fn steps(
 
     enter(held, Phase::Upload);
     let size = cfg.file_size.bytes();
-    let budget = hash_budget(size);
-    let limit = deadline
-        .saturating_duration_since(Instant::now())
-        .saturating_sub(budget + Duration::from_secs(30))
-        .max(Duration::from_secs(5));
+    let limit = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let sources = Sources {
         domain: dom.clone(),
         agent: agent.clone(),
@@ -348,6 +376,7 @@ async fn steps(
     };
     let sent = Arc::new(AtomicU64::new(0));
     rep.upload(&cfg.cell, size, sent.clone());
+    let shown = UploadShown { rep, cell: &cfg.cell };
     let plan = workload::UploadPlan {
         url: format!("{base}{}", env.target.upload_path(UPLOAD_NAME)),
         seed: cfg.seed,
@@ -358,12 +387,13 @@ async fn steps(
     };
     let t = Instant::now();
     let report = workload::upload_while_sampling(sources, plan, sent).await;
-    rep.upload_done(&cfg.cell);
+    drop(shown);
     let report = report?;
     res.phases.upload = secs(t);
     let up = &report.outcome;
     res.samples_csv = Some("samples.csv".into());
-    res.sample_count = report.samples.count + 1;
+    res.sample_count = report.samples.count;
+    res.sample_mean_interval_ms = report.samples.mean_interval_seconds.map(|s| round3(s * 1000.0));
     res.initial_memory_bytes = report.initial_memory_bytes;
     res.host_qemu_peak_rss_bytes = report.samples.peak_host_qemu_rss_bytes;
     res.guest_min_mem_available_bytes = report.samples.min_guest_mem_available_bytes;
@@ -381,7 +411,10 @@ async fn steps(
     let t = Instant::now();
     let (a, target) = (agent.clone(), env.target.clone());
     let stored = completed.then(|| env.target.stored_path(UPLOAD_NAME));
+    let budget = hash_budget(size);
     let c = blocking(move || Ok(collect::collect(&a, &target, stored.as_deref(), budget))).await?;
+    let d = dom.clone();
+    let guest_alive = blocking(move || Ok(d.is_active().unwrap_or(false))).await?;
     res.phases.collect = secs(t);
     if let Some(j) = &c.journal {
         save_text(out_dir, "journal.log", j, &mut res.journal);
@@ -408,9 +441,10 @@ async fn steps(
         http_status: up.status,
         transport_error: up.error.is_some() && !up.timed_out,
         timed_out: up.timed_out,
-        oom_kills: c.oom_kills().unwrap_or(0),
-        restarts: c.restarts.unwrap_or(0),
+        oom_kills: c.oom_kills(),
+        restarts: c.restarts,
         verified: res.verified,
+        guest_alive,
     };
     res.exit_reason = model::classify(&observed);
     res.success = res.exit_reason == ExitReason::Success;
@@ -420,6 +454,9 @@ async fn steps(
     }
     if let Some(e) = &report.samples_error {
         notes.push(format!("sampler: {e}"));
+    }
+    if !guest_alive {
+        notes.push("the guest stopped during the upload (qemu exited); see console.log".into());
     }
     if !res.success {
         if !completed && up.error.is_none() {

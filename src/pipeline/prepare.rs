@@ -46,7 +46,6 @@ impl Drop for WorkDir {
 pub struct Prepared {
     pub work: WorkDir,
     pub host_port: u16,
-    pub instance_id: String,
 }
 
 pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
@@ -55,10 +54,17 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     crate::paths::ensure_shared_dir(&cells).map_err(|e| err(format!("cannot create {}: {e}", cells.display())))?;
     let path = cells.join(&cfg.domain_name);
     if path.exists() {
+        // Never touch a live cell's files; a dead process's leftovers are fair game.
+        let owner: Option<i32> = std::fs::read_to_string(path.join("owner.pid")).ok().and_then(|t| t.trim().parse().ok());
+        if let Some(pid) = owner.filter(|&p| p != std::process::id() as i32 && crate::proc::pid_alive(p)) {
+            return Err(err(format!("{} belongs to running perfvm pid {pid}", path.display())));
+        }
         std::fs::remove_dir_all(&path).map_err(|e| err(format!("stale {}: {e}", path.display())))?;
     }
     crate::paths::ensure_shared_dir(&path).map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
     let work = WorkDir { path, keep: false };
+    // Lets `perfvm cleanup` tell a live cell's files from a dead process's.
+    std::fs::write(work.path.join("owner.pid"), std::process::id().to_string()).map_err(|e| err(format!("cannot write owner.pid: {e}")))?;
 
     let out = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
@@ -76,7 +82,7 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
         .map_err(|e| err(format!("cloud-init: {e:#}")))?;
     seed::write_iso(&docs, &env.target, &work.path, &work.seed()).map_err(|e| err(format!("seed: {e:#}")))?;
     let host_port = free_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
-    Ok(Prepared { work, host_port, instance_id })
+    Ok(Prepared { work, host_port })
 }
 
 /// Ask the kernel for a free port on 127.0.0.1. qemu binds it moments later; a clash with

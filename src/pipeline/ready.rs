@@ -25,43 +25,46 @@ fn check_alive(dom: &Domain, accel: Accel) -> Result<(), CellError> {
     }
 }
 
-pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
+/// Poll `probe` (blocking, through the agent) every 500 ms until it gives `Some`, the domain
+/// stops, or the deadline passes. Agent errors are transient while the guest boots.
+async fn poll<T: Send + 'static>(
+    dom: &Domain,
+    agent: &Agent,
+    accel: Accel,
+    deadline: Instant,
+    what: &'static str,
+    probe: fn(&Agent) -> Result<Option<T>, crate::guest::agent::AgentError>,
+) -> Result<T, CellError> {
+    let mut last = String::from("no answer yet");
     loop {
         let (d, a) = (dom.clone(), agent.clone());
         let res = blocking(move || {
             check_alive(&d, accel)?;
-            a.ping(2).map_err(|e| boot_failed(e.to_string()))
+            Ok(probe(&a))
         })
-        .await;
+        .await?;
         match res {
-            Ok(()) => return Ok(()),
-            Err(e) if e.message.starts_with("guest agent") => {}
-            Err(e) => return Err(e),
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = e.to_string(),
         }
         if Instant::now() >= deadline {
-            return Err(boot_failed("the guest agent never answered before the cell timeout; see console.log"));
+            return Err(boot_failed(format!("{what} before the cell timeout (last: {last}); see console.log")));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
+pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
+    poll(dom, agent, accel, deadline, "the guest agent never answered", |a| a.ping(2).map(Some)).await
+}
+
 /// cloud-init writes boot-finished after runcmd, i.e. after the target set-up script ran.
 pub async fn wait_cloud_init(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
-    loop {
-        let (d, a) = (dom.clone(), agent.clone());
-        let done = blocking(move || {
-            check_alive(&d, accel)?;
-            a.file_exists("/var/lib/cloud/instance/boot-finished").map_err(|e| boot_failed(e.to_string()))
-        })
-        .await?;
-        if done {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(boot_failed("cloud-init did not finish before the cell timeout; see console.log"));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    poll(dom, agent, accel, deadline, "cloud-init did not finish", |a| {
+        a.file_exists("/var/lib/cloud/instance/boot-finished").map(|done| done.then_some(()))
+    })
+    .await?;
     let a = agent.clone();
     let result = blocking(move || Ok(a.read_string("/run/cloud-init/result.json").ok())).await?;
     if let Some(errors) = result.as_deref().and_then(cloud_init_errors) {

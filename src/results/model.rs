@@ -118,7 +118,10 @@ pub struct CellResult {
     pub host_qemu_peak_rss_bytes: Option<u64>,
     pub guest_min_mem_available_bytes: Option<u64>,
     pub sample_interval_ms: u64,
+    /// Rows in samples.csv, and the mean spacing actually achieved between them.
     pub sample_count: u64,
+    #[serde(default)]
+    pub sample_mean_interval_ms: Option<f64>,
     pub samples_csv: Option<String>,
     pub console_log: Option<String>,
     pub journal: Option<String>,
@@ -139,30 +142,53 @@ pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// What the cell observed, to decide its exit reason.
-#[derive(Debug, Clone, Default)]
+/// What the cell observed, to decide its exit reason. `None` means unknown, never "none".
+#[derive(Debug, Clone)]
 pub struct Observed {
     pub http_status: Option<u16>,
     pub transport_error: bool,
     pub timed_out: bool,
-    pub oom_kills: u64,
-    pub restarts: u64,
+    pub oom_kills: Option<u64>,
+    pub restarts: Option<u64>,
     pub verified: Option<bool>,
+    /// The domain still ran after the upload (false: qemu died, the host's failure).
+    pub guest_alive: bool,
+}
+
+impl Default for Observed {
+    fn default() -> Self {
+        Observed {
+            http_status: None,
+            transport_error: false,
+            timed_out: false,
+            oom_kills: Some(0),
+            restarts: Some(0),
+            verified: None,
+            guest_alive: true,
+        }
+    }
 }
 
 /// Decide the exit reason of a cell that got as far as uploading. Order matters: an OOM kill
-/// explains a reset connection, a timeout explains a missing response, and so on.
+/// explains a reset connection, a dead guest is the harness's failure not the target's, a
+/// timeout explains a missing response. Success needs evidence of everything: a 2xx, a matching
+/// sha256, and known-zero OOM kills and restarts.
 pub fn classify(o: &Observed) -> ExitReason {
-    if o.oom_kills > 0 {
+    if o.oom_kills.unwrap_or(0) > 0 {
         ExitReason::OomKilled
+    } else if !o.guest_alive {
+        ExitReason::HarnessError
     } else if o.timed_out {
         ExitReason::Timeout
-    } else if o.restarts > 0 || o.transport_error {
+    } else if o.restarts.unwrap_or(0) > 0 || o.transport_error {
         ExitReason::TargetCrashed
     } else if !matches!(o.http_status, Some(200..=299)) {
         ExitReason::HttpError
-    } else if o.verified != Some(true) {
+    } else if o.verified == Some(false) {
         ExitReason::VerifyFailed
+    } else if o.verified.is_none() || o.oom_kills.is_none() || o.restarts.is_none() {
+        // The target answered 2xx but the guest could not be asked: we cannot vouch for it.
+        ExitReason::HarnessError
     } else {
         ExitReason::Success
     }
@@ -176,14 +202,20 @@ mod tests {
     fn classification_order() {
         let ok = Observed { http_status: Some(201), verified: Some(true), ..Default::default() };
         assert_eq!(classify(&ok), ExitReason::Success);
-        assert_eq!(classify(&Observed { oom_kills: 1, transport_error: true, restarts: 1, ..ok.clone() }), ExitReason::OomKilled);
+        let crash = Observed { oom_kills: Some(1), transport_error: true, restarts: Some(1), ..ok.clone() };
+        assert_eq!(classify(&crash), ExitReason::OomKilled);
         assert_eq!(classify(&Observed { timed_out: true, http_status: None, ..ok.clone() }), ExitReason::Timeout);
         assert_eq!(classify(&Observed { transport_error: true, http_status: None, ..ok.clone() }), ExitReason::TargetCrashed);
-        assert_eq!(classify(&Observed { restarts: 2, ..ok.clone() }), ExitReason::TargetCrashed);
+        assert_eq!(classify(&Observed { restarts: Some(2), ..ok.clone() }), ExitReason::TargetCrashed);
         assert_eq!(classify(&Observed { http_status: Some(500), ..ok.clone() }), ExitReason::HttpError);
         assert_eq!(classify(&Observed { verified: Some(false), ..ok.clone() }), ExitReason::VerifyFailed);
-        // Never success without a verification.
-        assert_eq!(classify(&Observed { verified: None, ..ok }), ExitReason::VerifyFailed);
+        // qemu died under the upload: the host's failure, retried in a matrix.
+        let dead = Observed { guest_alive: false, transport_error: true, oom_kills: None, restarts: None, http_status: None, ..ok.clone() };
+        assert_eq!(classify(&dead), ExitReason::HarnessError);
+        // Never success without evidence.
+        assert_eq!(classify(&Observed { verified: None, ..ok.clone() }), ExitReason::HarnessError);
+        assert_eq!(classify(&Observed { oom_kills: None, ..ok.clone() }), ExitReason::HarnessError);
+        assert_eq!(classify(&Observed { restarts: None, ..ok }), ExitReason::HarnessError);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! The on-disk layout of a run: `results/<run-id>/` holding `result.json`, `samples.csv`,
 //! `console.log` and `journal.log`. Every JSON write is atomic.
 
-use super::model::CellResult;
 use std::path::{Path, PathBuf};
 
 /// A new run id: sortable by time, unique on this host.
@@ -32,22 +31,6 @@ impl RunDir {
         std::fs::create_dir_all(&path)?;
         Ok(RunDir { path })
     }
-
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    pub fn write_result(&self, r: &CellResult) -> std::io::Result<PathBuf> {
-        let p = self.file("result.json");
-        let mut data = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
-        data.push(b'\n');
-        crate::paths::write_atomic(&p, &data)?;
-        Ok(p)
-    }
-}
-
-pub fn read_result(path: &Path) -> anyhow::Result<CellResult> {
-    Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
 }
 
 #[cfg(test)]

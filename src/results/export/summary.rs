@@ -29,7 +29,7 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
             return lines;
         }
         let tp: Vec<f64> = ok.iter().filter_map(|r| r.throughput_mbps).collect();
-        let pk: Vec<f64> = rs.iter().filter_map(|r| r.peak_memory_mb).collect();
+        let pk: Vec<f64> = ok.iter().filter_map(|r| r.peak_memory_mb).collect();
         if let Some(s) = stats(&tp) {
             lines.push(format!("{:.1}±{:.1} MiB/s", s.mean, s.stddev));
             lines.push(format!("  ({:.1}–{:.1})", s.min, s.max));
@@ -40,6 +40,7 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
         let failed = rs.len() - ok.len();
         if failed > 0 {
             let mut reasons: Vec<&str> = rs.iter().filter(|r| !r.success).map(|r| r.exit_reason.as_str()).collect();
+            reasons.sort_unstable();
             reasons.dedup();
             lines.push(format!("{failed}/{} FAIL {}", rs.len(), reasons.join(",")));
         }
