@@ -19,29 +19,27 @@ pub fn cells_dir(cache: &Path) -> PathBuf {
     cache.join("cells")
 }
 
-/// The recipe directory: `PERFVM_RECIPE_DIR`, else `vm-images/` in the current directory, else
-/// the one in the source tree perfvm was built from.
-pub fn recipe_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("PERFVM_RECIPE_DIR") {
+/// A project directory: `$env_var`, else `name/` in the current directory if it holds `marker`,
+/// else the one in the source tree perfvm was built from.
+fn project_dir(env_var: &str, name: &str, marker: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);
     }
-    let local = PathBuf::from("vm-images");
-    if local.join("recipe.toml").exists() {
+    let local = PathBuf::from(name);
+    if local.join(marker).exists() {
         return local;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vm-images")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
 }
 
-/// The cloud-init template directory, found like the recipe directory.
+/// The image recipe directory (`PERFVM_RECIPE_DIR`, `./vm-images`, the source tree's).
+pub fn recipe_dir() -> PathBuf {
+    project_dir("PERFVM_RECIPE_DIR", "vm-images", "recipe.toml")
+}
+
+/// The cloud-init template directory (`PERFVM_CLOUD_INIT_DIR`, `./cloud-init`, the source tree's).
 pub fn cloud_init_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("PERFVM_CLOUD_INIT_DIR") {
-        return PathBuf::from(p);
-    }
-    let local = PathBuf::from("cloud-init");
-    if local.join("user-data.yaml").exists() {
-        return local;
-    }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("cloud-init")
+    project_dir("PERFVM_CLOUD_INIT_DIR", "cloud-init", "user-data.yaml")
 }
 
 /// The reference target binary, built beside perfvm by the same `cargo build`.

@@ -23,7 +23,8 @@ fn on_path(tool: &str) -> bool {
 }
 
 fn free_bytes(path: &std::path::Path) -> Option<u64> {
-    let mut p = path.to_path_buf();
+    // The nearest existing ancestor: the directory may not exist yet.
+    let mut p = std::path::absolute(path).ok()?;
     while !p.exists() {
         p = p.parent()?.to_path_buf();
     }
@@ -53,7 +54,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         None => checks.push(check(true, format!("acceleration: kvm ({})", probe.vendor_module.unwrap_or("?")), "")),
         Some(why) => checks.push(Check {
             ok: true,
-            what: format!("acceleration: tcg (software emulation, ~10x slower boots); KVM unusable: {why}"),
+            what: format!("acceleration: tcg (software emulation, slower than KVM); KVM unusable: {why}"),
             fix: None,
         }),
     }

@@ -131,7 +131,8 @@ pub struct MatrixArgs {
 /// Options shared by every way of running cells.
 #[derive(Args, Debug, Clone)]
 pub struct CellArgs {
-    /// Per-cell timeout in seconds: boot, upload and collection must fit in it.
+    /// Per-cell timeout in seconds: boot, readiness and the upload must fit in it. Collection
+    /// afterwards (in-guest sha256, logs) has its own bounded budget.
     #[arg(long, default_value_t = 600, value_name = "SECONDS")]
     pub timeout: u64,
     /// Where results go: one directory per run.
