@@ -186,7 +186,8 @@ fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
     let _one = VM.lock().unwrap_or_else(|e| e.into_inner());
     let results = tempfile::tempdir().unwrap().keep();
     let rd = results.to_str().unwrap().to_string();
-    let args = ["matrix", "--ram", "256,384", "--file-size", "1M,2M", "--timeout", "300", "--results-dir", &rd];
+    // --jobs 2 exercises the parallel scheduler (the default here would be 1: 2 cores / 2 vCPUs).
+    let args = ["matrix", "--ram", "256,384", "--file-size", "1M,2M", "--jobs", "2", "--timeout", "300", "--results-dir", &rd];
     let mut child = Command::new(env!("CARGO_BIN_EXE_perfvm"))
         .args(args)
         .env("PERFVM_TARGET_BIN", env!("CARGO_BIN_EXE_perfvm-target"))
