@@ -42,15 +42,25 @@ pub fn cloud_init_dir() -> PathBuf {
     project_dir("PERFVM_CLOUD_INIT_DIR", "cloud-init", "user-data.yaml")
 }
 
-/// The reference target binary, built beside perfvm by the same `cargo build`.
-pub fn target_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("PERFVM_TARGET_BIN") {
+/// A binary built beside perfvm by the same `cargo build`, or `$env_var`.
+fn sibling_binary(env_var: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);
     }
     std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("perfvm-target")))
-        .unwrap_or_else(|| PathBuf::from("perfvm-target"))
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// The reference target (`PERFVM_TARGET_BIN`).
+pub fn target_binary() -> PathBuf {
+    sibling_binary("PERFVM_TARGET_BIN", "perfvm-target")
+}
+
+/// The in-guest sampler (`PERFVM_PROBE_BIN`).
+pub fn probe_binary() -> PathBuf {
+    sibling_binary("PERFVM_PROBE_BIN", "perfvm-probe")
 }
 
 /// Create a directory tree that libvirt's unprivileged qemu user can traverse.

@@ -50,3 +50,10 @@ mod tests {
         assert!(total >= avail && avail > 0);
     }
 }
+
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: i32) -> Option<f64> {
+    let p = procfs::process::Process::new(pid).ok()?;
+    let st = p.stat().ok()?;
+    Some((st.utime + st.stime) as f64 / procfs::ticks_per_second() as f64)
+}

@@ -1,17 +1,28 @@
-//! Sampling memory while the upload runs, on its own thread (libvirt and agent calls block).
-//! Each tick reads the target unit's cgroup memory.current and the guest's MemAvailable through
-//! the guest agent, the domain's balloon stats through libvirt, and the qemu process RSS from
-//! procfs. Rows go to the samples CSV as they are taken, so a crash keeps what was sampled.
+//! Sampling while the upload runs, on its own thread (libvirt and agent calls block).
+//!
+//! Guest side: `perfvm-probe` (started in the guest through the agent) appends the target unit's
+//! cgroup files (memory, CPU, I/O, pressure) and guest-wide /proc files to a file once per
+//! interval; each tick here reads what is new with one agent call. Host side: the qemu process's
+//! RSS and CPU time (procfs) and libvirt's balloon stats. Rows go to the samples CSV as they are
+//! taken, so a crash keeps what was sampled. If the probe cannot start, memory.current and
+//! MemAvailable are read directly through the agent instead, and the other columns stay empty.
 
 use crate::guest::agent::Agent;
 use crate::guest::memory;
+use crate::guest::probe::{self, ProbeTick};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use virt::domain::Domain;
 
+/// Where the probe writes in the guest (tmpfs: no disk I/O charged to anyone).
+const PROBE_OUT: &str = "/run/perfvm-probe.jsonl";
+pub const PROBE_BIN: &str = "/usr/local/bin/perfvm-probe";
+
 /// One row of `samples.csv`. Units are in the column names; an unreadable source is empty.
+/// Cumulative counters are as the kernel reports them (they restart with a restarted unit);
+/// `*_percent` columns are over the time since the previous row.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Sample {
     pub t_seconds: f64,
@@ -22,6 +33,22 @@ pub struct Sample {
     pub balloon_actual_bytes: Option<u64>,
     pub balloon_usable_bytes: Option<u64>,
     pub balloon_rss_bytes: Option<u64>,
+    pub target_cpu_usage_usec: Option<u64>,
+    pub target_cpu_percent: Option<f64>,
+    pub target_io_read_bytes: Option<u64>,
+    pub target_io_write_bytes: Option<u64>,
+    pub cpu_pressure_some_avg10_percent: Option<f64>,
+    pub memory_pressure_some_avg10_percent: Option<f64>,
+    pub memory_pressure_full_avg10_percent: Option<f64>,
+    pub memory_pressure_some_total_usec: Option<u64>,
+    pub io_pressure_some_avg10_percent: Option<f64>,
+    pub io_pressure_full_avg10_percent: Option<f64>,
+    pub guest_cpu_busy_percent: Option<f64>,
+    pub guest_pgmajfault: Option<u64>,
+    pub guest_pswpin: Option<u64>,
+    pub guest_pswpout: Option<u64>,
+    pub host_qemu_cpu_seconds: Option<f64>,
+    pub host_qemu_cpu_percent: Option<f64>,
 }
 
 /// What the sampler saw, for the result.
@@ -33,45 +60,194 @@ pub struct SampleSummary {
     pub peak_host_qemu_rss_bytes: Option<u64>,
     /// Mean seconds between samples (how close we came to the requested interval).
     pub mean_interval_seconds: Option<f64>,
+    /// Sums of counter increases (a counter that went down was reset by a restart: its new
+    /// value is the increase).
+    pub target_cpu_seconds: Option<f64>,
+    pub target_io_read_bytes: Option<u64>,
+    pub target_io_write_bytes: Option<u64>,
+    pub memory_stall_some_seconds: Option<f64>,
+    pub peak_target_cpu_percent: Option<f64>,
+    pub peak_memory_pressure_some_avg10: Option<f64>,
+    pub peak_memory_pressure_full_avg10: Option<f64>,
+    pub host_qemu_cpu_seconds: Option<f64>,
+    /// CPU the sampling itself cost: this thread on the host, the probe in the guest.
+    pub sampler_thread_cpu_seconds: Option<f64>,
+    pub probe_cpu_seconds: Option<f64>,
+    /// The probe did not run: only memory was sampled (directly through the agent).
+    pub probe_error: Option<String>,
+    prev: Option<Sample>,
 }
 
-impl SampleSummary {
-    pub fn add(&mut self, s: &Sample) {
-        self.count += 1;
-        let max = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(x), Some(y)) => Some(x.max(y)),
-            (x, y) => x.or(y),
-        };
-        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
-            (Some(x), Some(y)) => Some(x.min(y)),
-            (x, y) => x.or(y),
-        };
-        self.peak_cgroup_memory_bytes = max(self.peak_cgroup_memory_bytes, s.cgroup_memory_current_bytes);
-        self.min_guest_mem_available_bytes = min(self.min_guest_mem_available_bytes, s.guest_mem_available_bytes);
-        self.peak_host_qemu_rss_bytes = max(self.peak_host_qemu_rss_bytes, s.host_qemu_rss_bytes);
+fn opt_max<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y > x { y } else { x }),
+        (x, y) => x.or(y),
     }
 }
 
+fn opt_min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// Increase of a cumulative counter between two readings; a decrease means it was reset.
+fn increase(prev: Option<u64>, cur: Option<u64>) -> Option<u64> {
+    match (prev, cur) {
+        (Some(p), Some(c)) => Some(if c >= p { c - p } else { c }),
+        _ => None,
+    }
+}
+
+fn add(acc: Option<u64>, inc: Option<u64>) -> Option<u64> {
+    match (acc, inc) {
+        (a, Some(i)) => Some(a.unwrap_or(0) + i),
+        (a, None) => a,
+    }
+}
+
+impl SampleSummary {
+    /// Fill in the per-interval columns of `s` from the previous row and fold it in.
+    pub fn add(&mut self, s: &mut Sample) {
+        if let Some(p) = self.prev.clone() {
+            let dt = s.t_seconds - p.t_seconds;
+            let cpu_inc = increase(p.target_cpu_usage_usec, s.target_cpu_usage_usec);
+            if dt > 0.0 {
+                s.target_cpu_percent = cpu_inc.map(|u| round2(u as f64 / 1e4 / dt));
+                s.host_qemu_cpu_percent = match (p.host_qemu_cpu_seconds, s.host_qemu_cpu_seconds) {
+                    (Some(a), Some(b)) => Some(round2((b - a).max(0.0) * 100.0 / dt)),
+                    _ => None,
+                };
+            }
+            let us = add(self.target_cpu_seconds.map(|x| (x * 1e6) as u64), cpu_inc);
+            self.target_cpu_seconds = us.map(|u| u as f64 / 1e6);
+            self.target_io_read_bytes = add(self.target_io_read_bytes, increase(p.target_io_read_bytes, s.target_io_read_bytes));
+            self.target_io_write_bytes = add(self.target_io_write_bytes, increase(p.target_io_write_bytes, s.target_io_write_bytes));
+            let stall = increase(p.memory_pressure_some_total_usec, s.memory_pressure_some_total_usec);
+            let acc = add(self.memory_stall_some_seconds.map(|x| (x * 1e6) as u64), stall);
+            self.memory_stall_some_seconds = acc.map(|u| u as f64 / 1e6);
+            if let (Some(a), Some(b)) = (p.host_qemu_cpu_seconds, s.host_qemu_cpu_seconds) {
+                self.host_qemu_cpu_seconds = Some(self.host_qemu_cpu_seconds.unwrap_or(0.0) + (b - a).max(0.0));
+            }
+        }
+        self.count += 1;
+        self.peak_cgroup_memory_bytes = opt_max(self.peak_cgroup_memory_bytes, s.cgroup_memory_current_bytes);
+        self.min_guest_mem_available_bytes = opt_min(self.min_guest_mem_available_bytes, s.guest_mem_available_bytes);
+        self.peak_host_qemu_rss_bytes = opt_max(self.peak_host_qemu_rss_bytes, s.host_qemu_rss_bytes);
+        self.peak_target_cpu_percent = opt_max(self.peak_target_cpu_percent, s.target_cpu_percent);
+        self.peak_memory_pressure_some_avg10 = opt_max(self.peak_memory_pressure_some_avg10, s.memory_pressure_some_avg10_percent);
+        self.peak_memory_pressure_full_avg10 = opt_max(self.peak_memory_pressure_full_avg10, s.memory_pressure_full_avg10_percent);
+        self.prev = Some(s.clone());
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Where the sampler reads from.
-#[derive(Clone)]
 pub struct Sources {
     pub domain: Domain,
     pub agent: Agent,
     pub cgroup_dir: String,
     pub qemu_pid: Option<i32>,
+    probe: Option<Probe>,
+}
+
+struct Probe {
+    handle: i64,
+    buf: Vec<u8>,
+    last: Option<ProbeTick>,
+    /// Guest-wide (busy, total) jiffies at the previous row, for the busy percentage.
+    prev_jiffies: Option<(u64, u64)>,
+    first_cpu: Option<f64>,
 }
 
 impl Sources {
+    pub fn new(domain: Domain, agent: Agent, cgroup_dir: String, qemu_pid: Option<i32>) -> Sources {
+        Sources { domain, agent, cgroup_dir, qemu_pid, probe: None }
+    }
+
+    /// Start the probe in the guest and wait for its first line. Blocking.
+    pub fn start_probe(&mut self, interval: Duration, memory_only: bool, max: Duration) -> Result<(), String> {
+        let a = &self.agent;
+        let _ = a.exec("/usr/bin/rm", &["-f", PROBE_OUT, &format!("{PROBE_OUT}.stop")], Duration::from_secs(10));
+        let ms = interval.as_millis().to_string();
+        let secs = max.as_secs().max(1).to_string();
+        let mut args = vec!["--cgroup", &self.cgroup_dir, "--out", PROBE_OUT, "--interval-ms", &ms, "--max-seconds", &secs];
+        if memory_only {
+            args.push("--memory-only");
+        }
+        a.spawn(PROBE_BIN, &args).map_err(|e| format!("cannot start {PROBE_BIN}: {e}"))?;
+        let t0 = Instant::now();
+        let handle = loop {
+            match a.open(PROBE_OUT, "r") {
+                Ok(h) => break h,
+                Err(e) if t0.elapsed() > Duration::from_secs(10) => return Err(format!("the probe wrote nothing: {e}")),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let mut p = Probe { handle, buf: Vec::new(), last: None, prev_jiffies: None, first_cpu: None };
+        while p.last.is_none() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                a.close(handle);
+                return Err("the probe wrote no complete line".into());
+            }
+            Self::pull(a, &mut p);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p.first_cpu = p.last.as_ref().and_then(|t| t.probe_cpu_seconds);
+        self.probe = Some(p);
+        Ok(())
+    }
+
+    fn pull(agent: &Agent, p: &mut Probe) {
+        if let Ok(data) = agent.read_new(p.handle, 1 << 20) {
+            p.buf.extend(data);
+            if let Some(tick) = probe::take_lines(&mut p.buf).iter().rev().find_map(|l| probe::parse_line(l)) {
+                p.last = Some(tick);
+            }
+        }
+    }
+
+    /// Stop the probe (it sees the stop file within one interval) and close its file.
+    /// Returns the probe's CPU seconds while sampling.
+    pub fn stop_probe(&mut self) -> Option<f64> {
+        let mut p = self.probe.take()?;
+        let _ = self.agent.touch(&format!("{PROBE_OUT}.stop"));
+        std::thread::sleep(Duration::from_millis(200));
+        Self::pull(&self.agent, &mut p);
+        self.agent.close(p.handle);
+        match (p.first_cpu, p.last.and_then(|t| t.probe_cpu_seconds)) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        }
+    }
+
     /// Take one sample now.
-    pub fn sample(&self, t_seconds: f64, uploaded: u64) -> Sample {
+    pub fn sample(&mut self, t_seconds: f64, uploaded: u64) -> Sample {
         let mut s = Sample { t_seconds: (t_seconds * 1000.0).round() / 1000.0, uploaded_bytes: uploaded, ..Default::default() };
-        s.cgroup_memory_current_bytes = self
-            .agent
-            .read_string(&format!("{}/memory.current", self.cgroup_dir))
-            .ok()
-            .and_then(|t| memory::cgroup_number(&t));
-        s.guest_mem_available_bytes = self.agent.read_string("/proc/meminfo").ok().and_then(|t| memory::mem_available(&t));
-        s.host_qemu_rss_bytes = self.qemu_pid.and_then(crate::proc::rss_bytes);
+        match self.probe.as_mut() {
+            Some(p) => {
+                Self::pull(&self.agent, p);
+                if let Some(t) = &p.last {
+                    fill_from_probe(&mut s, t, &mut p.prev_jiffies);
+                }
+            }
+            None => {
+                s.cgroup_memory_current_bytes = self
+                    .agent
+                    .read_string(&format!("{}/memory.current", self.cgroup_dir))
+                    .ok()
+                    .and_then(|t| memory::cgroup_number(&t));
+                s.guest_mem_available_bytes = self.agent.read_string("/proc/meminfo").ok().and_then(|t| memory::mem_available(&t));
+            }
+        }
+        if let Some(pid) = self.qemu_pid {
+            s.host_qemu_rss_bytes = crate::proc::rss_bytes(pid);
+            s.host_qemu_cpu_seconds = crate::proc::cpu_seconds(pid);
+        }
         if let Ok(stats) = self.domain.memory_stats(0) {
             for st in stats {
                 // libvirt reports KiB; tags from virDomainMemoryStatTags.
@@ -88,6 +264,36 @@ impl Sources {
     }
 }
 
+fn fill_from_probe(s: &mut Sample, t: &ProbeTick, prev_jiffies: &mut Option<(u64, u64)>) {
+    s.cgroup_memory_current_bytes = t.memory_current;
+    s.guest_mem_available_bytes = t.mem_available;
+    s.target_cpu_usage_usec = t.cpu_usage_usec;
+    s.target_io_read_bytes = t.io_rbytes;
+    s.target_io_write_bytes = t.io_wbytes;
+    s.cpu_pressure_some_avg10_percent = t.cpu_pressure.some_avg10;
+    s.memory_pressure_some_avg10_percent = t.memory_pressure.some_avg10;
+    s.memory_pressure_full_avg10_percent = t.memory_pressure.full_avg10;
+    s.memory_pressure_some_total_usec = t.memory_pressure.some_total_usec;
+    s.io_pressure_some_avg10_percent = t.io_pressure.some_avg10;
+    s.io_pressure_full_avg10_percent = t.io_pressure.full_avg10;
+    s.guest_pgmajfault = t.pgmajfault;
+    s.guest_pswpin = t.pswpin;
+    s.guest_pswpout = t.pswpout;
+    if let Some((busy, total)) = t.guest_cpu_jiffies {
+        if let Some((pb, pt)) = *prev_jiffies {
+            if total > pt {
+                s.guest_cpu_busy_percent = Some(round2((busy.saturating_sub(pb)) as f64 * 100.0 / (total - pt) as f64));
+            }
+        }
+        *prev_jiffies = Some((busy, total));
+    }
+}
+
+fn thread_cpu_seconds() -> Option<f64> {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(ts.tv_sec() as f64 + ts.tv_nsec() as f64 / 1e9)
+}
+
 pub struct Sampler {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<Result<SampleSummary, String>>>,
@@ -102,26 +308,39 @@ impl Drop for Sampler {
 }
 
 impl Sampler {
-    /// Start sampling every `interval` into `csv_path` until [`Sampler::stop`].
-    pub fn start(sources: Sources, interval: Duration, uploaded: Arc<AtomicU64>, csv_path: PathBuf) -> std::io::Result<Sampler> {
+    /// Start sampling every `interval` into `csv_path` until [`Sampler::stop`]. The probe must
+    /// already run (or have failed: `probe_error`).
+    pub fn start(
+        mut sources: Sources,
+        interval: Duration,
+        uploaded: Arc<AtomicU64>,
+        csv_path: PathBuf,
+        probe_error: Option<String>,
+    ) -> std::io::Result<Sampler> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let mut writer = csv::Writer::from_path(&csv_path)?;
         let handle = std::thread::Builder::new().name("perfvm-sampler".into()).spawn(move || {
+            let cpu0 = thread_cpu_seconds();
             let t0 = Instant::now();
-            let mut summary = SampleSummary::default();
+            let mut summary = SampleSummary { probe_error, ..Default::default() };
             let mut next = t0;
             let mut last_flush = t0;
             // At least one sample, even for an upload shorter than the interval.
             loop {
-                let s = sources.sample(t0.elapsed().as_secs_f64(), uploaded.load(Ordering::Relaxed));
-                summary.add(&s);
+                let stopping = flag.load(Ordering::Relaxed);
+                if stopping {
+                    // Let the probe write one more line, so the last row sees the upload's end.
+                    std::thread::sleep(interval);
+                }
+                let mut s = sources.sample(t0.elapsed().as_secs_f64(), uploaded.load(Ordering::Relaxed));
+                summary.add(&mut s);
                 writer.serialize(&s).map_err(|e| format!("samples CSV: {e}"))?;
                 if last_flush.elapsed() >= Duration::from_secs(1) {
                     writer.flush().map_err(|e| format!("samples CSV: {e}"))?;
                     last_flush = Instant::now();
                 }
-                if flag.load(Ordering::Relaxed) {
+                if stopping {
                     break;
                 }
                 next += interval;
@@ -137,6 +356,11 @@ impl Sampler {
             if summary.count > 1 {
                 summary.mean_interval_seconds = Some(t0.elapsed().as_secs_f64() / (summary.count - 1) as f64);
             }
+            summary.sampler_thread_cpu_seconds = match (cpu0, thread_cpu_seconds()) {
+                (Some(a), Some(b)) => Some(b - a),
+                _ => None,
+            };
+            summary.probe_cpu_seconds = sources.stop_probe();
             Ok(summary)
         })?;
         Ok(Sampler { stop, handle: Some(handle) })
@@ -163,9 +387,9 @@ mod tests {
             host_qemu_rss_bytes: rss,
             ..Default::default()
         };
-        sum.add(&mk(Some(10), Some(500), None));
-        sum.add(&mk(None, Some(300), Some(7)));
-        sum.add(&mk(Some(30), None, Some(5)));
+        sum.add(&mut mk(Some(10), Some(500), None));
+        sum.add(&mut mk(None, Some(300), Some(7)));
+        sum.add(&mut mk(Some(30), None, Some(5)));
         assert_eq!(sum.count, 3);
         assert_eq!(sum.peak_cgroup_memory_bytes, Some(30));
         assert_eq!(sum.min_guest_mem_available_bytes, Some(300));
@@ -173,16 +397,62 @@ mod tests {
     }
 
     #[test]
-    fn csv_header_names_units() {
+    fn counters_become_rates_and_survive_a_reset() {
+        let mut sum = SampleSummary::default();
+        let mk = |t: f64, cpu: u64, w: u64, stall: u64, qemu: f64| Sample {
+            t_seconds: t,
+            target_cpu_usage_usec: Some(cpu),
+            target_io_write_bytes: Some(w),
+            memory_pressure_some_total_usec: Some(stall),
+            host_qemu_cpu_seconds: Some(qemu),
+            ..Default::default()
+        };
+        let mut a = mk(0.0, 1_000_000, 100, 0, 10.0);
+        sum.add(&mut a);
+        assert_eq!(a.target_cpu_percent, None, "no rate without a previous row");
+        let mut b = mk(0.5, 1_250_000, 1100, 200_000, 10.5);
+        sum.add(&mut b);
+        assert_eq!(b.target_cpu_percent, Some(50.0));
+        assert_eq!(b.host_qemu_cpu_percent, Some(100.0));
+        // The unit restarted: counters start again from zero.
+        let mut c = mk(1.0, 100_000, 50, 300_000, 11.0);
+        sum.add(&mut c);
+        assert_eq!(sum.target_cpu_seconds, Some(0.35));
+        assert_eq!(sum.target_io_write_bytes, Some(1050));
+        assert_eq!(sum.memory_stall_some_seconds, Some(0.3));
+        assert_eq!(sum.host_qemu_cpu_seconds, Some(1.0));
+        assert_eq!(sum.peak_target_cpu_percent, Some(50.0));
+    }
+
+    #[test]
+    fn guest_busy_share_from_jiffies() {
+        let mut prev = None;
+        let mut s = Sample::default();
+        let mut t = ProbeTick { guest_cpu_jiffies: Some((100, 1000)), ..Default::default() };
+        fill_from_probe(&mut s, &t, &mut prev);
+        assert_eq!(s.guest_cpu_busy_percent, None);
+        t.guest_cpu_jiffies = Some((150, 1100));
+        fill_from_probe(&mut s, &t, &mut prev);
+        assert_eq!(s.guest_cpu_busy_percent, Some(50.0));
+    }
+
+    #[test]
+    fn csv_header_names_units_and_leaves_unknown_empty() {
         let mut w = csv::Writer::from_writer(vec![]);
         w.serialize(Sample { t_seconds: 0.5, uploaded_bytes: 3, ..Default::default() }).unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
         let header = text.lines().next().unwrap();
-        assert_eq!(
-            header,
-            "t_seconds,uploaded_bytes,cgroup_memory_current_bytes,guest_mem_available_bytes,host_qemu_rss_bytes,balloon_actual_bytes,balloon_usable_bytes,balloon_rss_bytes"
-        );
-        // Missing sources are empty, never zero.
-        assert_eq!(text.lines().nth(1).unwrap(), "0.5,3,,,,,,");
+        assert!(header.starts_with(
+            "t_seconds,uploaded_bytes,cgroup_memory_current_bytes,guest_mem_available_bytes,host_qemu_rss_bytes,balloon_actual_bytes,balloon_usable_bytes,balloon_rss_bytes,"
+        ));
+        for col in header.split(',') {
+            assert!(
+                ["_seconds", "_bytes", "_usec", "_percent", "pgmajfault", "pswpin", "pswpout"].iter().any(|u| col.ends_with(u)),
+                "column {col} names no unit"
+            );
+        }
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.starts_with("0.5,3,,"));
+        assert!(!row.contains(",0,"), "missing sources are empty, never zero: {row}");
     }
 }

@@ -108,28 +108,6 @@ impl TargetSpec {
             exec = self.exec_start,
         )
     }
-
-    /// Runs once in the guest (cloud-init runcmd): install the delivered files from the seed
-    /// disk, then start the unit.
-    pub fn setup_script(&self) -> String {
-        let mut s = String::from(
-            "#!/bin/sh\n\
-             # perfvm cell set-up: files from the seed disk, then the target unit.\n\
-             set -eu\n\
-             mkdir -p /run/perfvm-seed\n\
-             mount -o ro LABEL=cidata /run/perfvm-seed\n",
-        );
-        for f in &self.files {
-            s.push_str(&format!(
-                "install -D -m {:o} /run/perfvm-seed/files/{} {}\n",
-                f.mode, f.seed_name, f.guest
-            ));
-        }
-        s.push_str("umount /run/perfvm-seed\n");
-        s.push_str("systemctl daemon-reload\n");
-        s.push_str(&format!("systemctl enable --now {}\n", self.unit));
-        s
-    }
 }
 
 #[cfg(test)]
@@ -146,15 +124,5 @@ mod tests {
         assert_eq!(t.stored_path("f.bin"), "/var/lib/perfvm-target/files/f.bin");
         assert_eq!(t.upload_path("f.bin"), "/upload/f.bin");
         assert_eq!(t.cgroup_dir(), "/sys/fs/cgroup/system.slice/perfvm-target.service");
-    }
-
-    #[test]
-    fn setup_script_installs_files_then_starts_unit() {
-        let t = TargetSpec::reference(TargetMode::Stream, "/x/perfvm-target".into());
-        let s = t.setup_script();
-        let install = s.find("install -D -m 755 /run/perfvm-seed/files/perfvm-target /usr/local/bin/perfvm-target").unwrap();
-        let start = s.find("systemctl enable --now perfvm-target.service").unwrap();
-        assert!(install < start);
-        assert!(s.starts_with("#!/bin/sh\n"));
     }
 }

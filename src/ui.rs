@@ -153,6 +153,29 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
         }
     ));
     s.push_str(&format!(
+        "  target cpu    {} s, avg {}%, peak {}%; disk written {}; memory pressure peak {} (some avg10), stalled {} s\n",
+        opt(r.target_cpu_seconds),
+        opt(r.target_cpu_avg_percent),
+        opt(r.target_cpu_peak_percent),
+        r.target_io_write_bytes.map(human).unwrap_or_else(|| "-".into()),
+        opt(r.memory_pressure_peak_some_avg10),
+        opt(r.memory_stall_some_seconds)
+    ));
+    s.push_str(&format!(
+        "  host qemu     cpu {}% of a core during the upload\n",
+        opt(r.host_qemu_cpu_avg_percent)
+    ));
+    if let Some(c) = &r.sampler_cost {
+        s.push_str(&format!(
+            "  sampler cost  {}% of one core (host thread {} s, guest probe {} s, guest agent {} s){}\n",
+            opt(c.percent_of_one_core),
+            opt(c.host_thread_cpu_seconds),
+            opt(c.guest_probe_cpu_seconds),
+            opt(c.guest_agent_cpu_seconds),
+            c.probe_error.as_ref().map(|e| format!("; probe not running: {e}")).unwrap_or_default()
+        ));
+    }
+    s.push_str(&format!(
         "  guest/host    min MemAvailable {}, host qemu peak RSS {}\n",
         r.guest_min_mem_available_bytes.map(human).unwrap_or_else(|| "-".into()),
         r.host_qemu_peak_rss_bytes.map(human).unwrap_or_else(|| "-".into())

@@ -15,6 +15,7 @@ fn perfvm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_perfvm"))
         .args(args)
         .env("PERFVM_TARGET_BIN", env!("CARGO_BIN_EXE_perfvm-target"))
+        .env("PERFVM_PROBE_BIN", env!("CARGO_BIN_EXE_perfvm-probe"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run perfvm")
@@ -92,6 +93,26 @@ fn stream_mode_uploads_64m_in_constant_memory() {
     assert!(interval >= 99.0, "never faster than asked: {interval}");
     let journal = std::fs::read_to_string(dir.join("journal.log")).unwrap();
     assert!(journal.contains("PUT /upload/perfvm-upload.bin"), "target's request log in the journal:\n{journal}");
+
+    // CPU, I/O, pressure: the stream target writes the whole file to disk through its cgroup.
+    let written = r.target_io_write_bytes.expect("io.stat sampled");
+    assert!(
+        written >= 60 * MIB && written <= 80 * MIB,
+        "bytes written {written} should be about the file size (64 MiB)"
+    );
+    assert!(r.target_cpu_seconds.unwrap() > 0.0);
+    assert!(r.target_cpu_avg_percent.unwrap() > 0.0);
+    assert!(r.memory_pressure_peak_some_avg10.is_some(), "PSI is on in the guest kernel");
+    assert!(r.host_qemu_cpu_seconds.unwrap() > 0.0);
+    let cost = r.sampler_cost.expect("sampler cost measured");
+    assert_eq!(cost.probe_error, None, "the in-guest probe ran");
+    assert!(cost.guest_probe_cpu_seconds.is_some() && cost.host_thread_cpu_seconds.is_some());
+    assert_eq!(r.sample_sources.as_deref(), Some("full"));
+    let header = csv::Reader::from_path(dir.join("samples.csv")).unwrap().headers().unwrap().clone();
+    for col in ["target_cpu_percent", "target_io_write_bytes", "memory_pressure_some_avg10_percent", "guest_cpu_busy_percent", "host_qemu_cpu_percent"] {
+        let i = header.iter().position(|h| h == col).unwrap_or_else(|| panic!("column {col}"));
+        assert!(rows.iter().skip(1).any(|r| !r[i].is_empty()), "column {col} has values");
+    }
 }
 
 #[test]
@@ -106,7 +127,19 @@ fn memory_mode_larger_than_ram_is_oom_killed_and_recorded() {
     assert_ne!(r.verified, Some(true), "an OOM-killed upload is never verified");
     assert!(r.peak_memory_bytes.unwrap() > 100 * MIB, "the buffer grew before the kill");
     assert!(r.phases.teardown.is_some());
-    assert!(!samples(&dir).is_empty());
+
+    // Memory pressure shows before the kill: stall time grew between the first sample and the
+    // sample with the highest memory.current (the moment before the OOM killer struck).
+    let rows = samples(&dir);
+    let header = csv::Reader::from_path(dir.join("samples.csv")).unwrap().headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (cur, stall) = (col("cgroup_memory_current_bytes"), col("memory_pressure_some_total_usec"));
+    let num = |r: &csv::StringRecord, i: usize| r[i].parse::<u64>().ok();
+    let peak_row = rows.iter().max_by_key(|r| num(r, cur).unwrap_or(0)).unwrap();
+    let first_stall = rows.iter().find_map(|r| num(r, stall)).expect("memory.pressure sampled");
+    let stall_at_peak = num(peak_row, stall).expect("stall at peak");
+    assert!(stall_at_peak > first_stall, "memory stall grew before the kill: {first_stall} -> {stall_at_peak}");
+    assert!(r.memory_stall_some_seconds.unwrap() > 0.0);
 }
 
 #[test]
@@ -191,6 +224,7 @@ fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_perfvm"))
         .args(args)
         .env("PERFVM_TARGET_BIN", env!("CARGO_BIN_EXE_perfvm-target"))
+        .env("PERFVM_PROBE_BIN", env!("CARGO_BIN_EXE_perfvm-probe"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .spawn()
         .unwrap();

@@ -69,6 +69,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         timeout_s: c.timeout,
         seed: c.seed,
         sample_interval_ms: c.sample_interval,
+        sample_memory_only: c.sample_memory_only,
     };
     let key = def.key();
     let run_dir = choose_run_dir(&c.results_dir, &key, args.fresh)?;

@@ -154,6 +154,9 @@ pub struct CellArgs {
     /// Memory sampling interval in milliseconds during the upload.
     #[arg(long, default_value_t = 100, value_name = "MS")]
     pub sample_interval: u64,
+    /// Sample memory only, not CPU, I/O and pressure (to measure what those cost).
+    #[arg(long)]
+    pub sample_memory_only: bool,
     #[command(flatten)]
     pub conn: ConnArgs,
 }

@@ -108,6 +108,7 @@ pub fn cell_config(c: &super::CellArgs, accel: Accel, run_id: &str, ram: u64, si
         timeout: Duration::from_secs(c.timeout),
         seed: c.seed,
         sample_interval: Duration::from_millis(c.sample_interval),
+        sample_memory_only: c.sample_memory_only,
         keep_vm: false,
         repeat: 1,
         attempt: 1,
@@ -131,12 +132,10 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize)]) -> Result<
     }
     crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;
     let target_bin = crate::paths::target_binary();
-    if !target_bin.is_file() {
-        return Err(InputError(format!(
-            "the reference target {} is missing: build it with `cargo build --release` (it is built beside perfvm)",
-            target_bin.display()
-        ))
-        .into());
+    for bin in [&target_bin, &crate::paths::probe_binary()] {
+        if !bin.is_file() {
+            return Err(InputError(format!("{} is missing: build it with `cargo build --release` (it is built beside perfvm)", bin.display())).into());
+        }
     }
     let templates = crate::cloudinit::seed::load_templates(&crate::paths::cloud_init_dir()).map_err(|e| InputError(format!("{e:#}")))?;
     let conn = crate::hypervisor::conn::open(&common.conn.connect).map_err(|e| InputError(e.to_string()))?;

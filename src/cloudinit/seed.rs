@@ -1,7 +1,7 @@
 //! Building the NoCloud seed ISO for one cell.
 
 use super::render::render;
-use crate::target::TargetSpec;
+use crate::target::{DeliveredFile, TargetSpec};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,12 +13,41 @@ pub struct SeedDocs {
     pub meta_data: String,
 }
 
+/// perfvm's own files in every guest: the in-guest half of the sampler.
+pub fn harness_files(probe_binary: std::path::PathBuf) -> Vec<DeliveredFile> {
+    vec![DeliveredFile {
+        host: probe_binary,
+        seed_name: "perfvm-probe".into(),
+        guest: crate::sampler::PROBE_BIN.into(),
+        mode: 0o755,
+    }]
+}
+
+/// Runs once in the guest (cloud-init runcmd): install the delivered files from the seed disk,
+/// then start the target's unit. Pure.
+pub fn setup_script(files: &[DeliveredFile], unit: &str) -> String {
+    let mut s = String::from(
+        "#!/bin/sh\n\
+         # perfvm cell set-up: files from the seed disk, then the target unit.\n\
+         set -eu\n\
+         mkdir -p /run/perfvm-seed\n\
+         mount -o ro LABEL=cidata /run/perfvm-seed\n",
+    );
+    for f in files {
+        s.push_str(&format!("install -D -m {:o} /run/perfvm-seed/files/{} {}\n", f.mode, f.seed_name, f.guest));
+    }
+    s.push_str("umount /run/perfvm-seed\n");
+    s.push_str("systemctl daemon-reload\n");
+    s.push_str(&format!("systemctl enable --now {unit}\n"));
+    s
+}
+
 /// Render user-data and meta-data from the templates. Pure.
-pub fn render_docs(user_tmpl: &str, meta_tmpl: &str, target: &TargetSpec, instance_id: &str) -> Result<SeedDocs> {
+pub fn render_docs(user_tmpl: &str, meta_tmpl: &str, target: &TargetSpec, files: &[DeliveredFile], instance_id: &str) -> Result<SeedDocs> {
     let user: BTreeMap<&str, String> = [
         ("unit_name", target.unit.clone()),
         ("unit_file", target.unit_file()),
-        ("setup_script", target.setup_script()),
+        ("setup_script", setup_script(files, &target.unit)),
     ]
     .into_iter()
     .collect();
@@ -39,13 +68,13 @@ pub fn load_templates(dir: &Path) -> Result<(String, String)> {
     Ok((read("user-data.yaml")?, read("meta-data.yaml")?))
 }
 
-/// Write the seed ISO (`cidata` volume) with the docs and the target's files.
-pub fn write_iso(docs: &SeedDocs, target: &TargetSpec, work: &Path, iso: &Path) -> Result<()> {
+/// Write the seed ISO (`cidata` volume) with the docs and the files to deliver.
+pub fn write_iso(docs: &SeedDocs, files: &[DeliveredFile], work: &Path, iso: &Path) -> Result<()> {
     let stage = work.join("seed");
     std::fs::create_dir_all(stage.join("files"))?;
     std::fs::write(stage.join("user-data"), &docs.user_data)?;
     std::fs::write(stage.join("meta-data"), &docs.meta_data)?;
-    for f in &target.files {
+    for f in files {
         std::fs::copy(&f.host, stage.join("files").join(&f.seed_name)).with_context(|| {
             format!("cannot copy {} into the seed (was it built? `cargo build --release`)", f.host.display())
         })?;
@@ -76,14 +105,15 @@ mod tests {
     fn shipped_templates_render_to_valid_cloud_config() {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
-        let docs = render_docs(&u, &m, &t, "perfvm-cell-abc123").unwrap();
+        let files = [harness_files("/bin/true".into()), t.files.clone()].concat();
+        let docs = render_docs(&u, &m, &t, &files, "perfvm-cell-abc123").unwrap();
         assert!(docs.user_data.starts_with("#cloud-config\n"));
         // Parse back: the unit file and script must survive byte for byte.
         let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.user_data).unwrap();
-        let files = y["write_files"].as_sequence().unwrap();
-        assert_eq!(files[0]["path"].as_str().unwrap(), "/etc/systemd/system/perfvm-target.service");
-        assert_eq!(files[0]["content"].as_str().unwrap(), t.unit_file());
-        assert_eq!(files[1]["content"].as_str().unwrap(), t.setup_script());
+        let written = y["write_files"].as_sequence().unwrap();
+        assert_eq!(written[0]["path"].as_str().unwrap(), "/etc/systemd/system/perfvm-target.service");
+        assert_eq!(written[0]["content"].as_str().unwrap(), t.unit_file());
+        assert_eq!(written[1]["content"].as_str().unwrap(), setup_script(&files, &t.unit));
         assert_eq!(y["ssh_pwauth"].as_bool(), Some(false));
         let meta: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.meta_data).unwrap();
         assert_eq!(meta["instance-id"].as_str().unwrap(), "perfvm-cell-abc123");
@@ -93,6 +123,16 @@ mod tests {
     fn hostile_instance_id_is_refused() {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
-        assert!(render_docs(&u, &m, &t, "x\nruncmd: [reboot]").is_err());
+        assert!(render_docs(&u, &m, &t, &t.files, "x\nruncmd: [reboot]").is_err());
+    }
+
+    #[test]
+    fn setup_script_installs_files_then_starts_unit() {
+        let t = TargetSpec::reference(TargetMode::Stream, "/x/perfvm-target".into());
+        let s = setup_script(&t.files, &t.unit);
+        let install = s.find("install -D -m 755 /run/perfvm-seed/files/perfvm-target /usr/local/bin/perfvm-target").unwrap();
+        let start = s.find("systemctl enable --now perfvm-target.service").unwrap();
+        assert!(install < start);
+        assert!(s.starts_with("#!/bin/sh\n"));
     }
 }

@@ -92,6 +92,51 @@ impl Agent {
         }
     }
 
+    /// Open a guest file and keep the handle (for reading a growing file tick by tick).
+    pub fn open(&self, path: &str, mode: &str) -> Result<i64, AgentError> {
+        let h = self.call(json!({"execute": "guest-file-open", "arguments": {"path": path, "mode": mode}}), 5)?;
+        h.as_i64().ok_or_else(|| AgentError::Reply(h.to_string()))
+    }
+
+    /// Read what is new in an open file, up to `max` bytes.
+    pub fn read_new(&self, handle: i64, max: usize) -> Result<Vec<u8>, AgentError> {
+        let mut data = Vec::new();
+        while data.len() < max {
+            let r = self.call(json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}}), 5)?;
+            let chunk = base64::engine::general_purpose::STANDARD
+                .decode(r["buf-b64"].as_str().unwrap_or(""))
+                .map_err(|e| AgentError::Reply(e.to_string()))?;
+            let n = chunk.len();
+            data.extend(chunk);
+            if n < 65536 {
+                break;
+            }
+        }
+        Ok(data)
+    }
+
+    pub fn close(&self, handle: i64) {
+        let _ = self.call(json!({"execute": "guest-file-close", "arguments": {"handle": handle}}), 5);
+    }
+
+    /// Create (or truncate) an empty file.
+    pub fn touch(&self, path: &str) -> Result<(), AgentError> {
+        let h = self.open(path, "w")?;
+        self.close(h);
+        Ok(())
+    }
+
+    /// Start a program in the guest without waiting for it; returns its pid.
+    pub fn spawn(&self, path: &str, args: &[&str]) -> Result<i64, AgentError> {
+        let r = self.call(json!({"execute": "guest-exec", "arguments": {"path": path, "arg": args, "capture-output": false}}), 10)?;
+        r["pid"].as_i64().ok_or_else(|| AgentError::Reply(r.to_string()))
+    }
+
+    /// CPU seconds the guest agent itself has used: it opens /proc/self/stat, so "self" is it.
+    pub fn own_cpu_seconds(&self) -> Option<f64> {
+        crate::guest::probe::proc_pid_stat_cpu_seconds(&self.read_string("/proc/self/stat").ok()?)
+    }
+
     /// Run a program in the guest and wait for it (polling `guest-exec-status`).
     pub fn exec(&self, path: &str, args: &[&str], timeout: Duration) -> Result<ExecOutput, AgentError> {
         let cmd_text = format!("{path} {}", args.join(" "));

@@ -129,6 +129,9 @@ pub struct RunDefinition {
     pub timeout_s: u64,
     pub seed: u64,
     pub sample_interval_ms: u64,
+    /// Left out of the key when false, so keys of runs made before the option existed hold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sample_memory_only: bool,
 }
 
 impl RunDefinition {
@@ -209,6 +212,7 @@ mod tests {
             timeout_s: 600,
             seed: 1,
             sample_interval_ms: 100,
+            sample_memory_only: false,
         }
     }
 

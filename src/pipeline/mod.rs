@@ -39,6 +39,8 @@ pub struct CellConfig {
     pub timeout: Duration,
     pub seed: u64,
     pub sample_interval: Duration,
+    /// Sample memory only (measures what the CPU/I/O/pressure sources cost).
+    pub sample_memory_only: bool,
     pub keep_vm: bool,
     pub repeat: u32,
     pub attempt: u32,
@@ -161,6 +163,8 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
         let steps = steps(env, cfg, out_dir, &mut res, &mut held, deadline, rep);
         let hard_deadline = deadline + collect_budget(cfg.file_size.bytes());
         tokio::select! {
+            // A cell that finished in the same instant as a signal counts as finished.
+            biased;
             r = tokio::time::timeout_at(hard_deadline.into(), steps) => match r {
                 Ok(r) => r,
                 Err(_) => Err(CellError::new(ExitReason::Timeout, "")),
@@ -256,6 +260,32 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
     res
 }
 
+/// CPU, I/O, pressure and the sampler's own cost, from the sampler's summary.
+fn fill_cpu_io(res: &mut CellResult, report: &workload::UploadReport, upload_seconds: f64) {
+    let s = &report.samples;
+    let pct = |cpu: Option<f64>| cpu.filter(|_| upload_seconds > 0.0).map(|c| round3(c * 100.0 / upload_seconds));
+    res.target_cpu_seconds = s.target_cpu_seconds.map(round3);
+    res.target_cpu_avg_percent = pct(s.target_cpu_seconds);
+    res.target_cpu_peak_percent = s.peak_target_cpu_percent;
+    res.target_io_read_bytes = s.target_io_read_bytes;
+    res.target_io_write_bytes = s.target_io_write_bytes;
+    res.memory_pressure_peak_some_avg10 = s.peak_memory_pressure_some_avg10;
+    res.memory_pressure_peak_full_avg10 = s.peak_memory_pressure_full_avg10;
+    res.memory_stall_some_seconds = s.memory_stall_some_seconds.map(round3);
+    res.host_qemu_cpu_seconds = s.host_qemu_cpu_seconds.map(round3);
+    res.host_qemu_cpu_avg_percent = pct(s.host_qemu_cpu_seconds);
+    res.sample_sources = Some(if s.probe_error.is_some() || res.sample_sources.as_deref() == Some("memory") { "memory" } else { "full" }.to_string());
+    let parts = [s.sampler_thread_cpu_seconds, s.probe_cpu_seconds, report.agent_cpu_seconds];
+    let total = parts.iter().flatten().sum::<f64>();
+    res.sampler_cost = Some(crate::results::model::SamplerCost {
+        host_thread_cpu_seconds: s.sampler_thread_cpu_seconds.map(round3),
+        guest_probe_cpu_seconds: s.probe_cpu_seconds.map(round3),
+        guest_agent_cpu_seconds: report.agent_cpu_seconds,
+        percent_of_one_core: parts.iter().all(Option::is_some).then(|| total).and_then(|t| pct(Some(t))),
+        probe_error: s.probe_error.clone(),
+    });
+}
+
 fn write_result(out_dir: &Path, r: &CellResult) -> std::io::Result<()> {
     let mut data = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
     data.push(b'\n');
@@ -306,6 +336,18 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         phases: PhaseTimes::default(),
         host_qemu_peak_rss_bytes: None,
         guest_min_mem_available_bytes: None,
+        target_cpu_seconds: None,
+        target_cpu_avg_percent: None,
+        target_cpu_peak_percent: None,
+        target_io_read_bytes: None,
+        target_io_write_bytes: None,
+        memory_pressure_peak_some_avg10: None,
+        memory_pressure_peak_full_avg10: None,
+        memory_stall_some_seconds: None,
+        host_qemu_cpu_seconds: None,
+        host_qemu_cpu_avg_percent: None,
+        sample_sources: cfg.sample_memory_only.then(|| "memory".to_string()),
+        sampler_cost: None,
         sample_interval_ms: cfg.sample_interval.as_millis() as u64,
         sample_count: 0,
         sample_mean_interval_ms: None,
@@ -368,12 +410,7 @@ async fn steps(
     enter(held, Phase::Upload);
     let size = cfg.file_size.bytes();
     let limit = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
-    let sources = Sources {
-        domain: dom.clone(),
-        agent: agent.clone(),
-        cgroup_dir: env.target.cgroup_dir(),
-        qemu_pid: boot::qemu_pid(&cfg.domain_name),
-    };
+    let sources = Sources::new(dom.clone(), agent.clone(), env.target.cgroup_dir(), boot::qemu_pid(&cfg.domain_name));
     let sent = Arc::new(AtomicU64::new(0));
     rep.upload(&cfg.cell, size, sent.clone());
     let shown = UploadShown { rep, cell: &cfg.cell };
@@ -382,6 +419,7 @@ async fn steps(
         seed: cfg.seed,
         size,
         interval: cfg.sample_interval,
+        memory_only: cfg.sample_memory_only,
         limit,
         samples_csv: out_dir.join("samples.csv"),
     };
@@ -396,6 +434,7 @@ async fn steps(
     res.sample_mean_interval_ms = report.samples.mean_interval_seconds.map(|s| round3(s * 1000.0));
     res.initial_memory_bytes = report.initial_memory_bytes;
     res.host_qemu_peak_rss_bytes = report.samples.peak_host_qemu_rss_bytes;
+    fill_cpu_io(res, &report, up.duration.as_secs_f64());
     res.guest_min_mem_available_bytes = report.samples.min_guest_mem_available_bytes;
     res.http_status = up.status;
     res.bytes_sent = Some(up.bytes_sent);

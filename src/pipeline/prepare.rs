@@ -78,9 +78,10 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
 
     // A fresh instance-id per cell makes cloud-init treat every boot as a first boot.
     let instance_id = format!("{}-{}", cfg.domain_name, std::process::id());
-    let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &instance_id)
+    let files = [seed::harness_files(crate::paths::probe_binary()), env.target.files.clone()].concat();
+    let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &files, &instance_id)
         .map_err(|e| err(format!("cloud-init: {e:#}")))?;
-    seed::write_iso(&docs, &env.target, &work.path, &work.seed()).map_err(|e| err(format!("seed: {e:#}")))?;
+    seed::write_iso(&docs, &files, &work.path, &work.seed()).map_err(|e| err(format!("seed: {e:#}")))?;
     let host_port = free_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
     Ok(Prepared { work, host_port })
 }

@@ -1,5 +1,5 @@
-//! Upload while sampling: one baseline sample, then the sampler thread runs for exactly the
-//! duration of the streamed upload.
+//! Upload while sampling: start the in-guest probe, take a baseline, then the sampler thread runs
+//! for exactly the duration of the streamed upload.
 
 use super::{CellError, blocking};
 use crate::results::model::ExitReason;
@@ -15,6 +15,8 @@ pub struct UploadReport {
     pub initial_memory_bytes: Option<u64>,
     pub samples: SampleSummary,
     pub samples_error: Option<String>,
+    /// CPU seconds the guest agent used while the sampler ran (its cost in the guest).
+    pub agent_cpu_seconds: Option<f64>,
 }
 
 pub struct UploadPlan {
@@ -22,14 +24,23 @@ pub struct UploadPlan {
     pub seed: u64,
     pub size: u64,
     pub interval: Duration,
+    /// Sample memory only (to measure what the other sources cost).
+    pub memory_only: bool,
     pub limit: Duration,
     pub samples_csv: PathBuf,
 }
 
-pub async fn upload_while_sampling(sources: Sources, plan: UploadPlan, sent: Arc<AtomicU64>) -> Result<UploadReport, CellError> {
-    let s = sources.clone();
-    let baseline = blocking(move || Ok(s.sample(0.0, 0))).await?;
-    let sampler = Sampler::start(sources, plan.interval, sent.clone(), plan.samples_csv.clone())
+pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, sent: Arc<AtomicU64>) -> Result<UploadReport, CellError> {
+    let (interval, memory_only, probe_max) = (plan.interval, plan.memory_only, plan.limit + Duration::from_secs(60));
+    let (sources, baseline, probe_error, agent_cpu0) = blocking(move || {
+        let agent_cpu0 = sources.agent.own_cpu_seconds();
+        let probe_error = sources.start_probe(interval, memory_only, probe_max).err();
+        let baseline = sources.sample(0.0, 0);
+        Ok((sources, baseline, probe_error, agent_cpu0))
+    })
+    .await?;
+    let agent = sources.agent.clone();
+    let sampler = Sampler::start(sources, plan.interval, sent.clone(), plan.samples_csv.clone(), probe_error)
         .map_err(|e| CellError::new(ExitReason::HarnessError, format!("cannot write {}: {e}", plan.samples_csv.display())))?;
     let outcome = put_generated(&plan.url, plan.seed, plan.size, sent, plan.limit).await;
     let stopped = tokio::task::spawn_blocking(move || sampler.stop())
@@ -39,5 +50,10 @@ pub async fn upload_while_sampling(sources: Sources, plan: UploadPlan, sent: Arc
         Ok(s) => (s, None),
         Err(e) => (SampleSummary::default(), Some(e)),
     };
-    Ok(UploadReport { outcome, initial_memory_bytes: baseline.cgroup_memory_current_bytes, samples, samples_error })
+    let agent_cpu1 = blocking(move || Ok(agent.own_cpu_seconds())).await?;
+    let agent_cpu_seconds = match (agent_cpu0, agent_cpu1) {
+        (Some(a), Some(b)) => Some(((b - a) * 100.0).round() / 100.0),
+        _ => None,
+    };
+    Ok(UploadReport { outcome, initial_memory_bytes: baseline.cgroup_memory_current_bytes, samples, samples_error, agent_cpu_seconds })
 }

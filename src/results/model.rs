@@ -117,6 +117,39 @@ pub struct CellResult {
     pub phases: PhaseTimes,
     pub host_qemu_peak_rss_bytes: Option<u64>,
     pub guest_min_mem_available_bytes: Option<u64>,
+    // --- CPU, I/O and pressure during the upload (null: source absent, never 0) ---
+    /// CPU time of the target unit's cgroup (cpu.stat usage) during the upload.
+    #[serde(default)]
+    pub target_cpu_seconds: Option<f64>,
+    /// target_cpu_seconds over the upload's duration, in % of one CPU (200 = two CPUs busy).
+    #[serde(default)]
+    pub target_cpu_avg_percent: Option<f64>,
+    /// Highest CPU % between two samples.
+    #[serde(default)]
+    pub target_cpu_peak_percent: Option<f64>,
+    /// Bytes the unit's cgroup read from / wrote to disk (io.stat) during the upload.
+    #[serde(default)]
+    pub target_io_read_bytes: Option<u64>,
+    #[serde(default)]
+    pub target_io_write_bytes: Option<u64>,
+    /// Highest memory.pressure avg10 (% of time stalled, 10 s window), some / full.
+    #[serde(default)]
+    pub memory_pressure_peak_some_avg10: Option<f64>,
+    #[serde(default)]
+    pub memory_pressure_peak_full_avg10: Option<f64>,
+    /// Time some task of the unit was stalled on memory during the upload (memory.pressure total).
+    #[serde(default)]
+    pub memory_stall_some_seconds: Option<f64>,
+    /// CPU time of the host qemu process during the upload, and as % of one host core.
+    #[serde(default)]
+    pub host_qemu_cpu_seconds: Option<f64>,
+    #[serde(default)]
+    pub host_qemu_cpu_avg_percent: Option<f64>,
+    /// `full` (memory, CPU, I/O, pressure) or `memory` (`--sample-memory-only`).
+    #[serde(default)]
+    pub sample_sources: Option<String>,
+    #[serde(default)]
+    pub sampler_cost: Option<SamplerCost>,
     pub sample_interval_ms: u64,
     /// Rows in samples.csv, and the mean spacing actually achieved between them.
     pub sample_count: u64,
@@ -127,6 +160,21 @@ pub struct CellResult {
     pub journal: Option<String>,
     pub host_port: Option<u16>,
     pub domain: Option<String>,
+}
+
+/// What sampling itself cost during the upload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplerCost {
+    /// The sampler thread of perfvm on the host.
+    pub host_thread_cpu_seconds: Option<f64>,
+    /// perfvm-probe in the guest.
+    pub guest_probe_cpu_seconds: Option<f64>,
+    /// qemu-guest-agent in the guest (serving the sampler's reads).
+    pub guest_agent_cpu_seconds: Option<f64>,
+    /// All three over the upload's duration, in % of one core.
+    pub percent_of_one_core: Option<f64>,
+    /// Why the probe did not run, if it did not (then only memory was sampled).
+    pub probe_error: Option<String>,
 }
 
 fn one() -> u32 {

@@ -17,7 +17,7 @@ pub const SEED_COLUMNS: [&str; 9] = [
     "result_file",
 ];
 
-pub const EXTRA_COLUMNS: [&str; 21] = [
+pub const EXTRA_COLUMNS: [&str; 29] = [
     "repeat",
     "attempt",
     "file_size_bytes",
@@ -38,6 +38,14 @@ pub const EXTRA_COLUMNS: [&str; 21] = [
     "upload_seconds",
     "collect_seconds",
     "teardown_seconds",
+    "target_cpu_seconds",
+    "target_cpu_avg_percent",
+    "target_cpu_peak_percent",
+    "target_io_write_bytes",
+    "memory_pressure_peak_some_avg10_percent",
+    "memory_stall_some_seconds",
+    "host_qemu_cpu_avg_percent",
+    "sampler_cpu_percent_of_one_core",
     "error",
 ];
 
@@ -86,6 +94,14 @@ pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -
             num(p.upload),
             num(p.collect),
             num(p.teardown),
+            num(r.target_cpu_seconds),
+            num(r.target_cpu_avg_percent),
+            num(r.target_cpu_peak_percent),
+            num(r.target_io_write_bytes),
+            num(r.memory_pressure_peak_some_avg10),
+            num(r.memory_stall_some_seconds),
+            num(r.host_qemu_cpu_avg_percent),
+            num(r.sampler_cost.as_ref().and_then(|c| c.percent_of_one_core)),
             r.error.clone().unwrap_or_default().replace(['\n', '\r'], " "),
         ];
         w.write_record(&row).expect("csv in memory");
@@ -128,7 +144,7 @@ mod tests {
         assert_eq!(&rows[0][2], "");
         assert_eq!(&rows[0][6], "oom_killed");
         assert_eq!(&rows[0][7], "false");
-        assert!(!rows[0][29].contains('\n'));
+        assert!(!rows[0][SEED_COLUMNS.len() + EXTRA_COLUMNS.len() - 1].contains('\n'));
         assert_eq!(&rows[1][0], "512");
         assert_eq!(&rows[1][3], "45.632");
         assert_eq!(&rows[1][4], "11.523");

@@ -1,5 +1,6 @@
-//! `summary.txt`: RAM rows × size columns, read in a terminal. Each cell shows throughput (MiB/s)
-//! and peak memory (MiB), or its failure; with repeats, mean ± stddev and min–max.
+//! `summary.txt`: RAM rows × size columns, read in a terminal. Each cell shows throughput (MiB/s),
+//! peak memory (MiB), the target's CPU (% of one CPU) and peak memory pressure (PSI some avg10),
+//! or its failure; with repeats, mean ± stddev and min–max.
 
 use crate::results::model::CellResult;
 use crate::results::stats::stats;
@@ -20,10 +21,19 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
             if r.success {
                 lines.push(format!("{:.1} MiB/s", r.throughput_mbps.unwrap_or(0.0)));
                 lines.push(format!("peak {:.1} MiB", r.peak_memory_mb.unwrap_or(0.0)));
+                if let Some(c) = r.target_cpu_avg_percent {
+                    lines.push(format!("cpu {c:.0}%"));
+                }
+                if let Some(p) = r.memory_pressure_peak_some_avg10 {
+                    lines.push(format!("mem psi {p:.1}"));
+                }
             } else {
                 lines.push(format!("FAIL {}", r.exit_reason));
                 if let Some(p) = r.peak_memory_mb {
                     lines.push(format!("peak {p:.1} MiB"));
+                }
+                if let Some(p) = r.memory_pressure_peak_some_avg10 {
+                    lines.push(format!("mem psi {p:.1}"));
                 }
             }
             return lines;
@@ -36,6 +46,10 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
         }
         if let Some(s) = stats(&pk) {
             lines.push(format!("peak {:.1}±{:.1} MiB", s.mean, s.stddev));
+        }
+        let cpu: Vec<f64> = ok.iter().filter_map(|r| r.target_cpu_avg_percent).collect();
+        if let Some(s) = stats(&cpu) {
+            lines.push(format!("cpu {:.0}±{:.0}%", s.mean, s.stddev));
         }
         let failed = rs.len() - ok.len();
         if failed > 0 {
