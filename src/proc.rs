@@ -35,6 +35,13 @@ pub fn host_memory() -> Option<(u64, u64)> {
     Some((m.mem_total, m.mem_available.unwrap_or(m.mem_free)))
 }
 
+/// CPU seconds (user + system) a process has used.
+pub fn cpu_seconds(pid: i32) -> Option<f64> {
+    let p = procfs::process::Process::new(pid).ok()?;
+    let st = p.stat().ok()?;
+    Some((st.utime + st.stime) as f64 / procfs::ticks_per_second() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,11 +56,4 @@ mod tests {
         let (total, avail) = host_memory().unwrap();
         assert!(total >= avail && avail > 0);
     }
-}
-
-/// CPU seconds (user + system) a process has used.
-pub fn cpu_seconds(pid: i32) -> Option<f64> {
-    let p = procfs::process::Process::new(pid).ok()?;
-    let st = p.stat().ok()?;
-    Some((st.utime + st.stime) as f64 / procfs::ticks_per_second() as f64)
 }

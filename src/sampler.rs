@@ -280,11 +280,10 @@ fn fill_from_probe(s: &mut Sample, t: &ProbeTick, prev_jiffies: &mut Option<(u64
     s.guest_pswpin = t.pswpin;
     s.guest_pswpout = t.pswpout;
     if let Some((busy, total)) = t.guest_cpu_jiffies {
-        if let Some((pb, pt)) = *prev_jiffies {
-            if total > pt {
+        if let Some((pb, pt)) = *prev_jiffies
+            && total > pt {
                 s.guest_cpu_busy_percent = Some(round2((busy.saturating_sub(pb)) as f64 * 100.0 / (total - pt) as f64));
             }
-        }
         *prev_jiffies = Some((busy, total));
     }
 }

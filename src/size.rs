@@ -90,7 +90,7 @@ impl ByteSize {
     pub fn label(self) -> String {
         let b = self.0;
         for (unit, m) in [("T", KI.pow(4)), ("G", KI.pow(3)), ("M", KI.pow(2)), ("K", KI)] {
-            if b % m == 0 {
+            if b.is_multiple_of(m) {
                 return format!("{}{unit}", b / m);
             }
         }

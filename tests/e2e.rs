@@ -97,7 +97,7 @@ fn stream_mode_uploads_64m_in_constant_memory() {
     // CPU, I/O, pressure: the stream target writes the whole file to disk through its cgroup.
     let written = r.target_io_write_bytes.expect("io.stat sampled");
     assert!(
-        written >= 60 * MIB && written <= 80 * MIB,
+        (60 * MIB..=80 * MIB).contains(&written),
         "bytes written {written} should be about the file size (64 MiB)"
     );
     assert!(r.target_cpu_seconds.unwrap() > 0.0);
@@ -233,11 +233,10 @@ fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
     // Wait for the run directory, then check the lock from a second process.
     let t0 = std::time::Instant::now();
     let run_dir = loop {
-        if let Some(d) = run_dirs(&results).into_iter().next() {
-            if d.join("matrix.csv").exists() {
+        if let Some(d) = run_dirs(&results).into_iter().next()
+            && d.join("matrix.csv").exists() {
                 break d;
             }
-        }
         assert!(t0.elapsed().as_secs() < 300, "matrix never started");
         std::thread::sleep(std::time::Duration::from_millis(200));
     };

@@ -83,11 +83,10 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     for k in &all {
         discarded += state::discard_unfinished(&run_dir, k);
         let fin = state::finished_attempts(&run_dir, k);
-        if selected.contains(k) {
-            if let state::Next::Run(a) = state::next(&fin, args.retries) {
+        if selected.contains(k)
+            && let state::Next::Run(a) = state::next(&fin, args.retries) {
                 pending.push((*k, a));
             }
-        }
         results.extend(fin);
     }
     let already = selected.len() - pending.len();
@@ -265,11 +264,10 @@ fn choose_run_dir(results: &Path, key: &str, fresh: bool) -> Result<PathBuf> {
             } else {
                 name.strip_prefix(key).and_then(|r| r.strip_prefix('.')).and_then(|n| n.parse::<u32>().ok())
             };
-            if let Some(n) = n {
-                if newest.as_ref().is_none_or(|(m, _)| n > *m) {
+            if let Some(n) = n
+                && newest.as_ref().is_none_or(|(m, _)| n > *m) {
                     newest = Some((n, e.path()));
                 }
-            }
         }
     }
     Ok(match (newest, fresh) {
@@ -361,11 +359,10 @@ fn past_results(dir: &Path) -> Vec<CellResult> {
             let p = e.path();
             if p.is_dir() && depth > 0 {
                 walk(&p, depth - 1, out);
-            } else if p.file_name().is_some_and(|n| n == "result.json") {
-                if let Some(r) = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+            } else if p.file_name().is_some_and(|n| n == "result.json")
+                && let Some(r) = std::fs::read_to_string(&p).ok().and_then(|t| serde_json::from_str(&t).ok()) {
                     out.push(r);
                 }
-            }
         }
     }
     let mut out = Vec::new();

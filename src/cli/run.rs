@@ -28,17 +28,17 @@ pub fn qemu_overhead_mib(accel: Accel) -> u64 {
 #[error("{0}")]
 pub struct InputError(pub String);
 
+/// What the host and the image allow a cell.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    pub available_bytes: u64,
+    pub accel: Accel,
+    pub root_size_gib: u64,
+}
+
 /// Check the numbers of a cell against each other and the host. Pure.
-pub fn validate_cell(
-    ram_mib: u64,
-    file_size: ByteSize,
-    cpus: u32,
-    timeout_s: u64,
-    interval_ms: u64,
-    host_available_bytes: u64,
-    accel: Accel,
-    root_size_gib: u64,
-) -> Result<(), InputError> {
+pub fn validate_cell(ram_mib: u64, file_size: ByteSize, cpus: u32, timeout_s: u64, interval_ms: u64, host: HostLimits) -> Result<(), InputError> {
+    let HostLimits { available_bytes: host_available_bytes, accel, root_size_gib } = host;
     let e = |s: String| Err(InputError(s));
     if ram_mib < MIN_RAM_MIB {
         return e(format!("--ram {ram_mib}: a guest needs at least {MIN_RAM_MIB} MiB to boot"));
@@ -127,8 +127,9 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize)]) -> Result<
     let accel = accel::resolve(common.accel, &probe).map_err(InputError)?;
     let loaded = recipe::load(&crate::paths::recipe_dir()).map_err(|e| InputError(e.to_string()))?;
     let (_, available) = crate::proc::host_memory().context("cannot read /proc/meminfo")?;
+    let host = HostLimits { available_bytes: available, accel, root_size_gib: loaded.recipe.root_size_gib };
     for &(ram, size) in cells {
-        validate_cell(ram, size, common.cpus, common.timeout, common.sample_interval, available, accel, loaded.recipe.root_size_gib)?;
+        validate_cell(ram, size, common.cpus, common.timeout, common.sample_interval, host)?;
     }
     crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;
     let target_bin = crate::paths::target_binary();
@@ -167,14 +168,13 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     let reporter = ui::ConsoleReporter::new();
     let result = crate::pipeline::run_cell(&checked.env, &cfg, &run_dir.path, &cancel, &reporter).await;
     println!("{}", ui::summary(&result, &run_dir.path));
-    if args.keep_vm && !cancel.is_cancelled() && result.exit_reason != ExitReason::HarnessError {
-        if let Some(port) = result.host_port {
+    if args.keep_vm && !cancel.is_cancelled() && result.exit_reason != ExitReason::HarnessError
+        && let Some(port) = result.host_port {
             println!(
                 "The guest {} is still running. Target: http://127.0.0.1:{port}/  Stop it: virsh -c {} destroy {}",
                 cfg.domain_name, c.conn.connect, cfg.domain_name
             );
         }
-    }
     if cancel.is_cancelled() {
         eprintln!("perfvm: interrupted; the guest was torn down and the partial result kept in {}", run_dir.path.display());
     }
@@ -185,10 +185,10 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
 mod tests {
     use super::*;
 
-    const HOST: u64 = 24 * ByteSize::GIB;
+    const HOST: HostLimits = HostLimits { available_bytes: 24 * ByteSize::GIB, accel: Accel::Tcg, root_size_gib: 24 };
 
     fn v(ram: u64, size: &str) -> Result<(), InputError> {
-        validate_cell(ram, ByteSize::parse(size).unwrap(), 2, 600, 100, HOST, Accel::Tcg, 24)
+        validate_cell(ram, ByteSize::parse(size).unwrap(), 2, 600, 100, HOST)
     }
 
     #[test]
@@ -207,20 +207,20 @@ mod tests {
         assert!(e.contains("--ram 100000000") && e.contains("at most"), "{e}");
         let e = v(512, "30G").unwrap_err().0;
         assert!(e.contains("--file-size 30G"), "{e}");
-        let e = validate_cell(512, ByteSize(1), 0, 600, 100, HOST, Accel::Tcg, 24).unwrap_err().0;
+        let e = validate_cell(512, ByteSize(1), 0, 600, 100, HOST).unwrap_err().0;
         assert!(e.contains("--cpus 0"));
-        let e = validate_cell(512, ByteSize(1), 2, 5, 100, HOST, Accel::Tcg, 24).unwrap_err().0;
+        let e = validate_cell(512, ByteSize(1), 2, 5, 100, HOST).unwrap_err().0;
         assert!(e.contains("--timeout 5"));
-        let e = validate_cell(512, ByteSize(1), 2, 600, 1, HOST, Accel::Tcg, 24).unwrap_err().0;
+        let e = validate_cell(512, ByteSize(1), 2, 600, 1, HOST).unwrap_err().0;
         assert!(e.contains("--sample-interval 1"));
     }
 
     #[test]
     fn host_budget_includes_qemu_overhead() {
         // 2 GiB available: under TCG only ~848 MiB of guest fits, under KVM more.
-        let avail = 2 * ByteSize::GIB;
-        assert!(validate_cell(1024, ByteSize(1), 2, 600, 100, avail, Accel::Tcg, 24).is_err());
-        assert!(validate_cell(1024, ByteSize(1), 2, 600, 100, avail, Accel::Kvm, 24).is_ok());
+        let small = |accel| HostLimits { available_bytes: 2 * ByteSize::GIB, accel, root_size_gib: 24 };
+        assert!(validate_cell(1024, ByteSize(1), 2, 600, 100, small(Accel::Tcg)).is_err());
+        assert!(validate_cell(1024, ByteSize(1), 2, 600, 100, small(Accel::Kvm)).is_ok());
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub fn render(template_name: &str, template: &str, values: &BTreeMap<&str, Strin
         let body = line.trim_end_matches('\n');
         let trimmed = body.trim_start();
         let indent = &body[..body.len() - trimmed.len()];
-        if let Some(name) = trimmed.strip_prefix("{{").and_then(|r| r.strip_suffix("}}")) {
-            if !name.contains('{') && !name.contains('}') {
+        if let Some(name) = trimmed.strip_prefix("{{").and_then(|r| r.strip_suffix("}}"))
+            && !name.contains('{') && !name.contains('}') {
                 let value = values.get(name).ok_or_else(|| RenderError::Missing {
                     template: template_name.into(),
                     name: name.into(),
@@ -46,7 +46,6 @@ pub fn render(template_name: &str, template: &str, values: &BTreeMap<&str, Strin
                 }
                 continue;
             }
-        }
         let mut rest = line;
         while let Some(start) = rest.find("{{") {
             out.push_str(&rest[..start]);

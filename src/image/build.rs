@@ -159,11 +159,10 @@ fn remove_stale_builds(images: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         let Some(rest) = name.strip_prefix(".build-") else { continue };
         let pid: Option<i32> = rest.rsplit('-').next().and_then(|p| p.parse().ok());
-        if let Some(pid) = pid {
-            if !crate::proc::pid_alive(pid) {
+        if let Some(pid) = pid
+            && !crate::proc::pid_alive(pid) {
                 let _ = std::fs::remove_dir_all(e.path());
             }
-        }
     }
 }
 

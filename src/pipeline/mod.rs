@@ -192,8 +192,8 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
         res.interrupted = cancel.is_cancelled();
         res.error = Some(format!("{phase}: {}", e.message));
         // The journal explains most failures after the agent came up; fetch it if not yet saved.
-        if res.journal.is_none() && !cancel.is_cancelled() {
-            if let Some(agent) = held.agent.clone() {
+        if res.journal.is_none() && !cancel.is_cancelled()
+            && let Some(agent) = held.agent.clone() {
                 let unit = env.target.unit.clone();
                 let journal = tokio::time::timeout(
                     Duration::from_secs(20),
@@ -204,15 +204,13 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
                     save_text(out_dir, "journal.log", &text, &mut res.journal);
                 }
             }
-        }
     }
 
     // Console log: the first thing to read when a cell fails.
-    if let Some(work) = &held.work {
-        if let Ok(text) = std::fs::read(work.console_log()) {
+    if let Some(work) = &held.work
+        && let Ok(text) = std::fs::read(work.console_log()) {
             save_text(out_dir, "console.log", &String::from_utf8_lossy(&text), &mut res.console_log);
         }
-    }
     // Written before teardown too, so a crash during teardown loses nothing measured.
     let _ = write_result(out_dir, &res);
 
@@ -230,16 +228,14 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
     // so parallel cells' uploads are not stalled.
     let teardown_errors = tokio::task::block_in_place(|| {
         let mut errors = Vec::new();
-        if let Some(mut d) = held.domain.take() {
-            if let Err(e) = d.destroy() {
+        if let Some(mut d) = held.domain.take()
+            && let Err(e) = d.destroy() {
                 errors.push(e);
             }
-        }
-        if let Some(mut w) = held.work.take() {
-            if let Err(e) = w.remove() {
+        if let Some(mut w) = held.work.take()
+            && let Err(e) = w.remove() {
                 errors.push(format!("cannot remove {}: {e}", w.path.display()));
             }
-        }
         errors
     });
     res.phases.teardown = Some(round3(t.elapsed().as_secs_f64()));
@@ -281,7 +277,7 @@ fn fill_cpu_io(res: &mut CellResult, report: &workload::UploadReport, upload_sec
         host_thread_cpu_seconds: s.sampler_thread_cpu_seconds.map(round3),
         guest_probe_cpu_seconds: s.probe_cpu_seconds.map(round3),
         guest_agent_cpu_seconds: report.agent_cpu_seconds,
-        percent_of_one_core: parts.iter().all(Option::is_some).then(|| total).and_then(|t| pct(Some(t))),
+        percent_of_one_core: parts.iter().all(Option::is_some).then_some(total).and_then(|t| pct(Some(t))),
         probe_error: s.probe_error.clone(),
     });
 }
