@@ -34,15 +34,23 @@ pub struct Sample {
     pub balloon_usable_bytes: Option<u64>,
     pub balloon_rss_bytes: Option<u64>,
     pub target_cpu_usage_usec: Option<u64>,
+    pub target_cpu_user_usec: Option<u64>,
+    pub target_cpu_system_usec: Option<u64>,
     pub target_cpu_percent: Option<f64>,
     pub target_io_read_bytes: Option<u64>,
     pub target_io_write_bytes: Option<u64>,
+    pub target_io_read_ops: Option<u64>,
+    pub target_io_write_ops: Option<u64>,
     pub cpu_pressure_some_avg10_percent: Option<f64>,
+    pub cpu_pressure_some_total_usec: Option<u64>,
     pub memory_pressure_some_avg10_percent: Option<f64>,
     pub memory_pressure_full_avg10_percent: Option<f64>,
     pub memory_pressure_some_total_usec: Option<u64>,
+    pub memory_pressure_full_total_usec: Option<u64>,
     pub io_pressure_some_avg10_percent: Option<f64>,
     pub io_pressure_full_avg10_percent: Option<f64>,
+    pub io_pressure_some_total_usec: Option<u64>,
+    pub io_pressure_full_total_usec: Option<u64>,
     pub guest_cpu_busy_percent: Option<f64>,
     pub guest_pgmajfault: Option<u64>,
     pub guest_pswpin: Option<u64>,
@@ -268,14 +276,22 @@ fn fill_from_probe(s: &mut Sample, t: &ProbeTick, prev_jiffies: &mut Option<(u64
     s.cgroup_memory_current_bytes = t.memory_current;
     s.guest_mem_available_bytes = t.mem_available;
     s.target_cpu_usage_usec = t.cpu_usage_usec;
+    s.target_cpu_user_usec = t.cpu_user_usec;
+    s.target_cpu_system_usec = t.cpu_system_usec;
     s.target_io_read_bytes = t.io_rbytes;
     s.target_io_write_bytes = t.io_wbytes;
+    s.target_io_read_ops = t.io_rios;
+    s.target_io_write_ops = t.io_wios;
     s.cpu_pressure_some_avg10_percent = t.cpu_pressure.some_avg10;
+    s.cpu_pressure_some_total_usec = t.cpu_pressure.some_total_usec;
     s.memory_pressure_some_avg10_percent = t.memory_pressure.some_avg10;
     s.memory_pressure_full_avg10_percent = t.memory_pressure.full_avg10;
     s.memory_pressure_some_total_usec = t.memory_pressure.some_total_usec;
+    s.memory_pressure_full_total_usec = t.memory_pressure.full_total_usec;
     s.io_pressure_some_avg10_percent = t.io_pressure.some_avg10;
     s.io_pressure_full_avg10_percent = t.io_pressure.full_avg10;
+    s.io_pressure_some_total_usec = t.io_pressure.some_total_usec;
+    s.io_pressure_full_total_usec = t.io_pressure.full_total_usec;
     s.guest_pgmajfault = t.pgmajfault;
     s.guest_pswpin = t.pswpin;
     s.guest_pswpout = t.pswpout;
@@ -446,7 +462,7 @@ mod tests {
         ));
         for col in header.split(',') {
             assert!(
-                ["_seconds", "_bytes", "_usec", "_percent", "pgmajfault", "pswpin", "pswpout"].iter().any(|u| col.ends_with(u)),
+                ["_seconds", "_bytes", "_usec", "_percent", "_ops", "pgmajfault", "pswpin", "pswpout"].iter().any(|u| col.ends_with(u)),
                 "column {col} names no unit"
             );
         }
