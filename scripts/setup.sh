@@ -27,6 +27,16 @@ for p in "${PACKAGES[@]}"; do
 done
 log "packages present: ${PACKAGES[*]}"
 
+# Before libvirtd starts: /dev/kvm for group kvm (libvirt's qemu user is in it). Needed for KVM,
+# and needed even where KVM is unusable (kvm_pvm): libvirt probes qemu's capabilities as root with KVM, then checks KVM
+# access as the qemu user; when the two disagree it throws the cache away and re-probes on every
+# domain start (measured here: ~80 s per cell). perfvm decides acceleration itself (--accel), so
+# this does not make perfvm use a broken KVM.
+if [ -e /dev/kvm ] && getent group kvm >/dev/null; then
+  chown root:kvm /dev/kvm && chmod 660 /dev/kvm
+  log "/dev/kvm: group kvm, mode 660"
+fi
+
 running() { pgrep -x "$1" >/dev/null 2>&1; }
 
 if running virtlogd; then log "virtlogd running"; else log "starting virtlogd"; virtlogd -d; fi
@@ -40,15 +50,6 @@ done
 virsh -c qemu:///system version >/dev/null 2>&1 || { echo "libvirtd did not come up" >&2; exit 1; }
 log "libvirt reachable at qemu:///system"
 
-# /dev/kvm for group kvm (libvirt's qemu user is in it). Needed for KVM, and needed even where
-# KVM is unusable (kvm_pvm): libvirt probes qemu's capabilities as root with KVM, then checks KVM
-# access as the qemu user; when the two disagree it throws the cache away and re-probes on every
-# domain start (measured here: ~80 s per cell). perfvm decides acceleration itself (--accel), so
-# this does not make perfvm use a broken KVM.
-if [ -e /dev/kvm ]; then
-  chown root:kvm /dev/kvm && chmod 660 /dev/kvm
-  log "/dev/kvm: group kvm, mode 660"
-fi
 if [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; then
   log "KVM usable (vendor module loaded): --accel auto will use it"
 else
