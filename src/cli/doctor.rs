@@ -89,21 +89,21 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         ));
     }
     if let Ok(c) = &conn {
-        match crate::hypervisor::conn::perfvm_domains(c) {
-            Ok(doms) => {
-                let orphans: Vec<String> = doms
-                    .iter()
-                    .filter(|d| d.owner.as_ref().is_some_and(|o| !crate::proc::pid_alive(o.pid as i32)))
-                    .map(|d| d.name.clone())
-                    .collect();
-                let live = doms.len() - orphans.len();
+        match (crate::hypervisor::conn::perfvm_domains(c), crate::hypervisor::conn::orphaned_domains(c)) {
+            (Ok(all), Ok(orphans)) => {
+                let kept = all.iter().filter(|d| d.owner.as_ref().is_some_and(|o| o.keep)).count();
+                let names: Vec<String> = orphans.iter().map(|d| d.name.clone()).collect();
                 checks.push(check(
                     orphans.is_empty(),
-                    format!("leftover domains: {} orphaned, {live} owned by running perfvm processes", orphans.len()),
-                    format!("perfvm cleanup (removes {})", orphans.join(", ")),
+                    format!(
+                        "leftover domains: {} orphaned, {kept} kept with --keep-vm, {} owned by running perfvm processes",
+                        orphans.len(),
+                        all.len() - orphans.len() - kept
+                    ),
+                    format!("perfvm cleanup (removes {})", names.join(", ")),
                 ));
             }
-            Err(e) => checks.push(check(false, "list domains", e.to_string())),
+            (Err(e), _) | (_, Err(e)) => checks.push(check(false, "list domains", e.to_string())),
         }
     }
     let mut failed = 0;

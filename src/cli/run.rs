@@ -171,7 +171,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     if args.keep_vm && !cancel.is_cancelled() && result.exit_reason != ExitReason::HarnessError
         && let Some(port) = result.host_port {
             println!(
-                "The guest {} is still running. Target: http://127.0.0.1:{port}/  Stop it: virsh -c {} destroy {}",
+                "The guest {} is still running. Target: http://127.0.0.1:{port}/\nStop it: virsh -c {} destroy {}; then `perfvm cleanup` removes its overlay and seed.",
                 cfg.domain_name, c.conn.connect, cfg.domain_name
             );
         }
