@@ -131,7 +131,6 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize)]) -> Result<
     for &(ram, size) in cells {
         validate_cell(ram, size, common.cpus, common.timeout, common.sample_interval, host)?;
     }
-    crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;
     let target_bin = crate::paths::target_binary();
     for bin in [&target_bin, &crate::paths::probe_binary()] {
         if !bin.is_file() {
@@ -140,6 +139,8 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize)]) -> Result<
     }
     let templates = crate::cloudinit::seed::load_templates(&crate::paths::cloud_init_dir()).map_err(|e| InputError(format!("{e:#}")))?;
     let conn = crate::hypervisor::conn::open(&common.conn.connect).map_err(|e| InputError(e.to_string()))?;
+    // Last of the checks, since it creates the results directory.
+    crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;
     let removed = crate::hypervisor::conn::remove_orphans(&conn)?;
     if !removed.is_empty() {
         eprintln!("perfvm: removed {} domain(s) left by dead perfvm processes: {}", removed.len(), removed.join(", "));
