@@ -33,6 +33,9 @@ pub struct Sample {
     pub balloon_actual_bytes: Option<u64>,
     pub balloon_usable_bytes: Option<u64>,
     pub balloon_rss_bytes: Option<u64>,
+    /// Guest time of the probe tick this row's guest columns come from; empty when the probe had
+    /// no new tick since the previous row (its columns are then empty too, never repeated).
+    pub probe_t_seconds: Option<f64>,
     pub target_cpu_usage_usec: Option<u64>,
     pub target_cpu_user_usec: Option<u64>,
     pub target_cpu_system_usec: Option<u64>,
@@ -51,7 +54,8 @@ pub struct Sample {
     pub io_pressure_full_avg10_percent: Option<f64>,
     pub io_pressure_some_total_usec: Option<u64>,
     pub io_pressure_full_total_usec: Option<u64>,
-    pub guest_cpu_busy_percent: Option<f64>,
+    /// Busy share of all the guest's vCPUs (not of one CPU like the target's and qemu's).
+    pub guest_cpu_busy_all_cpus_percent: Option<f64>,
     pub guest_pgmajfault: Option<u64>,
     pub guest_pswpin: Option<u64>,
     pub guest_pswpout: Option<u64>,
@@ -68,6 +72,8 @@ pub struct SampleSummary {
     pub peak_host_qemu_rss_bytes: Option<u64>,
     /// Mean seconds between samples (how close we came to the requested interval).
     pub mean_interval_seconds: Option<f64>,
+    /// Seconds the sampler ran (the denominator of its cost).
+    pub wall_seconds: Option<f64>,
     /// Sums of counter increases (a counter that went down was reset by a restart: its new
     /// value is the increase).
     pub target_cpu_seconds: Option<f64>,
@@ -83,7 +89,25 @@ pub struct SampleSummary {
     pub probe_cpu_seconds: Option<f64>,
     /// The probe did not run: only memory was sampled (directly through the agent).
     pub probe_error: Option<String>,
-    prev: Option<Sample>,
+    /// Running totals in integer units, and the last value seen of each counter (a counter
+    /// may be absent for a while, e.g. while systemd recreates the unit's cgroup).
+    cpu_usec: Option<u64>,
+    io_r: Option<u64>,
+    io_w: Option<u64>,
+    stall_usec: Option<u64>,
+    last: Counters,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Counters {
+    cpu_usec: Option<u64>,
+    io_r: Option<u64>,
+    io_w: Option<u64>,
+    stall_usec: Option<u64>,
+    /// (probe t, cpu usage) of the last row that had both, for CPU %.
+    cpu_at: Option<(f64, u64)>,
+    /// (host t, qemu cpu seconds).
+    qemu_at: Option<(f64, f64)>,
 }
 
 fn opt_max<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
@@ -100,45 +124,54 @@ fn opt_min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     }
 }
 
-/// Increase of a cumulative counter between two readings; a decrease means it was reset.
-fn increase(prev: Option<u64>, cur: Option<u64>) -> Option<u64> {
-    match (prev, cur) {
-        (Some(p), Some(c)) => Some(if c >= p { c - p } else { c }),
-        _ => None,
+/// Fold a counter reading into a running total: the increase since the last value seen; a
+/// value below it means the counter was reset (unit restarted) and counts whole. The first
+/// reading only sets the baseline.
+fn accumulate(total: &mut Option<u64>, last: &mut Option<u64>, cur: Option<u64>) {
+    let Some(c) = cur else { return };
+    if let Some(l) = *last {
+        *total = Some(total.unwrap_or(0) + if c >= l { c - l } else { c });
+    } else if total.is_some() {
+        // Seen before, then absent (cgroup recreated): all of the new value is new.
+        *total = Some(total.unwrap_or(0) + c);
+    } else {
+        *total = Some(0);
     }
-}
-
-fn add(acc: Option<u64>, inc: Option<u64>) -> Option<u64> {
-    match (acc, inc) {
-        (a, Some(i)) => Some(a.unwrap_or(0) + i),
-        (a, None) => a,
-    }
+    *last = Some(c);
 }
 
 impl SampleSummary {
-    /// Fill in the per-interval columns of `s` from the previous row and fold it in.
+    /// Fill in the per-interval columns of `s` and fold it in.
     pub fn add(&mut self, s: &mut Sample) {
-        if let Some(p) = self.prev.clone() {
-            let dt = s.t_seconds - p.t_seconds;
-            let cpu_inc = increase(p.target_cpu_usage_usec, s.target_cpu_usage_usec);
-            if dt > 0.0 {
-                s.target_cpu_percent = cpu_inc.map(|u| round2(u as f64 / 1e4 / dt));
-                s.host_qemu_cpu_percent = match (p.host_qemu_cpu_seconds, s.host_qemu_cpu_seconds) {
-                    (Some(a), Some(b)) => Some(round2((b - a).max(0.0) * 100.0 / dt)),
-                    _ => None,
-                };
+        // CPU %: over the probe's own clock between the two ticks, never the host's.
+        if let (Some(t), Some(u)) = (s.probe_t_seconds, s.target_cpu_usage_usec) {
+            if let Some((pt, pu)) = self.last.cpu_at {
+                let inc = if u >= pu { u - pu } else { u };
+                if t > pt {
+                    s.target_cpu_percent = Some(round2(inc as f64 / 1e4 / (t - pt)));
+                }
             }
-            let us = add(self.target_cpu_seconds.map(|x| (x * 1e6) as u64), cpu_inc);
-            self.target_cpu_seconds = us.map(|u| u as f64 / 1e6);
-            self.target_io_read_bytes = add(self.target_io_read_bytes, increase(p.target_io_read_bytes, s.target_io_read_bytes));
-            self.target_io_write_bytes = add(self.target_io_write_bytes, increase(p.target_io_write_bytes, s.target_io_write_bytes));
-            let stall = increase(p.memory_pressure_some_total_usec, s.memory_pressure_some_total_usec);
-            let acc = add(self.memory_stall_some_seconds.map(|x| (x * 1e6) as u64), stall);
-            self.memory_stall_some_seconds = acc.map(|u| u as f64 / 1e6);
-            if let (Some(a), Some(b)) = (p.host_qemu_cpu_seconds, s.host_qemu_cpu_seconds) {
-                self.host_qemu_cpu_seconds = Some(self.host_qemu_cpu_seconds.unwrap_or(0.0) + (b - a).max(0.0));
-            }
+            self.last.cpu_at = Some((t, u));
         }
+        if let Some(q) = s.host_qemu_cpu_seconds {
+            if let Some((pt, pq)) = self.last.qemu_at {
+                if s.t_seconds > pt {
+                    s.host_qemu_cpu_percent = Some(round2((q - pq).max(0.0) * 100.0 / (s.t_seconds - pt)));
+                }
+                self.host_qemu_cpu_seconds = Some(self.host_qemu_cpu_seconds.unwrap_or(0.0) + (q - pq).max(0.0));
+            } else {
+                self.host_qemu_cpu_seconds = Some(0.0);
+            }
+            self.last.qemu_at = Some((s.t_seconds, q));
+        }
+        accumulate(&mut self.cpu_usec, &mut self.last.cpu_usec, s.target_cpu_usage_usec);
+        accumulate(&mut self.io_r, &mut self.last.io_r, s.target_io_read_bytes);
+        accumulate(&mut self.io_w, &mut self.last.io_w, s.target_io_write_bytes);
+        accumulate(&mut self.stall_usec, &mut self.last.stall_usec, s.memory_pressure_some_total_usec);
+        self.target_cpu_seconds = self.cpu_usec.map(|u| u as f64 / 1e6);
+        self.target_io_read_bytes = self.io_r;
+        self.target_io_write_bytes = self.io_w;
+        self.memory_stall_some_seconds = self.stall_usec.map(|u| u as f64 / 1e6);
         self.count += 1;
         self.peak_cgroup_memory_bytes = opt_max(self.peak_cgroup_memory_bytes, s.cgroup_memory_current_bytes);
         self.min_guest_mem_available_bytes = opt_min(self.min_guest_mem_available_bytes, s.guest_mem_available_bytes);
@@ -146,7 +179,6 @@ impl SampleSummary {
         self.peak_target_cpu_percent = opt_max(self.peak_target_cpu_percent, s.target_cpu_percent);
         self.peak_memory_pressure_some_avg10 = opt_max(self.peak_memory_pressure_some_avg10, s.memory_pressure_some_avg10_percent);
         self.peak_memory_pressure_full_avg10 = opt_max(self.peak_memory_pressure_full_avg10, s.memory_pressure_full_avg10_percent);
-        self.prev = Some(s.clone());
     }
 }
 
@@ -167,6 +199,10 @@ struct Probe {
     handle: i64,
     buf: Vec<u8>,
     last: Option<ProbeTick>,
+    /// `t` of the tick the previous row used: a tick is used once.
+    used_t: Option<f64>,
+    /// Rows in a row without a new tick.
+    stale: u32,
     /// Guest-wide (busy, total) jiffies at the previous row, for the busy percentage.
     prev_jiffies: Option<(u64, u64)>,
     first_cpu: Option<f64>,
@@ -180,7 +216,6 @@ impl Sources {
     /// Start the probe in the guest and wait for its first line. Blocking.
     pub fn start_probe(&mut self, interval: Duration, memory_only: bool, max: Duration) -> Result<(), String> {
         let a = &self.agent;
-        let _ = a.exec("/usr/bin/rm", &["-f", PROBE_OUT, &format!("{PROBE_OUT}.stop")], Duration::from_secs(10));
         let ms = interval.as_millis().to_string();
         let secs = max.as_secs().max(1).to_string();
         let mut args = vec!["--cgroup", &self.cgroup_dir, "--out", PROBE_OUT, "--interval-ms", &ms, "--max-seconds", &secs];
@@ -189,17 +224,24 @@ impl Sources {
         }
         a.spawn(PROBE_BIN, &args).map_err(|e| format!("cannot start {PROBE_BIN}: {e}"))?;
         let t0 = Instant::now();
+        let stop = || {
+            let _ = a.touch(&format!("{PROBE_OUT}.stop"));
+        };
         let handle = loop {
             match a.open(PROBE_OUT, "r") {
                 Ok(h) => break h,
-                Err(e) if t0.elapsed() > Duration::from_secs(10) => return Err(format!("the probe wrote nothing: {e}")),
+                Err(e) if t0.elapsed() > Duration::from_secs(10) => {
+                    stop();
+                    return Err(format!("the probe wrote nothing: {e}"));
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         };
-        let mut p = Probe { handle, buf: Vec::new(), last: None, prev_jiffies: None, first_cpu: None };
+        let mut p = Probe { handle, buf: Vec::new(), last: None, used_t: None, stale: 0, prev_jiffies: None, first_cpu: None };
         while p.last.is_none() {
             if t0.elapsed() > Duration::from_secs(10) {
                 a.close(handle);
+                stop();
                 return Err("the probe wrote no complete line".into());
             }
             Self::pull(a, &mut p);
@@ -211,11 +253,9 @@ impl Sources {
     }
 
     fn pull(agent: &Agent, p: &mut Probe) {
-        if let Ok(data) = agent.read_new(p.handle, 1 << 20) {
-            p.buf.extend(data);
-            if let Some(tick) = probe::take_lines(&mut p.buf).iter().rev().find_map(|l| probe::parse_line(l)) {
-                p.last = Some(tick);
-            }
+        p.buf.extend(agent.read_new(p.handle));
+        if let Some(tick) = probe::take_lines(&mut p.buf).iter().rev().find_map(|l| probe::parse_line(l)) {
+            p.last = Some(tick);
         }
     }
 
@@ -236,21 +276,28 @@ impl Sources {
     /// Take one sample now.
     pub fn sample(&mut self, t_seconds: f64, uploaded: u64) -> Sample {
         let mut s = Sample { t_seconds: (t_seconds * 1000.0).round() / 1000.0, uploaded_bytes: uploaded, ..Default::default() };
-        match self.probe.as_mut() {
-            Some(p) => {
-                Self::pull(&self.agent, p);
-                if let Some(t) = &p.last {
+        let mut direct = self.probe.is_none();
+        if let Some(p) = self.probe.as_mut() {
+            Self::pull(&self.agent, p);
+            match &p.last {
+                Some(t) if p.used_t != Some(t.t) => {
                     fill_from_probe(&mut s, t, &mut p.prev_jiffies);
+                    p.used_t = Some(t.t);
+                    p.stale = 0;
                 }
+                _ => p.stale += 1,
             }
-            None => {
-                s.cgroup_memory_current_bytes = self
-                    .agent
-                    .read_string(&format!("{}/memory.current", self.cgroup_dir))
-                    .ok()
-                    .and_then(|t| memory::cgroup_number(&t));
-                s.guest_mem_available_bytes = self.agent.read_string("/proc/meminfo").ok().and_then(|t| memory::mem_available(&t));
-            }
+            // No new tick for many rows: the probe died (or the guest is stalled); keep
+            // measuring memory directly rather than leave the rows empty.
+            direct = p.stale >= 10;
+        }
+        if direct {
+            s.cgroup_memory_current_bytes = self
+                .agent
+                .read_string(&format!("{}/memory.current", self.cgroup_dir))
+                .ok()
+                .and_then(|t| memory::cgroup_number(&t));
+            s.guest_mem_available_bytes = self.agent.read_string("/proc/meminfo").ok().and_then(|t| memory::mem_available(&t));
         }
         if let Some(pid) = self.qemu_pid {
             s.host_qemu_rss_bytes = crate::proc::rss_bytes(pid);
@@ -273,6 +320,7 @@ impl Sources {
 }
 
 fn fill_from_probe(s: &mut Sample, t: &ProbeTick, prev_jiffies: &mut Option<(u64, u64)>) {
+    s.probe_t_seconds = Some((t.t * 1000.0).round() / 1000.0);
     s.cgroup_memory_current_bytes = t.memory_current;
     s.guest_mem_available_bytes = t.mem_available;
     s.target_cpu_usage_usec = t.cpu_usage_usec;
@@ -298,7 +346,7 @@ fn fill_from_probe(s: &mut Sample, t: &ProbeTick, prev_jiffies: &mut Option<(u64
     if let Some((busy, total)) = t.guest_cpu_jiffies {
         if let Some((pb, pt)) = *prev_jiffies
             && total > pt {
-                s.guest_cpu_busy_percent = Some(round2((busy.saturating_sub(pb)) as f64 * 100.0 / (total - pt) as f64));
+                s.guest_cpu_busy_all_cpus_percent = Some(round2((busy.saturating_sub(pb)) as f64 * 100.0 / (total - pt) as f64));
             }
         *prev_jiffies = Some((busy, total));
     }
@@ -346,7 +394,7 @@ impl Sampler {
                 let stopping = flag.load(Ordering::Relaxed);
                 if stopping {
                     // Let the probe write one more line, so the last row sees the upload's end.
-                    std::thread::sleep(interval);
+                    std::thread::sleep(interval.min(Duration::from_secs(1)));
                 }
                 let mut s = sources.sample(t0.elapsed().as_secs_f64(), uploaded.load(Ordering::Relaxed));
                 summary.add(&mut s);
@@ -371,11 +419,12 @@ impl Sampler {
             if summary.count > 1 {
                 summary.mean_interval_seconds = Some(t0.elapsed().as_secs_f64() / (summary.count - 1) as f64);
             }
+            summary.probe_cpu_seconds = sources.stop_probe();
             summary.sampler_thread_cpu_seconds = match (cpu0, thread_cpu_seconds()) {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             };
-            summary.probe_cpu_seconds = sources.stop_probe();
+            summary.wall_seconds = Some(t0.elapsed().as_secs_f64());
             Ok(summary)
         })?;
         Ok(Sampler { stop, handle: Some(handle) })
@@ -416,6 +465,7 @@ mod tests {
         let mut sum = SampleSummary::default();
         let mk = |t: f64, cpu: u64, w: u64, stall: u64, qemu: f64| Sample {
             t_seconds: t,
+            probe_t_seconds: Some(t),
             target_cpu_usage_usec: Some(cpu),
             target_io_write_bytes: Some(w),
             memory_pressure_some_total_usec: Some(stall),
@@ -445,10 +495,23 @@ mod tests {
         let mut s = Sample::default();
         let mut t = ProbeTick { guest_cpu_jiffies: Some((100, 1000)), ..Default::default() };
         fill_from_probe(&mut s, &t, &mut prev);
-        assert_eq!(s.guest_cpu_busy_percent, None);
+        assert_eq!(s.guest_cpu_busy_all_cpus_percent, None);
         t.guest_cpu_jiffies = Some((150, 1100));
         fill_from_probe(&mut s, &t, &mut prev);
-        assert_eq!(s.guest_cpu_busy_percent, Some(50.0));
+        assert_eq!(s.guest_cpu_busy_all_cpus_percent, Some(50.0));
+    }
+
+    #[test]
+    fn a_counter_absent_for_a_while_counts_whole_when_it_returns() {
+        let (mut total, mut last) = (None, None);
+        accumulate(&mut total, &mut last, Some(500));
+        assert_eq!(total, Some(0), "first reading is the baseline");
+        accumulate(&mut total, &mut last, Some(800));
+        accumulate(&mut total, &mut last, None);
+        // Recreated cgroup: a new counter that is already above the old one is still a reset
+        // only if it went down; here it went down.
+        accumulate(&mut total, &mut last, Some(200));
+        assert_eq!(total, Some(500));
     }
 
     #[test]

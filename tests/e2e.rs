@@ -109,7 +109,7 @@ fn stream_mode_uploads_64m_in_constant_memory() {
     assert!(cost.guest_probe_cpu_seconds.is_some() && cost.host_thread_cpu_seconds.is_some());
     assert_eq!(r.sample_sources.as_deref(), Some("full"));
     let header = csv::Reader::from_path(dir.join("samples.csv")).unwrap().headers().unwrap().clone();
-    for col in ["target_cpu_percent", "target_io_write_bytes", "memory_pressure_some_avg10_percent", "guest_cpu_busy_percent", "host_qemu_cpu_percent"] {
+    for col in ["target_cpu_percent", "target_io_write_bytes", "memory_pressure_some_avg10_percent", "guest_cpu_busy_all_cpus_percent", "host_qemu_cpu_percent"] {
         let i = header.iter().position(|h| h == col).unwrap_or_else(|| panic!("column {col}"));
         assert!(rows.iter().skip(1).any(|r| !r[i].is_empty()), "column {col} has values");
     }

@@ -88,7 +88,9 @@ fn main() {
         }
     };
     let stop = format!("{}.stop", args.out);
-    let mut out = match std::fs::OpenOptions::new().create(true).append(true).open(&args.out) {
+    // A fresh file and no stale stop marker from an earlier run in this guest.
+    let _ = std::fs::remove_file(&stop);
+    let mut out = match std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&args.out) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("perfvm-probe: {}: {e}", args.out);
@@ -113,8 +115,11 @@ fn main() {
             }
         }
         // The probe's own CPU time, so its cost is part of every measurement.
-        let line = serde_json::json!({"t": t0.elapsed().as_secs_f64(), "cpu_s": own_cpu_seconds(), "files": files});
-        if writeln!(out, "{line}").is_err() {
+        let mut line = serde_json::json!({"t": t0.elapsed().as_secs_f64(), "cpu_s": own_cpu_seconds(), "files": files}).to_string();
+        line.push('\n');
+        // One write per line: a reader never sees a line split by us mid-way.
+        if out.write_all(line.as_bytes()).is_err() {
+            eprintln!("perfvm-probe: cannot write {}", args.out);
             std::process::exit(1);
         }
         if std::path::Path::new(&stop).exists() {

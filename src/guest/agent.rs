@@ -98,21 +98,19 @@ impl Agent {
         h.as_i64().ok_or_else(|| AgentError::Reply(h.to_string()))
     }
 
-    /// Read what is new in an open file, up to `max` bytes.
-    pub fn read_new(&self, handle: i64, max: usize) -> Result<Vec<u8>, AgentError> {
+    /// Read everything new in an open file. Bytes already read are returned even if a later
+    /// read fails: the guest has moved past them.
+    pub fn read_new(&self, handle: i64) -> Vec<u8> {
         let mut data = Vec::new();
-        while data.len() < max {
-            let r = self.call(json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}}), 5)?;
-            let chunk = base64::engine::general_purpose::STANDARD
-                .decode(r["buf-b64"].as_str().unwrap_or(""))
-                .map_err(|e| AgentError::Reply(e.to_string()))?;
+        while let Ok(r) = self.call(json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}}), 5) {
+            let chunk = base64::engine::general_purpose::STANDARD.decode(r["buf-b64"].as_str().unwrap_or("")).unwrap_or_default();
             let n = chunk.len();
             data.extend(chunk);
             if n < 65536 {
                 break;
             }
         }
-        Ok(data)
+        data
     }
 
     pub fn close(&self, handle: i64) {

@@ -100,8 +100,9 @@ pub fn proc_stat_cpu(line: &str) -> Option<(u64, u64)> {
     if v.len() < 5 {
         return None;
     }
-    // user nice system idle iowait irq softirq steal (guest time is already in user).
-    let total: u64 = v.iter().take(8).sum();
+    // user nice system idle iowait irq softirq steal (guest time is already in user). Steal is
+    // time the host ran something else: neither busy nor idle for the guest, so left out.
+    let total: u64 = v.iter().take(7).sum();
     let idle = v[3] + v[4];
     Some((total - idle, total))
 }

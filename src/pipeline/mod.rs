@@ -259,7 +259,8 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
 /// CPU, I/O, pressure and the sampler's own cost, from the sampler's summary.
 fn fill_cpu_io(res: &mut CellResult, report: &workload::UploadReport, upload_seconds: f64) {
     let s = &report.samples;
-    let pct = |cpu: Option<f64>| cpu.filter(|_| upload_seconds > 0.0).map(|c| round3(c * 100.0 / upload_seconds));
+    let pct_over = |cpu: Option<f64>, secs: f64| cpu.filter(|_| secs > 0.0).map(|c| round3(c * 100.0 / secs));
+    let pct = |cpu: Option<f64>| pct_over(cpu, upload_seconds);
     res.target_cpu_seconds = s.target_cpu_seconds.map(round3);
     res.target_cpu_avg_percent = pct(s.target_cpu_seconds);
     res.target_cpu_peak_percent = s.peak_target_cpu_percent;
@@ -271,7 +272,9 @@ fn fill_cpu_io(res: &mut CellResult, report: &workload::UploadReport, upload_sec
     res.host_qemu_cpu_seconds = s.host_qemu_cpu_seconds.map(round3);
     res.host_qemu_cpu_avg_percent = pct(s.host_qemu_cpu_seconds);
     res.sample_sources = Some(if s.probe_error.is_some() || res.sample_sources.as_deref() == Some("memory") { "memory" } else { "full" }.to_string());
-    let parts = [s.sampler_thread_cpu_seconds, s.probe_cpu_seconds, report.agent_cpu_seconds];
+    // A probe that did not run cost nothing.
+    let probe = if s.probe_error.is_some() { Some(0.0) } else { s.probe_cpu_seconds };
+    let parts = [s.sampler_thread_cpu_seconds, probe, report.agent_cpu_seconds];
     let total = parts.iter().flatten().sum::<f64>();
     res.sampler_cost = Some(crate::results::model::SamplerCost {
         host_thread_cpu_seconds: s.sampler_thread_cpu_seconds.map(round3),
@@ -405,7 +408,6 @@ async fn steps(
 
     enter(held, Phase::Upload);
     let size = cfg.file_size.bytes();
-    let limit = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let sources = Sources::new(dom.clone(), agent.clone(), env.target.cgroup_dir(), boot::qemu_pid(&cfg.domain_name));
     let sent = Arc::new(AtomicU64::new(0));
     rep.upload(&cfg.cell, size, sent.clone());
@@ -416,7 +418,7 @@ async fn steps(
         size,
         interval: cfg.sample_interval,
         memory_only: cfg.sample_memory_only,
-        limit,
+        deadline,
         samples_csv: out_dir.join("samples.csv"),
     };
     let t = Instant::now();

@@ -26,23 +26,28 @@ pub struct UploadPlan {
     pub interval: Duration,
     /// Sample memory only (to measure what the other sources cost).
     pub memory_only: bool,
-    pub limit: Duration,
+    /// The cell's deadline for the upload.
+    pub deadline: std::time::Instant,
     pub samples_csv: PathBuf,
 }
 
 pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, sent: Arc<AtomicU64>) -> Result<UploadReport, CellError> {
-    let (interval, memory_only, probe_max) = (plan.interval, plan.memory_only, plan.limit + Duration::from_secs(60));
+    let (interval, memory_only) = (plan.interval, plan.memory_only);
+    let probe_max = plan.deadline.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(60);
     let (sources, baseline, probe_error, agent_cpu0) = blocking(move || {
-        let agent_cpu0 = sources.agent.own_cpu_seconds();
         let probe_error = sources.start_probe(interval, memory_only, probe_max).err();
         let baseline = sources.sample(0.0, 0);
+        // After the probe's start-up, so only steady-state sampling is counted as its cost.
+        let agent_cpu0 = sources.agent.own_cpu_seconds();
         Ok((sources, baseline, probe_error, agent_cpu0))
     })
     .await?;
+    // The upload gets what is left of the cell's time after the probe started.
+    let limit = plan.deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_secs(1));
     let agent = sources.agent.clone();
     let sampler = Sampler::start(sources, plan.interval, sent.clone(), plan.samples_csv.clone(), probe_error)
         .map_err(|e| CellError::new(ExitReason::HarnessError, format!("cannot write {}: {e}", plan.samples_csv.display())))?;
-    let outcome = put_generated(&plan.url, plan.seed, plan.size, sent, plan.limit).await;
+    let outcome = put_generated(&plan.url, plan.seed, plan.size, sent, limit).await;
     let stopped = tokio::task::spawn_blocking(move || sampler.stop())
         .await
         .map_err(|e| CellError::new(ExitReason::HarnessError, format!("sampler: {e}")))?;
