@@ -110,6 +110,7 @@ struct Counters {
     qemu_at: Option<(f64, f64)>,
 }
 
+/// The larger known value (f64 is not `Ord`, so `Option::max` does not apply).
 fn opt_max<T: PartialOrd + Copy>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(x), Some(y)) => Some(if y > x { y } else { x }),
@@ -173,9 +174,10 @@ impl SampleSummary {
         self.target_io_write_bytes = self.io_w;
         self.memory_stall_some_seconds = self.stall_usec.map(|u| u as f64 / 1e6);
         self.count += 1;
-        self.peak_cgroup_memory_bytes = opt_max(self.peak_cgroup_memory_bytes, s.cgroup_memory_current_bytes);
+        // `Option::max` keeps a known value over None; the minimum needs care (None < Some).
+        self.peak_cgroup_memory_bytes = self.peak_cgroup_memory_bytes.max(s.cgroup_memory_current_bytes);
         self.min_guest_mem_available_bytes = opt_min(self.min_guest_mem_available_bytes, s.guest_mem_available_bytes);
-        self.peak_host_qemu_rss_bytes = opt_max(self.peak_host_qemu_rss_bytes, s.host_qemu_rss_bytes);
+        self.peak_host_qemu_rss_bytes = self.peak_host_qemu_rss_bytes.max(s.host_qemu_rss_bytes);
         self.peak_target_cpu_percent = opt_max(self.peak_target_cpu_percent, s.target_cpu_percent);
         self.peak_memory_pressure_some_avg10 = opt_max(self.peak_memory_pressure_some_avg10, s.memory_pressure_some_avg10_percent);
         self.peak_memory_pressure_full_avg10 = opt_max(self.peak_memory_pressure_full_avg10, s.memory_pressure_full_avg10_percent);

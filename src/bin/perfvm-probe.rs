@@ -69,14 +69,12 @@ fn filter(name: &str, text: String) -> String {
     }
 }
 
-/// utime + stime of this process, from /proc/self/stat (clock ticks, 100 per second on Linux).
+#[path = "../guest/pidstat.rs"]
+mod pidstat;
+
+/// This process's own CPU time.
 fn own_cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th there.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
+    pidstat::cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)
 }
 
 fn main() {

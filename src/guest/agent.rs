@@ -56,25 +56,24 @@ impl Agent {
 
     /// Read a whole (small) guest file: /proc, /sys, logs. Large files are not meant for this.
     pub fn read_file(&self, path: &str) -> Result<Vec<u8>, AgentError> {
-        let h = self.call(json!({"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}}), 5)?;
-        let handle = h.as_i64().ok_or_else(|| AgentError::Reply(h.to_string()))?;
+        let handle = self.open(path, "r")?;
         let mut data = Vec::new();
-        let res = (|| loop {
-            let r = self.call(
-                json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}}),
-                5,
-            )?;
-            let b64 = r["buf-b64"].as_str().unwrap_or("");
-            data.extend(base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| AgentError::Reply(e.to_string()))?);
-            if r["eof"].as_bool().unwrap_or(true) || r["count"].as_u64() == Some(0) {
-                return Ok(());
+        let res = loop {
+            match self.read_chunk(handle) {
+                Ok((chunk, eof)) => {
+                    data.extend(chunk);
+                    if eof {
+                        break Ok(data);
+                    }
+                    if data.len() > 64 << 20 {
+                        break Err(AgentError::Reply(format!("{path} is larger than 64 MiB")));
+                    }
+                }
+                Err(e) => break Err(e),
             }
-            if data.len() > 64 << 20 {
-                return Err(AgentError::Reply(format!("{path} is larger than 64 MiB")));
-            }
-        })();
-        let _ = self.call(json!({"execute": "guest-file-close", "arguments": {"handle": handle}}), 5);
-        res.map(|_| data)
+        };
+        self.close(handle);
+        res
     }
 
     pub fn read_string(&self, path: &str) -> Result<String, AgentError> {
@@ -82,9 +81,9 @@ impl Agent {
     }
 
     pub fn file_exists(&self, path: &str) -> Result<bool, AgentError> {
-        match self.call(json!({"execute": "guest-file-open", "arguments": {"path": path, "mode": "r"}}), 5) {
+        match self.open(path, "r") {
             Ok(h) => {
-                let _ = self.call(json!({"execute": "guest-file-close", "arguments": {"handle": h}}), 5);
+                self.close(h);
                 Ok(true)
             }
             Err(AgentError::NotFound(_)) => Ok(false),
@@ -98,15 +97,24 @@ impl Agent {
         h.as_i64().ok_or_else(|| AgentError::Reply(h.to_string()))
     }
 
+    /// One `guest-file-read` of up to 64 KiB: the bytes, and whether the end was reached.
+    fn read_chunk(&self, handle: i64) -> Result<(Vec<u8>, bool), AgentError> {
+        const CHUNK: usize = 65536;
+        let r = self.call(json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": CHUNK}}), 5)?;
+        let chunk = base64::engine::general_purpose::STANDARD
+            .decode(r["buf-b64"].as_str().unwrap_or(""))
+            .map_err(|e| AgentError::Reply(e.to_string()))?;
+        let eof = r["eof"].as_bool().unwrap_or(true) || chunk.len() < CHUNK;
+        Ok((chunk, eof))
+    }
+
     /// Read everything new in an open file. Bytes already read are returned even if a later
     /// read fails: the guest has moved past them.
     pub fn read_new(&self, handle: i64) -> Vec<u8> {
         let mut data = Vec::new();
-        while let Ok(r) = self.call(json!({"execute": "guest-file-read", "arguments": {"handle": handle, "count": 65536}}), 5) {
-            let chunk = base64::engine::general_purpose::STANDARD.decode(r["buf-b64"].as_str().unwrap_or("")).unwrap_or_default();
-            let n = chunk.len();
+        while let Ok((chunk, eof)) = self.read_chunk(handle) {
             data.extend(chunk);
-            if n < 65536 {
+            if eof {
                 break;
             }
         }
@@ -132,7 +140,7 @@ impl Agent {
 
     /// CPU seconds the guest agent itself has used: it opens /proc/self/stat, so "self" is it.
     pub fn own_cpu_seconds(&self) -> Option<f64> {
-        crate::guest::probe::proc_pid_stat_cpu_seconds(&self.read_string("/proc/self/stat").ok()?)
+        crate::guest::pidstat::cpu_seconds(&self.read_string("/proc/self/stat").ok()?)
     }
 
     /// Run a program in the guest and wait for it (polling `guest-exec-status`).

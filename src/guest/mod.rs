@@ -2,4 +2,5 @@
 
 pub mod agent;
 pub mod memory;
+pub mod pidstat;
 pub mod probe;

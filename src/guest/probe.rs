@@ -145,14 +145,6 @@ pub fn parse_line(line: &str) -> Option<ProbeTick> {
     Some(t)
 }
 
-/// utime + stime of a /proc/PID/stat line, in seconds (USER_HZ is 100 on Linux).
-pub fn proc_pid_stat_cpu_seconds(stat: &str) -> Option<f64> {
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
-}
-
 /// Complete lines out of a growing buffer; the incomplete tail stays in it.
 pub fn take_lines(buf: &mut Vec<u8>) -> Vec<String> {
     let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else { return Vec::new() };
@@ -194,13 +186,6 @@ mod tests {
         assert_eq!(t.memory_pressure, Pressure::default());
         assert_eq!(t.guest_cpu_jiffies, None);
         assert!(parse_line("not json").is_none());
-    }
-
-    #[test]
-    fn pid_stat_cpu() {
-        let stat = "412 (qemu-ga) S 1 412 412 0 -1 4194560 1022 0 3 0 150 50 0 0 20 0 2 0 1101 1000 100";
-        assert_eq!(proc_pid_stat_cpu_seconds(stat), Some(2.0));
-        assert_eq!(proc_pid_stat_cpu_seconds("garbage"), None);
     }
 
     #[test]

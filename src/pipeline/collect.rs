@@ -22,12 +22,9 @@ pub struct Collected {
 
 impl Collected {
     /// OOM kills from every source: the cgroup's counter resets when systemd recreates the
-    /// cgroup on restart, the kernel log does not.
+    /// cgroup on restart, the kernel log does not. (`Option::max` keeps a known value over None.)
     pub fn oom_kills(&self) -> Option<u64> {
-        match (self.events.map(|e| e.oom_kill), self.kernel_oom_kills) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        self.events.map(|e| e.oom_kill).max(self.kernel_oom_kills)
     }
 }
 

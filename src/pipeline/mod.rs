@@ -257,7 +257,7 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
 }
 
 /// CPU, I/O, pressure and the sampler's own cost, from the sampler's summary.
-fn fill_cpu_io(res: &mut CellResult, report: &workload::UploadReport, upload_seconds: f64) {
+fn fill_cpu_io(res: &mut CellResult, report: &workload::UploadReport, upload_seconds: f64, memory_only: bool) {
     let s = &report.samples;
     let pct_over = |cpu: Option<f64>, secs: f64| cpu.filter(|_| secs > 0.0).map(|c| round3(c * 100.0 / secs));
     let pct = |cpu: Option<f64>| pct_over(cpu, upload_seconds);
@@ -271,7 +271,7 @@ fn fill_cpu_io(res: &mut CellResult, report: &workload::UploadReport, upload_sec
     res.memory_stall_some_seconds = s.memory_stall_some_seconds.map(round3);
     res.host_qemu_cpu_seconds = s.host_qemu_cpu_seconds.map(round3);
     res.host_qemu_cpu_avg_percent = pct(s.host_qemu_cpu_seconds);
-    res.sample_sources = Some(if s.probe_error.is_some() || res.sample_sources.as_deref() == Some("memory") { "memory" } else { "full" }.to_string());
+    res.sample_sources = Some(if memory_only || s.probe_error.is_some() { "memory" } else { "full" }.to_string());
     // A probe that did not run cost nothing.
     let probe = if s.probe_error.is_some() { Some(0.0) } else { s.probe_cpu_seconds };
     let parts = [s.sampler_thread_cpu_seconds, probe, report.agent_cpu_seconds];
@@ -345,7 +345,7 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         memory_stall_some_seconds: None,
         host_qemu_cpu_seconds: None,
         host_qemu_cpu_avg_percent: None,
-        sample_sources: cfg.sample_memory_only.then(|| "memory".to_string()),
+        sample_sources: None,
         sampler_cost: None,
         sample_interval_ms: cfg.sample_interval.as_millis() as u64,
         sample_count: 0,
@@ -432,7 +432,7 @@ async fn steps(
     res.sample_mean_interval_ms = report.samples.mean_interval_seconds.map(|s| round3(s * 1000.0));
     res.initial_memory_bytes = report.initial_memory_bytes;
     res.host_qemu_peak_rss_bytes = report.samples.peak_host_qemu_rss_bytes;
-    fill_cpu_io(res, &report, up.duration.as_secs_f64());
+    fill_cpu_io(res, &report, up.duration.as_secs_f64(), cfg.sample_memory_only);
     res.guest_min_mem_available_bytes = report.samples.min_guest_mem_available_bytes;
     res.http_status = up.status;
     res.bytes_sent = Some(up.bytes_sent);
@@ -456,10 +456,9 @@ async fn steps(
     if let Some(j) = &c.journal {
         save_text(out_dir, "journal.log", j, &mut res.journal);
     }
-    let peak = match (c.memory_peak_bytes, report.samples.peak_cgroup_memory_bytes) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
+    // The kernel's high-water mark, or a sampled value above it (memory.peak of a cgroup that
+    // systemd recreated after a restart misses the earlier peak).
+    let peak = c.memory_peak_bytes.max(report.samples.peak_cgroup_memory_bytes);
     res.peak_memory_bytes = peak;
     res.peak_memory_mb = peak.map(|p| round3(mib(p)));
     res.oom_kills = c.oom_kills();
