@@ -169,4 +169,28 @@ mod tests {
     fn mib_is_binary() {
         assert_eq!(ByteSize::parse("1G").unwrap().mib(), 1024.0);
     }
+
+    proptest::proptest! {
+        /// Whatever is typed, the parser answers with a size or an error, never a panic.
+        #[test]
+        fn any_input_parses_or_errs(s in proptest::prelude::any::<String>()) {
+            let _ = ByteSize::parse(&s);
+        }
+
+        #[test]
+        fn labels_parse_back(n in 1u64..) {
+            proptest::prop_assert_eq!(ByteSize::parse(&ByteSize(n).label()), Ok(ByteSize(n)));
+        }
+
+        /// `<n><unit>` is exactly n × unit, or TooLarge when that overflows.
+        #[test]
+        fn number_and_unit(n in 1u64..1 << 44, unit in "(|B|K|M|G|T|KB|MB|GB|TB|k|m|g|t|KiB|MiB|GiB|TiB)") {
+            let mult = multiplier(&unit.to_ascii_uppercase()).unwrap();
+            let input = format!("{n}{unit}");
+            match n.checked_mul(mult) {
+                Some(b) => proptest::prop_assert_eq!(ByteSize::parse(&input), Ok(ByteSize(b))),
+                None => proptest::prop_assert_eq!(ByteSize::parse(&input), Err(SizeError::TooLarge(input.clone()))),
+            }
+        }
+    }
 }

@@ -3,65 +3,12 @@
 //! `cargo test`; CI runs them with `cargo test --release -- --include-ignored`.
 //! The bad-input tests need no VM and always run.
 
+mod common;
+
+use common::{MIB, VM, cell, perfvm, run_dirs, samples};
 use perfvm::results::model::{CellResult, ExitReason};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Mutex;
-
-/// One guest at a time: parallel TCG guests on 2 cores would only slow each other down.
-static VM: Mutex<()> = Mutex::new(());
-
-fn perfvm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_perfvm"))
-        .args(args)
-        .env("PERFVM_TARGET_BIN", env!("CARGO_BIN_EXE_perfvm-target"))
-        .env("PERFVM_PROBE_BIN", env!("CARGO_BIN_EXE_perfvm-probe"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run perfvm")
-}
-
-fn run_dirs(results: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(results)
-        .map(|it| it.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
-        .unwrap_or_default()
-}
-
-/// Run one cell and return its result, checking what every cell must leave behind.
-fn cell(args: &[&str]) -> (CellResult, PathBuf, Output) {
-    let _one = VM.lock().unwrap_or_else(|e| e.into_inner());
-    let results = tempfile::tempdir().unwrap().keep();
-    let mut full = vec!["run", "--results-dir", results.to_str().unwrap(), "--timeout", "400"];
-    full.extend_from_slice(args);
-    let out = perfvm(&full);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("--- perfvm {full:?}\n{stdout}\n{stderr}");
-    let dirs = run_dirs(&results);
-    assert_eq!(dirs.len(), 1, "exactly one run dir");
-    let dir = dirs[0].clone();
-    let result: CellResult = serde_json::from_str(&std::fs::read_to_string(dir.join("result.json")).unwrap()).unwrap();
-    assert_no_leftovers(&result);
-    assert!(dir.join("console.log").is_file(), "console log saved");
-    (result, dir, out)
-}
-
-/// No domain and no work directory of this cell survive the perfvm process.
-fn assert_no_leftovers(r: &CellResult) {
-    let name = r.domain.clone().expect("domain name recorded");
-    let conn = perfvm::hypervisor::conn::open(perfvm::hypervisor::conn::DEFAULT_URI).expect("libvirt");
-    let doms = perfvm::hypervisor::conn::perfvm_domains(&conn).unwrap();
-    assert!(!doms.iter().any(|d| d.name == name), "domain {name} left behind");
-    let work = perfvm::paths::cells_dir(&perfvm::paths::cache_dir()).join(&name);
-    assert!(!work.exists(), "work dir {} left behind", work.display());
-}
-
-fn samples(dir: &Path) -> Vec<csv::StringRecord> {
-    let mut rd = csv::Reader::from_path(dir.join("samples.csv")).unwrap();
-    rd.records().map(|r| r.unwrap()).collect()
-}
-
-const MIB: u64 = 1 << 20;
+use std::process::Command;
 
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
@@ -152,30 +99,88 @@ fn memory_mode_that_fits_holds_the_whole_file() {
     assert!(peak >= 64 * MIB, "memory mode peak {peak} must be at least the file size");
 }
 
-/// Bad input: exit code 2, a one-line error naming the flag, and nothing written.
+/// Bad input, tried systematically: every value gets exit code 2, a message naming the problem,
+/// and nothing written. Values that could reach a shell, YAML or a path are among them.
 #[test]
 fn bad_input_is_refused_before_any_vm() {
     let results = tempfile::tempdir().unwrap();
     let rd = results.path().join("r");
     let rds = rd.to_str().unwrap();
+    let run = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["run", "--ram", "512", "--file-size", "1M"];
+        v.extend_from_slice(extra);
+        v
+    };
+    let matrix = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut v = vec!["matrix", "--ram", "256,512", "--file-size", "1M"];
+        v.extend_from_slice(extra);
+        v
+    };
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--ram", "0", "--file-size", "1G"], "--ram 0"),
-        (vec!["--ram", "100000000", "--file-size", "1G"], "--ram 100000000"),
-        (vec!["--ram", "512", "--file-size", "0"], "zero"),
-        (vec!["--ram", "512", "--file-size", "1X"], "unknown unit"),
-        (vec!["--ram", "512", "--file-size", "1G", "--accel", "xen"], "xen"),
-        (vec!["--ram", "512", "--file-size", "100G"], "--file-size 100G"),
-        (vec!["--ram", "512", "--file-size", "1G", "--cpus", "0"], "--cpus 0"),
-        (vec!["--ram", "512", "--file-size", "1G", "--timeout", "1"], "--timeout 1"),
+        // zero, negative, huge, non-numeric, unicode
+        (vec!["run", "--ram", "0", "--file-size", "1G"], "--ram 0"),
+        (vec!["run", "--ram", "-1", "--file-size", "1G"], "-1"),
+        (vec!["run", "--ram", "100000000", "--file-size", "1G"], "--ram 100000000"),
+        (vec!["run", "--ram", "99999999999999999999999", "--file-size", "1G"], "number too large"),
+        (vec!["run", "--ram", "lots", "--file-size", "1G"], "invalid digit"),
+        (vec!["run", "--ram", "５１２", "--file-size", "1G"], "invalid digit"),
+        (vec!["run", "--ram", "512", "--file-size", "0"], "zero"),
+        (vec!["run", "--ram", "512", "--file-size", "-5M"], "-5"),
+        (vec!["run", "--ram", "512", "--file-size", "1X"], "unknown unit"),
+        (vec!["run", "--ram", "512", "--file-size", "1Ｇ"], "unknown unit"),
+        (vec!["run", "--ram", "512", "--file-size", "100G"], "--file-size 100G"),
+        (vec!["run", "--ram", "512", "--file-size", "99999999999T"], "too large"),
+        (vec!["run", "--ram", "512", "--file-size", ""], "empty size"),
+        // shell and YAML metacharacters, path traversal
+        (vec!["run", "--ram", "512", "--file-size", "1G; rm -rf /"], "unknown unit"),
+        (vec!["run", "--ram", "512", "--file-size", "$(reboot)"], "not a size"),
+        (vec!["run", "--ram", "512", "--file-size", "1M\nruncmd: [reboot]"], "unknown unit"),
+        (vec!["run", "--ram", "512", "--file-size", "../../etc/passwd"], "not a size"),
+        (run(&["--accel", "xen"]), "xen"),
+        (run(&["--cpus", "0"]), "--cpus 0"),
+        (run(&["--cpus", "65"]), "--cpus 65"),
+        (run(&["--timeout", "1"]), "--timeout 1"),
+        (run(&["--timeout", "-30"]), "unexpected argument"),
+        (run(&["--sample-interval", "0"]), "--sample-interval 0"),
+        (run(&["--sample-interval", "99999999"]), "--sample-interval 99999999"),
+        (run(&["--seed", "x"]), "invalid digit"),
+        (run(&["--target-mode", "`id`"]), "`id`"),
+        (matrix(&["--jobs", "0"]), "--jobs 0"),
+        (matrix(&["--repeat", "0"]), "--repeat 0"),
+        (matrix(&["--only", "../../*"]), "../../*"),
+        (matrix(&["--only", "512/1Q"]), "512/1Q"),
+        (matrix(&["--skip", "*/*"]), "no cell"),
+        (vec!["matrix", "--ram", "512,512", "--file-size", "1M"], "512"),
+        (vec!["matrix", "--ram", "512", "--file-size", "1G,1024M"], "1G twice"),
+        (vec!["matrix", "--ram", "", "--file-size", "1M"], "ram"),
     ];
     for (args, expect) in cases {
-        let mut full = vec!["run", "--results-dir", rds];
-        full.extend(args.iter());
+        let mut full = args.clone();
+        full.extend(["--results-dir", rds]);
         let out = perfvm(&full);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: expected {expect:?} in {err}");
+        assert!(err.lines().count() <= 6, "{args:?}: a short error, not a dump: {err}");
         assert!(!rd.exists(), "{args:?} left {}", rd.display());
+    }
+}
+
+/// Image ids name directories in the cache: anything but an id is refused before touching it.
+#[test]
+fn image_ids_cannot_escape_the_cache() {
+    let cache = tempfile::tempdir().unwrap();
+    let victim = cache.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    for id in ["../victim", "../../", "", "a/b", "x;rm -rf /", "..", "ид"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_perfvm"))
+            .args(["image", "remove", id])
+            .env("PERFVM_CACHE_DIR", cache.path().join("c"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{id:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("image"), "{id:?}");
+        assert!(victim.is_dir(), "{id:?} removed something outside the cache");
     }
 }
 
@@ -267,7 +272,7 @@ fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
         .collect();
     assert!(mine.is_empty(), "domains left after SIGINT: {mine:?}");
 
-    let finished_before: Vec<(PathBuf, String)> = glob_results(&run_dir)
+    let finished_before: Vec<(PathBuf, String)> = common::attempt_results(&run_dir)
         .into_iter()
         .filter_map(|p| {
             let t = std::fs::read_to_string(&p).ok()?;
@@ -299,17 +304,4 @@ fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(doc["summary"]["passed"], 4);
     assert!(doc["metadata"]["libvirt_version"].is_string());
-}
-
-fn glob_results(run_dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for cell in std::fs::read_dir(run_dir.join("cells")).into_iter().flatten().flatten() {
-        for att in std::fs::read_dir(cell.path()).into_iter().flatten().flatten() {
-            let p = att.path().join("result.json");
-            if p.is_file() {
-                out.push(p);
-            }
-        }
-    }
-    out
 }

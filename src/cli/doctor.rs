@@ -105,6 +105,17 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
             }
             (Err(e), _) | (_, Err(e)) => checks.push(check(false, "list domains", e.to_string())),
         }
+        match crate::hypervisor::conn::orphaned_work_dirs(c) {
+            Ok(dirs) => checks.push(check(
+                dirs.is_empty(),
+                format!("leftover cell files in {}: {}", crate::paths::cells_dir(&cache).display(), dirs.len()),
+                format!(
+                    "perfvm cleanup (removes {})",
+                    dirs.iter().map(|d| d.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            Err(e) => checks.push(check(false, "list cell files", e.to_string())),
+        }
     }
     let mut failed = 0;
     for c in &checks {

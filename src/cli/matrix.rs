@@ -117,6 +117,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let mut running = 0usize;
     let mut set: tokio::task::JoinSet<(CellKey, u32, u64, CellResult, f64)> = tokio::task::JoinSet::new();
     let mut stop = false;
+    let mut lost_during: Option<String> = None;
     let (mut done_now, mut failed_now, mut wall) = (0usize, 0usize, Vec::<f64>::new());
     // Unique on the host even if another perfvm runs the same definition elsewhere.
     let domain_tag = format!("{}-{}", &key.trim_start_matches("matrix-")[..4], std::process::id());
@@ -159,7 +160,14 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
             continue;
         }
         wall.push(secs);
-        let retry = r.exit_reason.is_infrastructure() && attempt <= args.retries && !cancel.is_cancelled();
+        // Without libvirtd no later cell can run: stop, keep what is finished, say how to resume.
+        let lost = r.exit_reason.is_infrastructure() && !crate::hypervisor::conn::alive(&env.conn);
+        if lost && lost_during.is_none() {
+            reporter.line(&format!("perfvm: {} failed: {}; no new cells start", k.id(), crate::pipeline::LIBVIRT_LOST));
+            lost_during = Some(k.id());
+            stop = true;
+        }
+        let retry = !lost && r.exit_reason.is_infrastructure() && attempt <= args.retries && !cancel.is_cancelled();
         if retry {
             reporter.line(&format!("perfvm: {} attempt {attempt} failed ({}): retrying", k.id(), r.exit_reason));
             pending.insert(0, (k, attempt + 1));
@@ -193,6 +201,15 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         .filter(|r| selected.iter().any(|k| k.ram_mib == r.ram_mb && k.size.bytes() == r.file_size_bytes && k.repeat == r.repeat))
         .collect();
     let unfinished = selected.len() - finals.len();
+    if let Some(cell) = lost_during {
+        anyhow::bail!(
+            "{} during cell {cell}. {} of {} cells finished and on disk in {}. Start libvirtd (scripts/setup.sh), run `perfvm cleanup` to remove guests left running, then the same command to resume.",
+            crate::pipeline::LIBVIRT_LOST,
+            finals.len(),
+            selected.len(),
+            run_dir.display()
+        );
+    }
     if cancel.is_cancelled() {
         eprintln!(
             "perfvm: interrupted; {} of {} cells finished and on disk. Resume with the same command (add --fresh to start over).",
@@ -243,7 +260,12 @@ impl Exporter {
             meta.run_key, meta.target, meta.target_mode, meta.accel, meta.image_id, summary.finished, summary.cells, summary.passed
         );
         let w = |name: &str, data: Vec<u8>| {
-            crate::paths::write_atomic(&self.run_dir.join(name), &data).with_context(|| format!("cannot write {name} in {}", self.run_dir.display()))
+            crate::paths::write_atomic(&self.run_dir.join(name), &data).with_context(|| {
+                format!(
+                    "cannot write {name} in {} (the previous version is intact; finished cells are kept: fix the cause and run the same command to resume)",
+                    self.run_dir.display()
+                )
+            })
         };
         w("matrix.csv", export::csv::export(results, &path_of))?;
         w("results.json", export::json::export(meta, &summary, results))?;

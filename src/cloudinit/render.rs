@@ -15,10 +15,32 @@ pub enum RenderError {
     Unterminated { template: String },
     #[error("template {template}: value {name} was given but never used")]
     Unused { template: String, name: String },
+    #[error("template {template}: value for block {{{{{name}}}}} cannot be carried in a YAML literal block: {why}")]
+    UnsafeBlock { template: String, name: String, why: String },
 }
 
+/// Inline values: a conservative alphabet, starting with a letter or digit (YAML indicators such
+/// as `@`, `-`, `:` may not start a plain scalar).
 pub fn is_safe_inline(v: &str) -> bool {
-    !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || "._@:-".contains(c))
+    v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._@:-".contains(c))
+}
+
+/// Why a block value cannot go into a literal block unchanged, if it cannot: YAML has no escapes
+/// there, so characters it does not allow or reads as line breaks would change the content, and
+/// a first line starting with whitespace would change the block's indentation.
+pub fn block_problem(v: &str) -> Option<String> {
+    for c in v.chars() {
+        let printable = matches!(c, '\t' | '\n' | ' '..='~' | '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..);
+        if !printable || c == '\u{feff}' || c == '\u{2028}' || c == '\u{2029}' {
+            return Some(format!("character {:?} (U+{:04X}) is not allowed", c, c as u32));
+        }
+    }
+    if let Some(first) = v.lines().find(|l| !l.is_empty())
+        && first.starts_with([' ', '\t']) {
+            return Some("its first line starts with whitespace".into());
+        }
+    None
 }
 
 pub fn render(template_name: &str, template: &str, values: &BTreeMap<&str, String>) -> Result<String, RenderError> {
@@ -34,6 +56,9 @@ pub fn render(template_name: &str, template: &str, values: &BTreeMap<&str, Strin
                     template: template_name.into(),
                     name: name.into(),
                 })?;
+                if let Some(why) = block_problem(value) {
+                    return Err(RenderError::UnsafeBlock { template: template_name.into(), name: name.into(), why });
+                }
                 used.insert(name.to_string());
                 for l in value.lines() {
                     if l.is_empty() {
@@ -94,7 +119,7 @@ mod tests {
     fn inline_values_are_restricted() {
         let t = "id: {{id}}\n";
         assert_eq!(render("t", t, &vals(&[("id", "perfvm-abc.1")])).unwrap(), "id: perfvm-abc.1\n");
-        for bad in ["a b", "x\ny: 1", "'q'", "a#b", "{x}", ""] {
+        for bad in ["a b", "x\ny: 1", "'q'", "a#b", "{x}", "", "@x", "-x", ":x"] {
             let e = render("t", t, &vals(&[("id", bad)])).unwrap_err();
             assert!(matches!(e, RenderError::UnsafeInline { .. }), "{bad:?} -> {e:?}");
         }
@@ -105,5 +130,73 @@ mod tests {
         assert!(matches!(render("t", "{{a}}\n", &vals(&[])), Err(RenderError::Missing { .. })));
         assert!(matches!(render("t", "x {{a\n", &vals(&[("a", "1")])), Err(RenderError::Unterminated { .. })));
         assert!(matches!(render("t", "x\n", &vals(&[("a", "1")])), Err(RenderError::Unused { .. })));
+    }
+
+    #[test]
+    fn block_values_that_yaml_would_change_are_refused() {
+        let t = "a: |\n  {{b}}\n";
+        for (bad, why) in [("x\ry", "not allowed"), ("x\u{2028}y", "not allowed"), ("\u{7}", "not allowed"), ("  x", "first line")] {
+            let e = render("t", t, &vals(&[("b", bad)])).unwrap_err();
+            assert!(matches!(&e, RenderError::UnsafeBlock { why: w, .. } if w.contains(why)), "{bad:?} -> {e:?}");
+        }
+    }
+
+    /// What a literal block with default chomping gives back: the lines, one final newline.
+    fn literal_block_value(v: &str) -> String {
+        let lines: Vec<&str> = v.lines().collect();
+        let n = lines.iter().rposition(|l| !l.is_empty()).map(|i| i + 1).unwrap_or(0);
+        if n == 0 { String::new() } else { lines[..n].join("\n") + "\n" }
+    }
+
+    fn yaml(text: &str) -> serde_yaml_ng::Value {
+        serde_yaml_ng::from_str(text).unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{text}"))
+    }
+
+    const DOC: &str = "write_files:\n  - path: /etc/{{name}}\n    content: |\n      {{body}}\n  - path: /after\n    content: end\n";
+
+    fn yaml_breakers() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<String>(),
+            "[ -~\t\n]{0,120}",
+            "[a-z:#'\"{}\\[\\]&*!|>%@`,? -]{0,60}(\n[ a-z:#'\"|>-]{0,40}){0,4}\n{0,3}",
+            "(---|\\.\\.\\.|- |key: |# |\\$\\(|`|;|&&|\\|)[ -~]{0,30}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any text either renders into YAML that parses back to the same text (and leaves the
+        /// document's structure alone) or is refused with a reason; never a broken document.
+        #[test]
+        fn block_values_round_trip_or_are_refused(body in yaml_breakers()) {
+            let values = vals(&[("name", "unit.service"), ("body", &body)]);
+            match render("t", DOC, &values) {
+                Ok(out) => {
+                    let doc = yaml(&out);
+                    let files = doc["write_files"].as_sequence().expect("write_files list");
+                    proptest::prop_assert_eq!(files.len(), 2, "{}", out);
+                    proptest::prop_assert_eq!(files[0]["content"].as_str().unwrap_or(""), literal_block_value(&body));
+                    proptest::prop_assert_eq!(files[1]["content"].as_str(), Some("end"));
+                }
+                Err(RenderError::UnsafeBlock { .. }) => proptest::prop_assert!(block_problem(&body).is_some()),
+                Err(e) => proptest::prop_assert!(false, "unexpected {e:?}"),
+            }
+        }
+
+        /// Inline values render only from the safe alphabet and then read back as themselves.
+        #[test]
+        fn inline_values_read_back_or_are_refused(v in yaml_breakers()) {
+            let t = "path: /etc/{{v}}\nid: x{{v}}\n";
+            match render("t", t, &vals(&[("v", &v)])) {
+                Ok(out) => {
+                    proptest::prop_assert!(is_safe_inline(&v));
+                    let doc = yaml(&out);
+                    proptest::prop_assert_eq!(doc["path"].as_str().map(str::to_string), Some(format!("/etc/{v}")));
+                    proptest::prop_assert_eq!(doc["id"].as_str().map(str::to_string), Some(format!("x{v}")));
+                }
+                Err(RenderError::UnsafeInline { .. }) => proptest::prop_assert!(!is_safe_inline(&v)),
+                Err(e) => proptest::prop_assert!(false, "unexpected {e:?}"),
+            }
+        }
     }
 }

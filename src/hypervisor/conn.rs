@@ -28,6 +28,11 @@ pub fn open(uri: &str) -> Result<Connect, VirtError> {
     Connect::open(Some(uri)).map_err(|e| VirtError::Connect { uri: uri.to_string(), message: e.message().to_string() })
 }
 
+/// Whether the connection still reaches libvirtd (false once the daemon has stopped).
+pub fn alive(conn: &Connect) -> bool {
+    matches!(conn.is_alive(), Ok(true))
+}
+
 /// libvirt and hypervisor versions as "9.0.0" / "7.2.0".
 pub fn versions(conn: &Connect) -> (Option<String>, Option<String>) {
     let fmt = |v: u32| format!("{}.{}.{}", v / 1_000_000, (v / 1000) % 1000, v % 1000);
@@ -70,9 +75,27 @@ pub fn orphaned_domains(conn: &Connect) -> Result<Vec<OwnedDomain>, VirtError> {
         .collect())
 }
 
-/// Destroy orphaned domains and remove their work directories, then remove work directories
-/// with no running domain whose owner process is gone (a kept guest destroyed by hand, a crash
-/// between prepare and boot). Returns what was removed.
+/// Work directories in perfvm's cache with no running domain whose owner process is gone (a
+/// kept guest destroyed by hand, a crash between prepare and boot, libvirt lost mid-cell).
+pub fn orphaned_work_dirs(conn: &Connect) -> Result<Vec<std::path::PathBuf>, VirtError> {
+    let cells = crate::paths::cells_dir(&crate::paths::cache_dir());
+    let running: Vec<String> = perfvm_domains(conn)?.into_iter().map(|d| d.name).collect();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&cells).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(NAME_PREFIX) || running.contains(&name) {
+            continue;
+        }
+        let owner: Option<i32> = std::fs::read_to_string(e.path().join("owner.pid")).ok().and_then(|t| t.trim().parse().ok());
+        if owner.is_none_or(|pid| !crate::proc::pid_alive(pid)) {
+            out.push(e.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Destroy orphaned domains and remove their work directories, then the orphaned work
+/// directories without a domain. Returns what was removed.
 pub fn remove_orphans(conn: &Connect) -> Result<Vec<String>, VirtError> {
     let cells = crate::paths::cells_dir(&crate::paths::cache_dir());
     let mut removed = Vec::new();
@@ -87,15 +110,9 @@ pub fn remove_orphans(conn: &Connect) -> Result<Vec<String>, VirtError> {
         }
         removed.push(d.name);
     }
-    let running: Vec<String> = perfvm_domains(conn)?.into_iter().map(|d| d.name).collect();
-    for e in std::fs::read_dir(&cells).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(NAME_PREFIX) || running.contains(&name) {
-            continue;
-        }
-        let owner: Option<i32> = std::fs::read_to_string(e.path().join("owner.pid")).ok().and_then(|t| t.trim().parse().ok());
-        if owner.is_none_or(|pid| !crate::proc::pid_alive(pid)) && std::fs::remove_dir_all(e.path()).is_ok() {
-            removed.push(format!("{name} (files)"));
+    for dir in orphaned_work_dirs(conn)? {
+        if std::fs::remove_dir_all(&dir).is_ok() {
+            removed.push(format!("{} (files)", dir.file_name().unwrap_or_default().to_string_lossy()));
         }
     }
     Ok(removed)

@@ -28,15 +28,37 @@ impl Collected {
     }
 }
 
-/// Upper bound of everything in `collect` but the sha256: two file reads (5 s per agent call) and
-/// three commands of at most 30 s each.
-pub const FIXED_BUDGET: Duration = Duration::from_secs(120);
+/// Upper bound in practice of everything in `collect` but the sha256: two file reads (5 s per
+/// agent call), a few commands, and up to 5 s waiting for a restarting unit to settle.
+pub const FIXED_BUDGET: Duration = Duration::from_secs(150);
 
 /// The target unit's journal for this boot.
 pub fn journal(agent: &Agent, unit: &str) -> Result<String, crate::guest::agent::AgentError> {
     agent
         .exec("/usr/bin/journalctl", &["-b", "-u", unit, "--no-pager", "-o", "short-monotonic"], Duration::from_secs(30))
         .map(|o| o.stdout_str())
+}
+
+/// The unit's restart count once it has settled: a target killed a moment ago sits in
+/// `auto-restart` for RestartSec before systemd counts the restart, so wait that out (bounded).
+fn restarts(agent: &Agent, unit: &str) -> Result<Option<u64>, String> {
+    let mut last = None;
+    for _ in 0..10 {
+        let o = agent
+            .exec("/usr/bin/systemctl", &["show", "-p", "NRestarts,ActiveState,SubState", unit], Duration::from_secs(30))
+            .map_err(|e| format!("restarts unknown: {e}"))?;
+        if o.exit_code != 0 {
+            return Err(format!("systemctl show exited {}", o.exit_code));
+        }
+        let text = o.stdout_str();
+        let prop = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(str::trim).unwrap_or("");
+        last = prop("NRestarts").parse().ok();
+        if prop("SubState") != "auto-restart" && prop("ActiveState") != "activating" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(last)
 }
 
 /// Blocking; run through `spawn_blocking`. `hash_budget` bounds the in-guest sha256sum.
@@ -46,10 +68,9 @@ pub fn collect(agent: &Agent, target: &TargetSpec, stored_path: Option<&str>, ha
     c.memory_peak_bytes = agent.read_string(&format!("{cg}/memory.peak")).ok().and_then(|t| memory::cgroup_number(&t));
     c.events = agent.read_string(&format!("{cg}/memory.events")).ok().map(|t| memory::memory_events(&t));
 
-    match agent.exec("/usr/bin/systemctl", &["show", "-p", "NRestarts", "--value", &target.unit], Duration::from_secs(30)) {
-        Ok(o) if o.exit_code == 0 => c.restarts = o.stdout_str().trim().parse().ok(),
-        Ok(o) => c.notes.push(format!("systemctl show exited {}", o.exit_code)),
-        Err(e) => c.notes.push(format!("restarts unknown: {e}")),
+    match restarts(agent, &target.unit) {
+        Ok(n) => c.restarts = n,
+        Err(e) => c.notes.push(e),
     }
     match agent.exec("/usr/bin/dmesg", &[], Duration::from_secs(30)) {
         Ok(o) if o.exit_code == 0 => {

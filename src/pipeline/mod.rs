@@ -120,6 +120,9 @@ struct Held {
     agent: Option<Agent>,
 }
 
+/// Part of the error of a cell during which libvirtd went away.
+pub const LIBVIRT_LOST: &str = "libvirt connection lost (libvirtd stopped?)";
+
 /// The name of the file uploaded in a cell.
 pub const UPLOAD_NAME: &str = "perfvm-upload.bin";
 
@@ -186,6 +189,11 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
                 Some(Phase::Collect) => "collection exceeded its time budget".to_string(),
                 _ => format!("cell timeout of {} s reached during {phase}", cfg.timeout.as_secs()),
             };
+        }
+        // Every libvirt call fails once libvirtd is gone; say so instead of the symptom.
+        if !cancel.is_cancelled() && !crate::hypervisor::conn::alive(&env.conn) {
+            e.reason = ExitReason::HarnessError;
+            e.message = format!("{LIBVIRT_LOST}; what failed: {}", e.message);
         }
         res.exit_reason = e.reason;
         res.success = false;

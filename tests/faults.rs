@@ -1,0 +1,353 @@
+//! Faults injected from outside into real runs (libvirt, TCG guests): qemu killed, the target
+//! killed inside the guest, a target that never listens, perfvm killed with SIGKILL or stopped
+//! with SIGTERM, libvirtd stopped, a full results filesystem. Each checks the promise: finished
+//! results survive, nothing is leaked, and the failure says what happened.
+//! The README's fault table points here. All `#[ignore]`d like the other VM tests; CI runs them.
+
+mod common;
+
+use common::{Running, assert_domain_gone, assert_no_leftovers, attempt_results, csv_rows, domains_of, perfvm, read_result, run_dirs, vm_lock};
+use nix::sys::signal::Signal;
+use perfvm::results::model::ExitReason;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn results_dir() -> PathBuf {
+    tempfile::tempdir().unwrap().keep()
+}
+
+fn only_run_dir(results: &Path) -> PathBuf {
+    let dirs = run_dirs(results);
+    assert_eq!(dirs.len(), 1, "one run dir in {}", results.display());
+    dirs[0].clone()
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < end, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The single domain perfvm process `pid` is running now.
+fn the_domain_of(pid: u32) -> String {
+    let d = domains_of(pid);
+    assert_eq!(d.len(), 1, "one domain of pid {pid}: {d:?}");
+    d[0].clone()
+}
+
+#[test]
+#[ignore = "boots real guests: run with --include-ignored (CI does)"]
+fn qemu_killed_mid_upload_is_recorded_retried_and_cleaned_up() {
+    let _vm = vm_lock();
+    let results = results_dir();
+    let rd = results.to_str().unwrap();
+    let p = Running::spawn(&["matrix", "--ram", "384", "--file-size", "192M", "--retries", "1", "--timeout", "300", "--results-dir", rd]);
+    p.wait_for(": upload", 300);
+    let name = the_domain_of(p.pid());
+    let qemu = perfvm::pipeline::boot::qemu_pid(&name).expect("qemu pid file");
+    std::thread::sleep(Duration::from_secs(1));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu), Signal::SIGKILL).unwrap();
+    p.wait_for("retrying", 200);
+    let (code, log) = p.wait(500);
+    assert_eq!(code, Some(0), "the retry succeeded: {log}");
+
+    let run = only_run_dir(&results);
+    let attempts: Vec<_> = attempt_results(&run).iter().map(|p| read_result(p)).collect();
+    assert_eq!(attempts.len(), 2, "two attempts recorded");
+    let (a1, a2) = (&attempts[0], &attempts[1]);
+    assert_eq!((a1.attempt, a2.attempt), (1, 2));
+    assert!(matches!(a1.exit_reason, ExitReason::HarnessError | ExitReason::BootFailed), "{:?}", a1.exit_reason);
+    assert_ne!(a1.verified, Some(true));
+    let err = a1.error.clone().unwrap_or_default();
+    assert!(err.contains("qemu exited"), "the error says what happened: {err}");
+    assert_eq!(a2.exit_reason, ExitReason::Success, "{:?}", a2.error);
+    for a in &attempts {
+        assert_no_leftovers(a);
+    }
+    assert_eq!(csv_rows(&run.join("matrix.csv")), 2, "matrix.csv lists both attempts");
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn target_killed_in_the_guest_is_restarted_and_never_verified() {
+    let _vm = vm_lock();
+    let results = results_dir();
+    let p = Running::spawn(&["run", "--ram", "512", "--file-size", "256M", "--timeout", "300", "--results-dir", results.to_str().unwrap()]);
+    p.wait_for(": upload", 300);
+    let name = the_domain_of(p.pid());
+    let dom = common::domain(&name);
+    let agent = perfvm::guest::agent::Agent::new(dom);
+    // Isolation while we are in: no password login (root's is locked), no ssh keys, no sshd.
+    let look = agent
+        .exec("/bin/sh", &["-c", "grep '^root:' /etc/shadow | cut -d: -f2; ls -a /root/.ssh /home/*/.ssh 2>&1; systemctl is-active ssh"], Duration::from_secs(60))
+        .unwrap()
+        .stdout_str();
+    let mut lines = look.lines();
+    let pw = lines.next().unwrap_or_default();
+    assert!(pw.starts_with('!') || pw.starts_with('*'), "root password not locked: {look}");
+    assert!(!look.contains("authorized_keys"), "ssh keys in the guest: {look}");
+    assert!(look.trim_end().ends_with("inactive"), "sshd running: {look}");
+    std::thread::sleep(Duration::from_secs(1));
+    let out = agent
+        .exec("/usr/bin/systemctl", &["kill", "--signal=SIGKILL", "perfvm-target.service"], Duration::from_secs(60))
+        .expect("systemctl kill through the agent");
+    assert_eq!(out.exit_code, 0, "systemctl kill: {}", String::from_utf8_lossy(&out.stderr));
+    let (code, log) = p.wait(400);
+    assert_eq!(code, Some(1), "a crashed target is a failed cell: {log}");
+    let r = read_result(&only_run_dir(&results).join("result.json"));
+    assert_eq!(r.exit_reason, ExitReason::TargetCrashed, "{:?}", r.error);
+    assert!(!r.success);
+    assert!(r.restarts.unwrap_or(0) >= 1, "systemd's restart counted: {:?}", r.restarts);
+    assert_ne!(r.verified, Some(true), "a killed upload is never verified");
+    assert_no_leftovers(&r);
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn a_target_that_never_listens_ends_boot_failed_within_the_timeout() {
+    let _vm = vm_lock();
+    let results = results_dir();
+    let fake = results.join("never-listens");
+    std::fs::write(&fake, "#!/bin/sh\necho 'perfvm test: this target never listens'\nexec sleep infinity\n").unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let timeout = 90;
+    let t0 = Instant::now();
+    let out = common::command()
+        .env("PERFVM_TARGET_BIN", &fake)
+        .args(["run", "--ram", "256", "--file-size", "1M", "--timeout", &timeout.to_string(), "--results-dir"])
+        .arg(results.join("r"))
+        .output()
+        .unwrap();
+    let took = t0.elapsed().as_secs();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{err}");
+    assert_eq!(out.status.code(), Some(69), "a guest that never gets ready is an infrastructure failure");
+    // The timeout bounds boot+ready; teardown and the journal fetch add a little.
+    assert!(took < timeout + 45, "ended {took} s after start with --timeout {timeout}");
+    let dir = only_run_dir(&results.join("r"));
+    let r = read_result(&dir.join("result.json"));
+    assert_eq!(r.exit_reason, ExitReason::BootFailed, "{:?}", r.error);
+    let e = r.error.clone().unwrap();
+    assert!(e.contains("health check") && e.contains("never passed"), "{e}");
+    assert!(std::fs::read_to_string(dir.join("console.log")).unwrap().contains("Linux version"), "console saved");
+    let journal = std::fs::read_to_string(dir.join("journal.log")).expect("journal saved");
+    assert!(journal.contains("this target never listens"), "{journal}");
+    assert_no_leftovers(&r);
+}
+
+/// Listening sockets on `port` from /proc/net/tcp{,6}: (local address hex, is loopback).
+fn listeners(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(f).unwrap_or_default().lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let Some((addr, p)) = cols[1].rsplit_once(':') else { continue };
+            if cols[3] == "0A" && u16::from_str_radix(p, 16).ok() == Some(port) {
+                out.push(addr.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The host port of a running perfvm domain, from the hostfwd in its XML.
+fn host_port(name: &str) -> u16 {
+    let dom = common::domain(name);
+    let xml = dom.xml_desc(0).unwrap();
+    let at = xml.find("hostfwd=tcp:127.0.0.1:").expect("hostfwd bound to 127.0.0.1") + "hostfwd=tcp:127.0.0.1:".len();
+    xml[at..].split('-').next().unwrap().parse().unwrap()
+}
+
+/// SIGKILL gives perfvm no chance to clean up: the guest keeps running. doctor reports it, the
+/// next perfvm removes it (and never a live run's guest), and resume completes the matrix.
+#[test]
+#[ignore = "boots real guests: run with --include-ignored (CI does)"]
+fn sigkill_orphans_are_reported_removed_and_the_matrix_resumes() {
+    let _vm = vm_lock();
+    let results = results_dir();
+    let rd = results.to_str().unwrap();
+    let args = ["matrix", "--ram", "256", "--file-size", "1M,2M", "--jobs", "1", "--timeout", "300", "--results-dir", rd];
+    let p = Running::spawn(&args);
+    p.wait_for(": agent", 300);
+    let pid = p.pid();
+    let orphan = the_domain_of(pid);
+
+    // Isolation: the forwarded port listens on loopback only.
+    let port = host_port(&orphan);
+    let socks = listeners(port);
+    assert!(!socks.is_empty(), "qemu listens on {port}");
+    assert!(socks.iter().all(|a| a == "0100007F"), "port {port} bound beyond 127.0.0.1: {socks:?}");
+
+    p.signal(Signal::SIGKILL);
+    let (code, _) = p.wait(30);
+    assert_eq!(code, None, "killed by a signal");
+    assert_eq!(domains_of(pid), [orphan.clone()], "SIGKILL left the guest running");
+
+    let doc = perfvm(&["doctor", "--results-dir", rd]);
+    let text = String::from_utf8_lossy(&doc.stdout);
+    assert_eq!(doc.status.code(), Some(1), "{text}");
+    assert!(text.contains("1 orphaned") && text.contains(&orphan), "doctor names the orphan:\n{text}");
+
+    // Resume: the orphan goes first; `perfvm cleanup` during the live run leaves its guest alone.
+    let resumed = Running::spawn(&args);
+    resumed.wait_for("removed 1 domain(s) left by dead perfvm processes", 120);
+    assert_domain_gone(&orphan);
+    resumed.wait_for(": agent", 300);
+    let live = the_domain_of(resumed.pid());
+    let c = perfvm(&["cleanup"]);
+    assert_eq!(c.status.code(), Some(0));
+    assert_eq!(domains_of(resumed.pid()), [live.clone()], "cleanup never touches a live run's guest");
+    let (code, log) = resumed.wait(600);
+    assert_eq!(code, Some(0), "{log}");
+    let run = only_run_dir(&results);
+    assert_eq!(csv_rows(&run.join("matrix.csv")), 2);
+    for p in attempt_results(&run) {
+        let r = read_result(&p);
+        assert!(r.success, "{:?}", r.error);
+        assert_no_leftovers(&r);
+    }
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn sigterm_mid_boot_tears_down_and_keeps_the_partial_result() {
+    let _vm = vm_lock();
+    let results = results_dir();
+    let p = Running::spawn(&["run", "--ram", "256", "--file-size", "1M", "--results-dir", results.to_str().unwrap()]);
+    p.wait_for(": agent", 300);
+    p.signal(Signal::SIGTERM);
+    let (code, log) = p.wait(120);
+    assert_eq!(code, Some(130), "{log}");
+    let r = read_result(&only_run_dir(&results).join("result.json"));
+    assert!(r.interrupted && !r.success);
+    assert!(r.error.clone().unwrap_or_default().contains("interrupted"), "{:?}", r.error);
+    assert_no_leftovers(&r);
+}
+
+/// Restarts libvirtd when dropped, so a failing test does not take the others down with it.
+struct RestartLibvirtd;
+
+impl Drop for RestartLibvirtd {
+    fn drop(&mut self) {
+        if !perfvm::proc::running("libvirtd") {
+            let _ = std::process::Command::new("libvirtd").arg("-d").status();
+        }
+        for _ in 0..100 {
+            if perfvm::hypervisor::conn::open(perfvm::hypervisor::conn::DEFAULT_URI).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+#[test]
+#[ignore = "boots real guests and stops libvirtd: run with --include-ignored (CI does)"]
+fn libvirtd_stopped_mid_matrix_is_reported_and_finished_results_survive() {
+    let _vm = vm_lock();
+    let results = results_dir();
+    let rd = results.to_str().unwrap();
+    let p = Running::spawn(&["matrix", "--ram", "256", "--file-size", "1M,2M", "--jobs", "1", "--timeout", "300", "--results-dir", rd]);
+    p.wait_for("1/2 done", 300);
+    p.wait_for(": agent", 120);
+    let pid = p.pid();
+    let name = the_domain_of(pid);
+    let run = only_run_dir(&results);
+    let first = std::fs::read(run.join("matrix.csv")).unwrap();
+
+    let _restart = RestartLibvirtd;
+    let libvirtd: i32 = std::fs::read_to_string("/run/libvirtd.pid").unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(libvirtd), Signal::SIGTERM).unwrap();
+    wait_until("libvirtd stopped", 30, || !perfvm::proc::pid_alive(libvirtd));
+
+    let (code, log) = p.wait(300);
+    assert_eq!(code, Some(69), "{log}");
+    assert!(log.contains("libvirt connection lost"), "the error names libvirt:\n{log}");
+    let doc = perfvm(&["doctor", "--results-dir", rd]);
+    let text = String::from_utf8_lossy(&doc.stdout);
+    assert!(text.contains("FAIL libvirtd running"), "{text}");
+
+    // The finished cell is intact; the files of the run parse.
+    let now = std::fs::read(run.join("matrix.csv")).unwrap();
+    assert!(now.starts_with(&first), "the finished cell's row is unchanged");
+    assert_eq!(csv_rows(&run.join("matrix.csv")), 2, "the failed attempt is a whole row too");
+    let finished: Vec<_> = attempt_results(&run).iter().map(|p| read_result(p)).collect();
+    assert!(finished.iter().any(|r| r.success), "the first cell's result survived");
+    let _: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+
+    // Back up: the guest libvirt could not destroy is an orphan now, and cleanup removes it.
+    drop(_restart);
+    let c = perfvm(&["cleanup"]);
+    assert_eq!(c.status.code(), Some(0), "{}", String::from_utf8_lossy(&c.stderr));
+    assert_domain_gone(&name);
+}
+
+/// Fill a filesystem: one file grows until ENOSPC.
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let block = vec![0u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.flush();
+}
+
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+#[ignore = "boots real guests and mounts a tmpfs: run with --include-ignored (CI does)"]
+fn a_full_results_filesystem_stops_the_matrix_without_corrupting_results() {
+    let _vm = vm_lock();
+    let mnt = results_dir();
+    let st = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&mnt).status().unwrap();
+    assert!(st.success(), "mount a tmpfs (needs root)");
+    let _umount = Unmount(mnt.clone());
+    let rd = mnt.join("results");
+    let rds = rd.to_str().unwrap();
+    let args = ["matrix", "--ram", "256", "--file-size", "1M,2M", "--jobs", "1", "--timeout", "300", "--results-dir", rds];
+    let p = Running::spawn(&args);
+    let pid = p.pid();
+    p.wait_for("1/2 done", 300);
+    fill(&mnt);
+    let (code, log) = p.wait(300);
+    assert_eq!(code, Some(69), "{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+    let run = only_run_dir(&rd);
+    // Earlier results are whole; no torn or temporary files.
+    assert_eq!(csv_rows(&run.join("matrix.csv")), 1);
+    let _: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    let done: Vec<_> = attempt_results(&run).iter().map(|p| read_result(p)).filter(|r| r.success).collect();
+    assert_eq!(done.len(), 1);
+    let tmp = walk(&run).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp-")).collect::<Vec<_>>();
+    assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
+    for r in &done {
+        assert_no_leftovers(r);
+    }
+    assert!(domains_of(pid).is_empty(), "the second cell's guest was torn down");
+
+    // Space again: the same command resumes and finishes.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    let out = perfvm(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(csv_rows(&run.join("matrix.csv")), 2);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
