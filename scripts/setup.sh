@@ -3,7 +3,8 @@
 # Safe to run again: installs only what is missing, starts daemons only if they are not running.
 set -euo pipefail
 
-PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage)
+# openssh-client: the tests log into a guest started with --ssh-key.
+PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client)
 
 log() { printf '[setup] %s\n' "$*"; }
 

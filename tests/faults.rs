@@ -351,3 +351,65 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Destroys a kept guest when dropped (the test may fail half-way).
+struct DestroyKept(String);
+
+impl Drop for DestroyKept {
+    fn drop(&mut self) {
+        if let Some(d) = perfvm::hypervisor::conn::perfvm_domains(&common::connect()).unwrap().into_iter().find(|d| d.name == self.0) {
+            let _ = d.domain.destroy();
+        }
+        let _ = perfvm(&["cleanup"]);
+    }
+}
+
+/// Isolation: the only way into a guest is the one asked for. `--ssh-key` opens ssh for root on a
+/// second loopback port, keys only; `--keep-vm` leaves the guest to the user and cleanup spares it.
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn ssh_key_opens_a_loopback_door_for_keys_only_and_keep_vm_survives_cleanup() {
+    let _vm = vm_lock();
+    let results = results_dir();
+    let key = results.join("id_ed25519");
+    let st = std::process::Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key).status().unwrap();
+    assert!(st.success());
+    let out = common::command()
+        .args(["run", "--ram", "256", "--file-size", "1M", "--timeout", "300", "--keep-vm", "--ssh-key"])
+        .arg(key.with_extension("pub"))
+        .arg("--results-dir")
+        .arg(results.join("r"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let r = read_result(&only_run_dir(&results.join("r")).join("result.json"));
+    let name = r.domain.clone().unwrap();
+    let _destroy = DestroyKept(name.clone());
+    assert_eq!(out.status.code(), Some(0));
+    assert!(r.success, "{:?}", r.error);
+    let port = r.ssh_port.expect("ssh_port recorded");
+    assert!(stdout.contains(&format!("ssh -p {port} root@127.0.0.1")), "{stdout}");
+
+    let c = perfvm(&["cleanup"]);
+    assert_eq!(c.status.code(), Some(0));
+    assert!(perfvm::hypervisor::conn::perfvm_domains(&common::connect()).unwrap().iter().any(|d| d.name == name), "cleanup spared the kept guest");
+    let socks = listeners(port);
+    assert!(!socks.is_empty() && socks.iter().all(|a| a == "0100007F"), "ssh forward on loopback only: {socks:?}");
+
+    let ssh = |extra: &[&str]| {
+        std::process::Command::new("ssh")
+            .args(["-p", &port.to_string(), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = ssh(&["-i", key.to_str().unwrap(), "root@127.0.0.1", "systemctl", "is-active", "perfvm-target.service"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "active", "key login: {}", String::from_utf8_lossy(&o.stderr));
+    let o = ssh(&["-o", "PreferredAuthentications=password,keyboard-interactive", "-o", "PubkeyAuthentication=no", "root@127.0.0.1", "true"]);
+    assert!(!o.status.success(), "password login must be refused");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Permission denied"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    drop(_destroy);
+    assert_domain_gone(&name);
+}

@@ -87,6 +87,11 @@ pub struct RunArgs {
     /// Leave the guest running after the cell and print how to reach it.
     #[arg(long)]
     pub keep_vm: bool,
+    /// For debugging: let root log in over ssh with this public key, through a second port
+    /// forward on 127.0.0.1 (recorded as ssh_port). Without it the guest has no ssh keys, no
+    /// running sshd and no password logins. Pair with --keep-vm.
+    #[arg(long, value_name = "PUBKEY_FILE")]
+    pub ssh_key: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

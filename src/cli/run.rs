@@ -110,6 +110,7 @@ pub fn cell_config(c: &super::CellArgs, accel: Accel, run_id: &str, ram: u64, si
         sample_interval: Duration::from_millis(c.sample_interval),
         sample_memory_only: c.sample_memory_only,
         keep_vm: false,
+        ssh_key: None,
         repeat: 1,
         attempt: 1,
     }
@@ -153,6 +154,13 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize)]) -> Result<
 
 pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     let c = &args.common;
+    let ssh_key = match &args.ssh_key {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| InputError(format!("--ssh-key {}: {e}", p.display())))?;
+            Some(crate::cloudinit::seed::SshKey::parse(&text).map_err(|e| InputError(format!("--ssh-key {}: {e}", p.display())))?)
+        }
+        None => None,
+    };
     let checked = tokio::task::block_in_place(|| preflight(c, &[(args.ram, args.file_size)]))?;
     let cell = format!("{}-{}", args.ram, args.file_size.label());
     let run_id = crate::results::store::new_run_id(&cell);
@@ -162,6 +170,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     let suffix = format!("{}-{}", run_id.rsplit('-').next().unwrap_or("0"), std::process::id());
     let mut cfg = cell_config(c, checked.accel, &run_id, args.ram, args.file_size, &cell, &suffix);
     cfg.keep_vm = args.keep_vm;
+    cfg.ssh_key = ssh_key;
     eprintln!(
         "perfvm: cell {cell} ({} MiB RAM, {} vCPU, {}, target {} {}, image {})",
         cfg.ram_mib, cfg.cpus, cfg.accel, checked.env.target.name, checked.env.target.mode.as_str(), checked.env.image.id
@@ -172,8 +181,11 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     if args.keep_vm && !cancel.is_cancelled() && result.exit_reason != ExitReason::HarnessError
         && let Some(port) = result.host_port {
             println!(
-                "The guest {} is still running. Target: http://127.0.0.1:{port}/\nStop it: virsh -c {} destroy {}; then `perfvm cleanup` removes its overlay and seed.",
-                cfg.domain_name, c.conn.connect, cfg.domain_name
+                "The guest {} is still running. Target: http://127.0.0.1:{port}/{}\nStop it: virsh -c {} destroy {}; then `perfvm cleanup` removes its overlay and seed.",
+                cfg.domain_name,
+                result.ssh_port.map(|p| format!("\nLog in: ssh -p {p} root@127.0.0.1")).unwrap_or_default(),
+                c.conn.connect,
+                cfg.domain_name
             );
         }
     if cancel.is_cancelled() {

@@ -23,9 +23,48 @@ pub fn harness_files(probe_binary: std::path::PathBuf) -> Vec<DeliveredFile> {
     }]
 }
 
+/// A public key for `--ssh-key`, checked to be one `type base64 [comment]` line of printable
+/// ASCII, so it can be written into user-data quoted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SshKey(String);
+
+impl SshKey {
+    pub fn parse(text: &str) -> Result<SshKey, String> {
+        let line = text.trim();
+        if line.is_empty() || line.lines().count() != 1 {
+            return Err("must hold exactly one public key line (e.g. ~/.ssh/id_ed25519.pub)".into());
+        }
+        if !line.chars().all(|c| (' '..='~').contains(&c)) || line.contains(['"', '\\']) {
+            return Err("a public key line is printable ASCII without quotes or backslashes".into());
+        }
+        let mut parts = line.split(' ');
+        let kind = parts.next().unwrap_or_default();
+        let body = parts.next().unwrap_or_default();
+        let known = kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
+        if !known || body.len() < 16 || !body.chars().all(|c| c.is_ascii_alphanumeric() || "+/=".contains(c)) {
+            return Err(format!("not an OpenSSH public key (expected `ssh-ed25519 AAAA… comment`, got type {kind:?})"));
+        }
+        Ok(SshKey(line.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// cloud-init's login settings: root locked and no keys, unless a debugging key was given.
+fn access(ssh_key: Option<&SshKey>) -> String {
+    match ssh_key {
+        None => "disable_root: true".into(),
+        // users: [] leaves no default user, so cloud-init gives the key to root.
+        Some(k) => format!("disable_root: false\nssh_authorized_keys:\n  - \"{}\"", k.as_str()),
+    }
+}
+
 /// Runs once in the guest (cloud-init runcmd): install the delivered files from the seed disk,
-/// then start the target's unit. Pure.
-pub fn setup_script(files: &[DeliveredFile], unit: &str) -> String {
+/// then start the target's unit; with `--ssh-key`, sshd first (the image ships it disabled and
+/// without host keys). Pure.
+pub fn setup_script(files: &[DeliveredFile], unit: &str, ssh: bool) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
          # perfvm cell set-up: files from the seed disk, then the target unit.\n\
@@ -37,17 +76,30 @@ pub fn setup_script(files: &[DeliveredFile], unit: &str) -> String {
         s.push_str(&format!("install -D -m {:o} /run/perfvm-seed/files/{} {}\n", f.mode, f.seed_name, f.guest));
     }
     s.push_str("umount /run/perfvm-seed\n");
+    if ssh {
+        // ed25519 only: an RSA host key takes seconds to generate under TCG.
+        s.push_str("ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key\n");
+        s.push_str("systemctl start ssh.service\n");
+    }
     s.push_str("systemctl daemon-reload\n");
     s.push_str(&format!("systemctl enable --now {unit}\n"));
     s
 }
 
 /// Render user-data and meta-data from the templates. Pure.
-pub fn render_docs(user_tmpl: &str, meta_tmpl: &str, target: &TargetSpec, files: &[DeliveredFile], instance_id: &str) -> Result<SeedDocs> {
+pub fn render_docs(
+    user_tmpl: &str,
+    meta_tmpl: &str,
+    target: &TargetSpec,
+    files: &[DeliveredFile],
+    instance_id: &str,
+    ssh_key: Option<&SshKey>,
+) -> Result<SeedDocs> {
     let user: BTreeMap<&str, String> = [
+        ("access", access(ssh_key)),
         ("unit_name", target.unit.clone()),
         ("unit_file", target.unit_file()),
-        ("setup_script", setup_script(files, &target.unit)),
+        ("setup_script", setup_script(files, &target.unit, ssh_key.is_some())),
     ]
     .into_iter()
     .collect();
@@ -106,15 +158,19 @@ mod tests {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
         let files = [harness_files("/bin/true".into()), t.files.clone()].concat();
-        let docs = render_docs(&u, &m, &t, &files, "perfvm-cell-abc123").unwrap();
+        let docs = render_docs(&u, &m, &t, &files, "perfvm-cell-abc123", None).unwrap();
         assert!(docs.user_data.starts_with("#cloud-config\n"));
         // Parse back: the unit file and script must survive byte for byte.
         let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.user_data).unwrap();
         let written = y["write_files"].as_sequence().unwrap();
         assert_eq!(written[0]["path"].as_str().unwrap(), "/etc/systemd/system/perfvm-target.service");
         assert_eq!(written[0]["content"].as_str().unwrap(), t.unit_file());
-        assert_eq!(written[1]["content"].as_str().unwrap(), setup_script(&files, &t.unit));
+        assert_eq!(written[1]["content"].as_str().unwrap(), setup_script(&files, &t.unit, false));
+        // No way in: no password logins, root disabled, no keys, no sshd started.
         assert_eq!(y["ssh_pwauth"].as_bool(), Some(false));
+        assert_eq!(y["disable_root"].as_bool(), Some(true));
+        assert!(y.get("ssh_authorized_keys").is_none());
+        assert!(!docs.user_data.contains("ssh.service"));
         let meta: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.meta_data).unwrap();
         assert_eq!(meta["instance-id"].as_str().unwrap(), "perfvm-cell-abc123");
     }
@@ -123,13 +179,36 @@ mod tests {
     fn hostile_instance_id_is_refused() {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
-        assert!(render_docs(&u, &m, &t, &t.files, "x\nruncmd: [reboot]").is_err());
+        assert!(render_docs(&u, &m, &t, &t.files, "x\nruncmd: [reboot]", None).is_err());
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1yTz0mUQk6bWwq1c3h9m6nq2nHq0hQ0z3s3T8Yx2b me@host";
+
+    #[test]
+    fn a_debug_key_reaches_root_and_starts_sshd() {
+        let (u, m) = shipped();
+        let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
+        let key = SshKey::parse(&format!("{KEY}\n")).unwrap();
+        let docs = render_docs(&u, &m, &t, &t.files, "perfvm-x", Some(&key)).unwrap();
+        let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.user_data).unwrap();
+        assert_eq!(y["disable_root"].as_bool(), Some(false));
+        assert_eq!(y["ssh_pwauth"].as_bool(), Some(false), "keys only, never passwords");
+        assert_eq!(y["ssh_authorized_keys"][0].as_str(), Some(KEY));
+        let script = y["write_files"][1]["content"].as_str().unwrap();
+        assert!(script.find("systemctl start ssh.service").unwrap() < script.find("systemctl enable --now perfvm-target").unwrap());
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        for bad in ["", "not a key", "ssh-ed25519", "ssh-ed25519 AAAA\"; reboot", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5\nruncmd: [reboot]", "-----BEGIN OPENSSH PRIVATE KEY-----", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 ключ"] {
+            assert!(SshKey::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
     fn setup_script_installs_files_then_starts_unit() {
         let t = TargetSpec::reference(TargetMode::Stream, "/x/perfvm-target".into());
-        let s = setup_script(&t.files, &t.unit);
+        let s = setup_script(&t.files, &t.unit, false);
         let install = s.find("install -D -m 755 /run/perfvm-seed/files/perfvm-target /usr/local/bin/perfvm-target").unwrap();
         let start = s.find("systemctl enable --now perfvm-target.service").unwrap();
         assert!(install < start);

@@ -17,6 +17,8 @@ pub struct DomainSpec {
     pub console_log: PathBuf,
     pub host_port: u16,
     pub guest_port: u16,
+    /// `--ssh-key`: a second loopback forward to the guest's sshd.
+    pub ssh_port: Option<u16>,
     /// Owner facts in `<metadata>`, so leftovers of dead processes can be found and removed.
     pub owner_pid: u32,
     pub run_id: String,
@@ -51,10 +53,10 @@ pub fn render(s: &DomainSpec) -> String {
         Accel::Tcg => "",
     };
     // restrict=on: the guest reaches nothing outside; only the loopback port forward gets in.
-    let netdev = format!(
-        "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}",
-        s.host_port, s.guest_port
-    );
+    let mut netdev = format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}", s.host_port, s.guest_port);
+    if let Some(p) = s.ssh_port {
+        netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-:22"));
+    }
     format!(
         r#"<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
   <name>{name}</name>
@@ -175,6 +177,7 @@ mod tests {
             console_log: "/c/cells/x/console.log".into(),
             host_port: 40123,
             guest_port: 8080,
+            ssh_port: None,
             owner_pid: 4242,
             run_id: "run<&>".into(),
             work_dir: "/c/cells/x".into(),
@@ -193,6 +196,13 @@ mod tests {
         assert!(x.contains("restrict=on"));
         assert!(!x.contains("<cpu"));
         assert!(x.contains("<run>run&lt;&amp;&gt;</run>"));
+        // Every forward binds loopback only; no ssh forward unless asked.
+        assert_eq!(x.matches("hostfwd=").count(), 1);
+        let mut s = spec(Accel::Tcg);
+        s.ssh_port = Some(40124);
+        let x = render(&s);
+        assert_eq!(x.matches("hostfwd=tcp:127.0.0.1:").count(), 2);
+        assert!(x.contains(",hostfwd=tcp:127.0.0.1:40124-:22"));
     }
 
     #[test]

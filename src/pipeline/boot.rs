@@ -20,6 +20,7 @@ pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
         console_log: p.work.console_log(),
         host_port: p.host_port,
         guest_port: env.target.guest_port,
+        ssh_port: p.ssh_port,
         owner_pid: std::process::id(),
         run_id: cfg.run_id.clone(),
         work_dir: p.work.path.clone(),

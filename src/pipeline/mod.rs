@@ -42,6 +42,8 @@ pub struct CellConfig {
     /// Sample memory only (measures what the CPU/I/O/pressure sources cost).
     pub sample_memory_only: bool,
     pub keep_vm: bool,
+    /// `--ssh-key`: root may log in with this key through a loopback forward (debugging).
+    pub ssh_key: Option<crate::cloudinit::seed::SshKey>,
     pub repeat: u32,
     pub attempt: u32,
 }
@@ -362,6 +364,7 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         console_log: None,
         journal: None,
         host_port: None,
+        ssh_port: None,
         domain: Some(cfg.domain_name.clone()),
     }
 }
@@ -386,6 +389,7 @@ async fn steps(
     let t = Instant::now();
     let prepared = tokio::task::block_in_place(|| prepare::prepare(env, cfg))?;
     res.host_port = Some(prepared.host_port);
+    res.ssh_port = prepared.ssh_port;
     let spec = boot::spec(env, cfg, &prepared);
     held.work = Some(prepared.work);
     res.phases.prepare = secs(t);

@@ -159,6 +159,9 @@ pub struct CellResult {
     pub console_log: Option<String>,
     pub journal: Option<String>,
     pub host_port: Option<u16>,
+    /// Set only with `--ssh-key` (a debugging cell: sshd ran in the guest).
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
     pub domain: Option<String>,
 }
 
