@@ -22,6 +22,8 @@ async fn dispatch(cli: Cli) -> i32 {
     let res = match cli.command {
         Command::Run(a) => cli::run::run(a, cancel).await,
         Command::Matrix(a) => cli::matrix::run(a, cancel).await,
+        Command::Upload(a) => cli::upload::run(a).await,
+        Command::Files(c) => tokio::task::block_in_place(|| cli::files::run(c)),
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
         Command::Doctor(a) => tokio::task::block_in_place(|| cli::doctor::run(a)),
         Command::Cleanup(a) => tokio::task::block_in_place(|| cleanup(&a.connect)),

@@ -19,6 +19,12 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
     Some(statm.resident * procfs::page_size())
 }
 
+/// This process's peak resident set size (VmHWM) in bytes.
+pub fn own_peak_rss_bytes() -> Option<u64> {
+    let p = procfs::process::Process::myself().ok()?;
+    p.status().ok()?.vmhwm.map(|kib| kib * 1024)
+}
+
 /// Process names (comm) of every running process; used to tell whether a daemon runs.
 pub fn running(comm: &str) -> bool {
     procfs::process::all_processes()

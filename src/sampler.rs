@@ -61,6 +61,11 @@ pub struct Sample {
     pub guest_pswpout: Option<u64>,
     pub host_qemu_cpu_seconds: Option<f64>,
     pub host_qemu_cpu_percent: Option<f64>,
+    /// `upload`, or `download` for rows taken while the file is fetched back (`--download`).
+    #[serde(default)]
+    pub phase: String,
+    #[serde(default)]
+    pub downloaded_bytes: u64,
 }
 
 /// What the sampler saw, for the result.
@@ -142,6 +147,13 @@ fn accumulate(total: &mut Option<u64>, last: &mut Option<u64>, cur: Option<u64>)
 }
 
 impl SampleSummary {
+    /// Close a phase that lasted `seconds`: the achieved mean interval.
+    fn finish_phase(&mut self, seconds: f64) {
+        if self.count > 1 {
+            self.mean_interval_seconds = Some(seconds / (self.count - 1) as f64);
+        }
+    }
+
     /// Fill in the per-interval columns of `s` and fold it in.
     pub fn add(&mut self, s: &mut Sample) {
         // CPU %: over the probe's own clock between the two ticks, never the host's.
@@ -361,7 +373,31 @@ fn thread_cpu_seconds() -> Option<f64> {
 
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Result<SampleSummary, String>>>,
+    handle: Option<std::thread::JoinHandle<Result<PhaseSummaries, String>>>,
+}
+
+/// What the workload tells the sampler: bytes moved so far, and the phase (upload, then
+/// download). Shared with the HTTP side.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub uploaded: Arc<AtomicU64>,
+    pub downloaded: Arc<AtomicU64>,
+    downloading: Arc<AtomicBool>,
+}
+
+impl Progress {
+    pub fn start_download(&self) {
+        self.downloading.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The summary of the upload and, when the file was fetched back, of the download. Counters and
+/// rates run on across the switch; peaks and totals are per phase. The sampler's own cost
+/// (thread, probe, wall time) is in `upload` and covers both phases.
+#[derive(Debug, Clone, Default)]
+pub struct PhaseSummaries {
+    pub upload: SampleSummary,
+    pub download: Option<SampleSummary>,
 }
 
 /// A sampler dropped without `stop` (its cell was cut short) stops too, rather than polling a
@@ -378,7 +414,7 @@ impl Sampler {
     pub fn start(
         mut sources: Sources,
         interval: Duration,
-        uploaded: Arc<AtomicU64>,
+        progress: Progress,
         csv_path: PathBuf,
         probe_error: Option<String>,
     ) -> std::io::Result<Sampler> {
@@ -389,6 +425,8 @@ impl Sampler {
             let cpu0 = thread_cpu_seconds();
             let t0 = Instant::now();
             let mut summary = SampleSummary { probe_error, ..Default::default() };
+            let mut upload: Option<SampleSummary> = None;
+            let mut phase_t0 = t0;
             let mut next = t0;
             let mut last_flush = t0;
             // At least one sample, even for an upload shorter than the interval.
@@ -398,7 +436,17 @@ impl Sampler {
                     // Let the probe write one more line, so the last row sees the upload's end.
                     std::thread::sleep(interval.min(Duration::from_secs(1)));
                 }
-                let mut s = sources.sample(t0.elapsed().as_secs_f64(), uploaded.load(Ordering::Relaxed));
+                if upload.is_none() && progress.downloading.load(Ordering::Relaxed) {
+                    // Peaks and totals start over for the download; rates continue from the
+                    // last counters seen.
+                    summary.finish_phase(phase_t0.elapsed().as_secs_f64());
+                    let fresh = SampleSummary { probe_error: summary.probe_error.clone(), last: summary.last.clone(), ..Default::default() };
+                    upload = Some(std::mem::replace(&mut summary, fresh));
+                    phase_t0 = Instant::now();
+                }
+                let mut s = sources.sample(t0.elapsed().as_secs_f64(), progress.uploaded.load(Ordering::Relaxed));
+                s.phase = if upload.is_some() { "download" } else { "upload" }.into();
+                s.downloaded_bytes = progress.downloaded.load(Ordering::Relaxed);
                 summary.add(&mut s);
                 writer.serialize(&s).map_err(|e| format!("samples CSV: {e}"))?;
                 if last_flush.elapsed() >= Duration::from_secs(1) {
@@ -418,22 +466,24 @@ impl Sampler {
                 }
             }
             writer.flush().map_err(|e| format!("samples CSV: {e}"))?;
-            if summary.count > 1 {
-                summary.mean_interval_seconds = Some(t0.elapsed().as_secs_f64() / (summary.count - 1) as f64);
-            }
-            summary.probe_cpu_seconds = sources.stop_probe();
-            summary.sampler_thread_cpu_seconds = match (cpu0, thread_cpu_seconds()) {
+            summary.finish_phase(phase_t0.elapsed().as_secs_f64());
+            let (mut up, down) = match upload {
+                Some(u) => (u, Some(summary)),
+                None => (summary, None),
+            };
+            up.probe_cpu_seconds = sources.stop_probe();
+            up.sampler_thread_cpu_seconds = match (cpu0, thread_cpu_seconds()) {
                 (Some(a), Some(b)) => Some(b - a),
                 _ => None,
             };
-            summary.wall_seconds = Some(t0.elapsed().as_secs_f64());
-            Ok(summary)
+            up.wall_seconds = Some(t0.elapsed().as_secs_f64());
+            Ok(PhaseSummaries { upload: up, download: down })
         })?;
         Ok(Sampler { stop, handle: Some(handle) })
     }
 
-    /// Stop after one final sample and return the summary.
-    pub fn stop(mut self) -> Result<SampleSummary, String> {
+    /// Stop after one final sample and return the summaries.
+    pub fn stop(mut self) -> Result<PhaseSummaries, String> {
         self.stop.store(true, Ordering::Relaxed);
         let handle = self.handle.take().expect("stopped once");
         handle.join().map_err(|_| "sampler thread panicked".to_string())?
@@ -527,7 +577,7 @@ mod tests {
         ));
         for col in header.split(',') {
             assert!(
-                ["_seconds", "_bytes", "_usec", "_percent", "_ops", "pgmajfault", "pswpin", "pswpout"].iter().any(|u| col.ends_with(u)),
+                ["_seconds", "_bytes", "_usec", "_percent", "_ops", "pgmajfault", "pswpin", "pswpout", "phase"].iter().any(|u| col.ends_with(u)),
                 "column {col} names no unit"
             );
         }

@@ -75,6 +75,11 @@ impl TargetSpec {
         format!("{}{file_name}", self.upload_prefix)
     }
 
+    /// Where the file can be fetched back (`--download`).
+    pub fn download_path(&self, file_name: &str) -> Option<String> {
+        Some(format!("/files/{file_name}"))
+    }
+
     /// Where the target stores an uploaded file inside the guest (for sha256 verification).
     pub fn stored_path(&self, file_name: &str) -> String {
         format!("{}/{file_name}", self.store_dir)

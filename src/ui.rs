@@ -136,13 +136,41 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
     if let Some(e) = &r.error {
         s.push_str(&format!("  error         {e}\n"));
     }
+    let what = match r.concurrency {
+        1 => human(r.file_size_bytes),
+        n => format!("{n} × {}", human(r.file_size_bytes)),
+    };
     s.push_str(&format!(
-        "  upload        {} in {} → {} MiB/s, HTTP {}\n",
-        human(r.file_size_bytes),
+        "  upload        {what} ({}, {}) in {} → {} MiB/s, HTTP {}\n",
+        r.content_kind,
+        r.transfer,
         secs(r.duration_seconds),
         r.throughput_mbps.map(|t| format!("{t:.1}")).unwrap_or_else(|| "-".into()),
         opt(r.http_status)
     ));
+    if r.uploads.len() > 1 {
+        for u in &r.uploads {
+            s.push_str(&format!(
+                "    {}  {} → {} MiB/s, HTTP {}, verified {}\n",
+                u.name,
+                secs(u.duration_seconds),
+                opt(u.throughput_mbps),
+                opt(u.http_status),
+                opt(u.verified)
+            ));
+        }
+    }
+    if let Some(d) = &r.download {
+        s.push_str(&format!(
+            "  download      {} in {} → {} MiB/s, HTTP {}, verified {}, target peak {}\n",
+            human(d.bytes),
+            secs(d.duration_seconds),
+            opt(d.throughput_mbps),
+            opt(d.http_status),
+            opt(d.verified),
+            d.peak_memory_bytes.map(human).unwrap_or_else(|| "-".into())
+        ));
+    }
     s.push_str(&format!(
         "  target memory initial {}, peak {}{}\n",
         r.initial_memory_bytes.map(human).unwrap_or_else(|| "-".into()),

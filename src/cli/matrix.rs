@@ -22,7 +22,7 @@ const HOST_RESERVE_MIB: u64 = 1024;
 
 pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let c = args.common.clone();
-    let all = expand::expand(&args.ram, &args.file_size, args.repeat).map_err(|e| InputError(e.to_string()))?;
+    let all = expand::expand(&args.ram, &args.file_size, &args.concurrency, args.repeat).map_err(|e| InputError(e.to_string()))?;
     let only = expand::parse_patterns(&args.only).map_err(|e| InputError(e.to_string()))?;
     let skip = expand::parse_patterns(&args.skip).map_err(|e| InputError(e.to_string()))?;
     let selected = expand::select(all.clone(), &only, &skip).map_err(|e| InputError(e.to_string()))?;
@@ -34,7 +34,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         return Ok(exit::SUCCESS);
     }
 
-    let shapes: Vec<_> = selected.iter().map(|k| (k.ram_mib, k.size)).collect();
+    let shapes: Vec<_> = selected.iter().map(|k| (k.ram_mib, k.size, k.concurrency)).collect();
     let checked = tokio::task::block_in_place(|| preflight(&c, &shapes))?;
     let accel = checked.accel;
     let cost = |k: &CellKey| k.ram_mib + qemu_overhead_mib(accel);
@@ -70,6 +70,10 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         seed: c.seed,
         sample_interval_ms: c.sample_interval,
         sample_memory_only: c.sample_memory_only,
+        concurrency: args.concurrency.clone(),
+        content_kind: c.kind.label(),
+        chunked: c.chunked,
+        download: c.download,
     };
     let key = def.key();
     let run_dir = choose_run_dir(&c.results_dir, &key, args.fresh)?;
@@ -133,6 +137,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let mut cfg = super::run::cell_config(&c, accel, &key, k.ram_mib, k.size, &k.id(), &format!("a{attempt}-{domain_tag}"));
             cfg.repeat = k.repeat;
+            cfg.concurrency = k.concurrency;
             cfg.attempt = attempt;
             let (env, rep, cancel) = (env.clone(), reporter.clone(), cancel.clone());
             set.spawn(async move {
@@ -198,7 +203,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     println!("  matrix.csv, results.json, summary.txt; per cell: cells/<cell>/a<attempt>/");
     let finals: Vec<&CellResult> = finals(&results)
         .into_iter()
-        .filter(|r| selected.iter().any(|k| k.ram_mib == r.ram_mb && k.size.bytes() == r.file_size_bytes && k.repeat == r.repeat))
+        .filter(|r| selected.iter().any(|k| *k == key_of(r)))
         .collect();
     let unfinished = selected.len() - finals.len();
     if let Some(cell) = lost_during {
@@ -228,11 +233,16 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
+/// The matrix cell a result belongs to.
+fn key_of(r: &CellResult) -> CellKey {
+    CellKey { ram_mib: r.ram_mb, size: crate::size::ByteSize(r.file_size_bytes), concurrency: r.concurrency, repeat: r.repeat }
+}
+
 /// The final result of each cell that has one: its last finished attempt.
 fn finals(results: &[CellResult]) -> Vec<&CellResult> {
     let mut last = std::collections::BTreeMap::new();
     for r in results.iter().filter(|r| !r.interrupted) {
-        let e = last.entry((r.ram_mb, r.file_size_bytes, r.repeat)).or_insert(r);
+        let e = last.entry(key_of(r)).or_insert(r);
         if r.attempt > e.attempt {
             *e = r;
         }
@@ -251,7 +261,7 @@ impl Exporter {
     fn write(&self, meta: &export::json::RunMetadata, results: &[CellResult], total_seconds: Option<f64>) -> Result<()> {
         let finals = finals(results);
         let path_of = |r: &CellResult| {
-            let k = CellKey { ram_mib: r.ram_mb, size: crate::size::ByteSize(r.file_size_bytes), repeat: r.repeat };
+            let k = key_of(r);
             format!("cells/{}/a{}/result.json", k.id(), r.attempt)
         };
         let summary = export::json::summarize(self.total_cells, &finals, results.len(), total_seconds);
@@ -349,7 +359,7 @@ fn list(cells: &[CellKey], results_dir: &Path, jobs: usize) {
     for k in cells {
         let same: Vec<f64> = past
             .iter()
-            .filter(|r| r.ram_mb == k.ram_mib && r.file_size_bytes == k.size.bytes() && r.success)
+            .filter(|r| r.ram_mb == k.ram_mib && r.file_size_bytes == k.size.bytes() && r.concurrency == k.concurrency && r.success)
             .map(cell_seconds)
             .collect();
         let est = crate::results::stats::stats(&same);

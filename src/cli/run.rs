@@ -8,6 +8,7 @@ use crate::results::model::{CellResult, ExitReason};
 use crate::size::{ByteSize, human};
 use crate::target::TargetSpec;
 use crate::ui;
+use crate::upload::client::Transfer;
 use anyhow::{Context, Result};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -107,6 +108,11 @@ pub fn cell_config(c: &super::CellArgs, accel: Accel, run_id: &str, ram: u64, si
         accel,
         timeout: Duration::from_secs(c.timeout),
         seed: c.seed,
+        content: c.kind,
+        file: None,
+        transfer: if c.chunked { Transfer::Chunked } else { Transfer::ContentLength },
+        concurrency: 1,
+        download: c.download,
         sample_interval: Duration::from_millis(c.sample_interval),
         sample_memory_only: c.sample_memory_only,
         keep_vm: false,
@@ -122,15 +128,42 @@ pub struct Checked {
     pub env: CellEnv,
 }
 
-/// Common pre-flight for cells: input, accel, results dir, recipe, target, libvirt, image.
-pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize)]) -> Result<Checked> {
+/// The size of a file given with `--file`: a readable regular file, not empty.
+fn file_size_of(p: &std::path::Path) -> Result<ByteSize, InputError> {
+    let m = std::fs::metadata(p).map_err(|e| InputError(format!("--file {}: {e}", p.display())))?;
+    if !m.is_file() {
+        return Err(InputError(format!("--file {}: not a regular file", p.display())));
+    }
+    if m.len() == 0 {
+        return Err(InputError(format!("--file {}: the file is empty", p.display())));
+    }
+    std::fs::File::open(p).map_err(|e| InputError(format!("--file {}: {e}", p.display())))?;
+    Ok(ByteSize(m.len()))
+}
+
+/// Common pre-flight for cells (RAM, file size, uploads at once): input, accel, results dir,
+/// recipe, target, libvirt, image.
+pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Result<Checked> {
     let probe = KvmProbe::read();
     let accel = accel::resolve(common.accel, &probe).map_err(InputError)?;
     let loaded = recipe::load(&crate::paths::recipe_dir()).map_err(|e| InputError(e.to_string()))?;
     let (_, available) = crate::proc::host_memory().context("cannot read /proc/meminfo")?;
     let host = HostLimits { available_bytes: available, accel, root_size_gib: loaded.recipe.root_size_gib };
-    for &(ram, size) in cells {
+    for &(ram, size, concurrency) in cells {
         validate_cell(ram, size, common.cpus, common.timeout, common.sample_interval, host)?;
+        if concurrency == 0 || concurrency > crate::matrix::expand::MAX_CONCURRENCY {
+            return Err(InputError(format!("--concurrency {concurrency}: use 1 to {} uploads at once", crate::matrix::expand::MAX_CONCURRENCY)).into());
+        }
+        let stored = size.bytes().saturating_mul(concurrency as u64);
+        let room = loaded.recipe.root_size_gib.saturating_sub(1) * ByteSize::GIB;
+        if stored > room {
+            return Err(InputError(format!(
+                "--concurrency {concurrency} × {size}: the guest must store {} but its root filesystem holds at most {}",
+                human(stored),
+                human(room)
+            ))
+            .into());
+        }
     }
     let target_bin = crate::paths::target_binary();
     for bin in [&target_bin, &crate::paths::probe_binary()] {
@@ -161,14 +194,22 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
         }
         None => None,
     };
-    let checked = tokio::task::block_in_place(|| preflight(c, &[(args.ram, args.file_size)]))?;
-    let cell = format!("{}-{}", args.ram, args.file_size.label());
+    let (size, file) = match (&args.file, args.file_size) {
+        (Some(p), _) => (file_size_of(p)?, Some(std::path::absolute(p).unwrap_or_else(|_| p.clone()))),
+        (None, Some(s)) => (s, None),
+        (None, None) => return Err(InputError("give --file-size SIZE or --file PATH".into()).into()),
+    };
+    let checked = tokio::task::block_in_place(|| preflight(c, &[(args.ram, size, args.concurrency)]))?;
+    let key = crate::matrix::expand::CellKey { ram_mib: args.ram, size, concurrency: args.concurrency, repeat: 1 };
+    let cell = key.shape();
     let run_id = crate::results::store::new_run_id(&cell);
     let run_dir = crate::results::store::RunDir::create(&c.results_dir, &run_id)
         .with_context(|| format!("cannot create the run directory in {}", c.results_dir.display()))?;
     // Unique on the host: the run id's random tail and our pid.
     let suffix = format!("{}-{}", run_id.rsplit('-').next().unwrap_or("0"), std::process::id());
-    let mut cfg = cell_config(c, checked.accel, &run_id, args.ram, args.file_size, &cell, &suffix);
+    let mut cfg = cell_config(c, checked.accel, &run_id, args.ram, size, &cell, &suffix);
+    cfg.file = file;
+    cfg.concurrency = args.concurrency;
     cfg.keep_vm = args.keep_vm;
     cfg.ssh_key = ssh_key;
     eprintln!(

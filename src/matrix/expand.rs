@@ -3,18 +3,26 @@
 use crate::size::ByteSize;
 use sha2::{Digest, Sha256};
 
-/// One cell of a matrix: a RAM size, a file size, a repetition.
+/// One cell of a matrix: a RAM size, a file size, uploads at once, a repetition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CellKey {
     pub ram_mib: u64,
     pub size: ByteSize,
+    pub concurrency: u32,
     pub repeat: u32,
 }
 
+/// Uploads at once, at most.
+pub const MAX_CONCURRENCY: u32 = 64;
+
 impl CellKey {
-    /// `512-1G` — the cell's shape, shared by its repetitions.
+    /// `512-1G` (one upload at a time) or `512-1G-c4` — the cell's shape, shared by its
+    /// repetitions.
     pub fn shape(&self) -> String {
-        format!("{}-{}", self.ram_mib, self.size.label())
+        match self.concurrency {
+            1 => format!("{}-{}", self.ram_mib, self.size.label()),
+            c => format!("{}-{}-c{c}", self.ram_mib, self.size.label()),
+        }
     }
     /// `512-1G-r2` — unique within a run; names its directory.
     pub fn id(&self) -> String {
@@ -30,6 +38,8 @@ pub enum MatrixError {
     Duplicate { flag: &'static str, value: String },
     #[error("--repeat {0}: use 1 or more")]
     Repeat(u32),
+    #[error("--concurrency {0}: use 1 to 64 uploads at once")]
+    Concurrency(u32),
     #[error("filter '{0}': write RAM/SIZE, e.g. 512/1G, 512/* or */1G")]
     Filter(String),
     #[error("--only/--skip leave no cell to run")]
@@ -79,22 +89,30 @@ fn check_list<T: PartialEq + std::fmt::Display>(flag: &'static str, v: &[T]) -> 
     Ok(())
 }
 
-/// Every cell in a stable order: RAM ascending, then size ascending, then repetition.
-pub fn expand(rams: &[u64], sizes: &[ByteSize], repeat: u32) -> Result<Vec<CellKey>, MatrixError> {
+/// Every cell in a stable order: RAM, size, concurrency (ascending), then repetition.
+pub fn expand(rams: &[u64], sizes: &[ByteSize], concurrency: &[u32], repeat: u32) -> Result<Vec<CellKey>, MatrixError> {
     check_list("ram", rams)?;
     check_list("file-size", sizes)?;
+    check_list("concurrency", concurrency)?;
+    if let Some(&c) = concurrency.iter().find(|&&c| c == 0 || c > MAX_CONCURRENCY) {
+        return Err(MatrixError::Concurrency(c));
+    }
     if repeat == 0 {
         return Err(MatrixError::Repeat(repeat));
     }
     let mut rams = rams.to_vec();
     let mut sizes = sizes.to_vec();
+    let mut levels = concurrency.to_vec();
     rams.sort_unstable();
     sizes.sort_unstable();
-    let mut out = Vec::with_capacity(rams.len() * sizes.len() * repeat as usize);
+    levels.sort_unstable();
+    let mut out = Vec::with_capacity(rams.len() * sizes.len() * levels.len() * repeat as usize);
     for &ram_mib in &rams {
         for &size in &sizes {
-            for repeat in 1..=repeat {
-                out.push(CellKey { ram_mib, size, repeat });
+            for &concurrency in &levels {
+                for repeat in 1..=repeat {
+                    out.push(CellKey { ram_mib, size, concurrency, repeat });
+                }
             }
         }
     }
@@ -132,6 +150,31 @@ pub struct RunDefinition {
     /// Left out of the key when false, so keys of runs made before the option existed hold.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sample_memory_only: bool,
+    /// Likewise left out at their defaults ([1], random, content-length, no download).
+    #[serde(default = "single", skip_serializing_if = "is_single")]
+    pub concurrency: Vec<u32>,
+    #[serde(default = "random", skip_serializing_if = "is_random")]
+    pub content_kind: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub chunked: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub download: bool,
+}
+
+fn single() -> Vec<u32> {
+    vec![1]
+}
+
+fn is_single(v: &[u32]) -> bool {
+    v == [1]
+}
+
+fn random() -> String {
+    "random".into()
+}
+
+fn is_random(s: &str) -> bool {
+    s == "random"
 }
 
 impl RunDefinition {
@@ -142,6 +185,7 @@ impl RunDefinition {
         let mut sizes: Vec<ByteSize> = d.file_sizes.iter().filter_map(|s| ByteSize::parse(s).ok()).collect();
         sizes.sort_unstable();
         d.file_sizes = sizes.iter().map(|s| s.label()).collect();
+        d.concurrency.sort_unstable();
         let canon = serde_json::to_string(&d).expect("serialize definition");
         let h = Sha256::digest(canon.as_bytes());
         format!("matrix-{}", &hex::encode(h)[..12])
@@ -158,7 +202,7 @@ mod tests {
 
     #[test]
     fn expands_in_stable_order() {
-        let cells = expand(&[1024, 256], &[sz("1G"), sz("100M")], 2).unwrap();
+        let cells = expand(&[1024, 256], &[sz("1G"), sz("100M")], &[1], 2).unwrap();
         let ids: Vec<String> = cells.iter().map(|c| c.id()).collect();
         assert_eq!(
             ids,
@@ -167,24 +211,34 @@ mod tests {
     }
 
     #[test]
+    fn concurrency_is_a_third_dimension_that_leaves_single_upload_ids_alone() {
+        let cells = expand(&[512], &[sz("1G")], &[4, 1], 1).unwrap();
+        let ids: Vec<String> = cells.iter().map(|c| c.id()).collect();
+        assert_eq!(ids, ["512-1G-r1", "512-1G-c4-r1"]);
+    }
+
+    #[test]
     fn seed_matrix_has_twenty_cells() {
         let sizes: Vec<ByteSize> = ["100M", "500M", "1G", "2G", "5G"].iter().map(|s| sz(s)).collect();
-        assert_eq!(expand(&[256, 512, 1024, 2048], &sizes, 1).unwrap().len(), 20);
+        assert_eq!(expand(&[256, 512, 1024, 2048], &sizes, &[1], 1).unwrap().len(), 20);
     }
 
     #[test]
     fn rejects_empty_duplicates_and_zero_repeat() {
-        assert_eq!(expand(&[], &[sz("1G")], 1), Err(MatrixError::Empty("ram")));
-        assert_eq!(expand(&[512], &[], 1), Err(MatrixError::Empty("file-size")));
-        assert!(matches!(expand(&[512, 512], &[sz("1G")], 1), Err(MatrixError::Duplicate { flag: "ram", .. })));
+        assert_eq!(expand(&[], &[sz("1G")], &[1], 1), Err(MatrixError::Empty("ram")));
+        assert_eq!(expand(&[512], &[], &[1], 1), Err(MatrixError::Empty("file-size")));
+        assert!(matches!(expand(&[512, 512], &[sz("1G")], &[1], 1), Err(MatrixError::Duplicate { flag: "ram", .. })));
         // 1G and 1024M are the same size.
-        assert!(matches!(expand(&[512], &[sz("1G"), sz("1024M")], 1), Err(MatrixError::Duplicate { flag: "file-size", .. })));
-        assert_eq!(expand(&[512], &[sz("1G")], 0), Err(MatrixError::Repeat(0)));
+        assert!(matches!(expand(&[512], &[sz("1G"), sz("1024M")], &[1], 1), Err(MatrixError::Duplicate { flag: "file-size", .. })));
+        assert_eq!(expand(&[512], &[sz("1G")], &[1], 0), Err(MatrixError::Repeat(0)));
+        assert_eq!(expand(&[512], &[sz("1G")], &[0], 1), Err(MatrixError::Concurrency(0)));
+        assert_eq!(expand(&[512], &[sz("1G")], &[65], 1), Err(MatrixError::Concurrency(65)));
+        assert!(matches!(expand(&[512], &[sz("1G")], &[4, 4], 1), Err(MatrixError::Duplicate { flag: "concurrency", .. })));
     }
 
     #[test]
     fn filters_select_by_ram_and_size() {
-        let cells = expand(&[256, 512], &[sz("100M"), sz("1G")], 1).unwrap();
+        let cells = expand(&[256, 512], &[sz("100M"), sz("1G")], &[1], 1).unwrap();
         let only = parse_patterns(&["512/*".into()]).unwrap();
         let got = select(cells.clone(), &only, &[]).unwrap();
         assert_eq!(got.iter().map(|c| c.id()).collect::<Vec<_>>(), ["512-100M-r1", "512-1G-r1"]);
@@ -213,7 +267,24 @@ mod tests {
             seed: 1,
             sample_interval_ms: 100,
             sample_memory_only: false,
+            concurrency: vec![1],
+            content_kind: "random".into(),
+            chunked: false,
+            download: false,
         }
+    }
+
+    #[test]
+    fn defaults_of_newer_options_keep_older_run_keys() {
+        // The key of this definition before --concurrency/--kind/--chunked/--download existed.
+        let canon = serde_json::to_string(&def()).unwrap();
+        assert!(!canon.contains("concurrency") && !canon.contains("content_kind") && !canon.contains("chunked"));
+        let mut d = def();
+        d.concurrency = vec![4, 1];
+        let mut e = def();
+        e.concurrency = vec![1, 4];
+        assert_eq!(d.key(), e.key());
+        assert_ne!(d.key(), def().key());
     }
 
     #[test]
@@ -233,6 +304,9 @@ mod tests {
             |d: &mut RunDefinition| d.timeout_s = 300,
             |d: &mut RunDefinition| d.target_mode = "memory".into(),
             |d: &mut RunDefinition| d.cpus = 4,
+            |d: &mut RunDefinition| d.content_kind = "zeros".into(),
+            |d: &mut RunDefinition| d.chunked = true,
+            |d: &mut RunDefinition| d.download = true,
         ] {
             let mut c = def();
             change(&mut c);

@@ -13,9 +13,10 @@ pub struct Collected {
     pub events: Option<MemoryEvents>,
     pub kernel_oom_kills: Option<u64>,
     pub restarts: Option<u64>,
-    /// sha256 of the stored file, None if it does not exist or could not be hashed.
-    pub guest_sha256: Option<String>,
-    pub stored_file_exists: Option<bool>,
+    /// Per stored file: its sha256, None if it does not exist or could not be hashed.
+    pub guest_sha256: Vec<Option<String>>,
+    /// Per stored file: whether it exists (None: could not be checked).
+    pub stored_file_exists: Vec<Option<bool>>,
     pub journal: Option<String>,
     pub notes: Vec<String>,
 }
@@ -61,8 +62,22 @@ fn restarts(agent: &Agent, unit: &str) -> Result<Option<u64>, String> {
     Ok(last)
 }
 
-/// Blocking; run through `spawn_blocking`. `hash_budget` bounds the in-guest sha256sum.
-pub fn collect(agent: &Agent, target: &TargetSpec, stored_path: Option<&str>, hash_budget: Duration) -> Collected {
+/// `sha256sum` output: the hash of each of `paths` that it could read.
+fn parse_sha256sum(out: &str, paths: &[String]) -> Vec<Option<String>> {
+    paths
+        .iter()
+        .map(|p| {
+            out.lines().find_map(|l| {
+                let (hash, name) = l.split_once("  ")?;
+                (name == p && hash.len() == 64).then(|| hash.to_string())
+            })
+        })
+        .collect()
+}
+
+/// Blocking; run through `spawn_blocking`. `hash_budget` bounds the in-guest sha256sum of all
+/// `stored_paths` (one command for all of them).
+pub fn collect(agent: &Agent, target: &TargetSpec, stored_paths: &[String], hash_budget: Duration) -> Collected {
     let mut c = Collected::default();
     let cg = target.cgroup_dir();
     c.memory_peak_bytes = agent.read_string(&format!("{cg}/memory.peak")).ok().and_then(|t| memory::cgroup_number(&t));
@@ -80,17 +95,23 @@ pub fn collect(agent: &Agent, target: &TargetSpec, stored_path: Option<&str>, ha
         Ok(o) => c.notes.push(format!("dmesg exited {}", o.exit_code)),
         Err(e) => c.notes.push(format!("kernel log unknown: {e}")),
     }
-    if let Some(path) = stored_path {
-        match agent.exec("/usr/bin/sha256sum", &["--", path], hash_budget) {
-            Ok(o) if o.exit_code == 0 => {
-                c.stored_file_exists = Some(true);
-                c.guest_sha256 = o.stdout_str().split_whitespace().next().map(str::to_string);
-            }
+    if !stored_paths.is_empty() {
+        let mut args = vec!["--"];
+        args.extend(stored_paths.iter().map(String::as_str));
+        match agent.exec("/usr/bin/sha256sum", &args, hash_budget) {
             Ok(o) => {
-                c.stored_file_exists = Some(false);
-                c.notes.push(format!("sha256sum {path}: {}", String::from_utf8_lossy(&o.stderr).trim()));
+                c.guest_sha256 = parse_sha256sum(&o.stdout_str(), stored_paths);
+                // sha256sum reads every file it can; one it could not is missing.
+                c.stored_file_exists = c.guest_sha256.iter().map(|h| Some(h.is_some())).collect();
+                if o.exit_code != 0 {
+                    c.notes.push(format!("sha256sum: {}", String::from_utf8_lossy(&o.stderr).trim()));
+                }
             }
-            Err(e) => c.notes.push(format!("sha256 not computed: {e}")),
+            Err(e) => {
+                c.guest_sha256 = vec![None; stored_paths.len()];
+                c.stored_file_exists = vec![None; stored_paths.len()];
+                c.notes.push(format!("sha256 not computed: {e}"));
+            }
         }
     }
     match journal(agent, &target.unit) {
@@ -103,6 +124,15 @@ pub fn collect(agent: &Agent, target: &TargetSpec, stored_path: Option<&str>, ha
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256sum_lines_are_matched_to_paths() {
+        let h = |c: char| c.to_string().repeat(64);
+        let out = format!("{}  /d/a.bin\n{}  /d/c.bin\n", h('a'), h('c'));
+        let paths: Vec<String> = ["/d/a.bin", "/d/b.bin", "/d/c.bin"].map(String::from).to_vec();
+        assert_eq!(parse_sha256sum(&out, &paths), vec![Some(h('a')), None, Some(h('c'))]);
+        assert_eq!(parse_sha256sum("", &paths[..1]), vec![None]);
+    }
 
     #[test]
     fn oom_kills_take_the_larger_source() {

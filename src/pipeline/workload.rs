@@ -1,39 +1,48 @@
 //! Upload while sampling: start the in-guest probe, take a baseline, then the sampler thread runs
-//! for exactly the duration of the streamed upload.
+//! while the uploads stream (one, or `--concurrency N` at once) and, with `--download`, while
+//! the first stored file is fetched back.
 
 use super::{CellError, blocking};
 use crate::results::model::ExitReason;
-use crate::sampler::{SampleSummary, Sampler, Sources};
-use crate::upload::client::{UploadOutcome, put_generated};
+use crate::sampler::{PhaseSummaries, Progress, Sampler, Sources};
+use crate::upload::client::{self, DownloadOutcome, Transfer, UploadOutcome};
+use crate::upload::payload::Payload;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct UploadReport {
-    pub outcome: UploadOutcome,
+    /// One per concurrent upload, in the order of `UploadPlan::urls`.
+    pub outcomes: Vec<UploadOutcome>,
+    /// From the start of the first upload to the end of the last.
+    pub wall: Duration,
     pub initial_memory_bytes: Option<u64>,
-    pub samples: SampleSummary,
+    /// The kernel's memory high-water mark at the end of the uploads, before any download.
+    pub memory_peak_after_upload: Option<u64>,
+    pub download: Option<DownloadOutcome>,
+    pub samples: PhaseSummaries,
     pub samples_error: Option<String>,
     /// CPU seconds the guest agent used while the sampler ran (its cost in the guest).
     pub agent_cpu_seconds: Option<f64>,
 }
 
 pub struct UploadPlan {
-    pub url: String,
-    pub seed: u64,
-    pub size: u64,
+    /// One URL per concurrent upload (distinct file names).
+    pub urls: Vec<String>,
+    pub payload: Payload,
+    pub transfer: Transfer,
+    /// Fetch this back after the uploads (`--download`).
+    pub download_url: Option<String>,
     pub interval: Duration,
     /// Sample memory only (to measure what the other sources cost).
     pub memory_only: bool,
-    /// The cell's deadline for the upload.
-    pub deadline: std::time::Instant,
+    /// The cell's deadline for the transfers.
+    pub deadline: Instant,
     pub samples_csv: PathBuf,
 }
 
-pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, sent: Arc<AtomicU64>) -> Result<UploadReport, CellError> {
+pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progress: Progress) -> Result<UploadReport, CellError> {
     let (interval, memory_only) = (plan.interval, plan.memory_only);
-    let probe_max = plan.deadline.saturating_duration_since(std::time::Instant::now()) + Duration::from_secs(60);
+    let probe_max = plan.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
     let (sources, baseline, probe_error, agent_cpu0) = blocking(move || {
         let probe_error = sources.start_probe(interval, memory_only, probe_max).err();
         let baseline = sources.sample(0.0, 0);
@@ -42,23 +51,52 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, sent:
         Ok((sources, baseline, probe_error, agent_cpu0))
     })
     .await?;
-    // The upload gets what is left of the cell's time after the probe started.
-    let limit = plan.deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_secs(1));
+    // The transfers get what is left of the cell's time after the probe started.
+    let limit = || plan.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let agent = sources.agent.clone();
-    let sampler = Sampler::start(sources, plan.interval, sent.clone(), plan.samples_csv.clone(), probe_error)
+    let peak_file = format!("{}/memory.peak", sources.cgroup_dir);
+    let sampler = Sampler::start(sources, plan.interval, progress.clone(), plan.samples_csv.clone(), probe_error)
         .map_err(|e| CellError::new(ExitReason::HarnessError, format!("cannot write {}: {e}", plan.samples_csv.display())))?;
-    let outcome = put_generated(&plan.url, plan.seed, plan.size, sent, limit).await;
+
+    let started = Instant::now();
+    let up_limit = limit();
+    let outcomes = futures_util::future::join_all(
+        plan.urls.iter().map(|url| client::put(url, &plan.payload, plan.transfer, progress.uploaded.clone(), up_limit)),
+    )
+    .await;
+    let wall = started.elapsed();
+
+    let mut memory_peak_after_upload = None;
+    let mut download = None;
+    let all_stored = outcomes.iter().all(|o| matches!(o.status, Some(200..=299)));
+    if let Some(url) = plan.download_url.as_ref().filter(|_| all_stored) {
+        // memory.peak only grows: read now, it is the uploads' peak; at the end, the cell's.
+        let a = agent.clone();
+        memory_peak_after_upload = blocking(move || Ok(a.read_string(&peak_file).ok().and_then(|t| crate::guest::memory::cgroup_number(&t)))).await?;
+        progress.start_download();
+        download = Some(client::download(url, progress.downloaded.clone(), limit()).await);
+    }
+
     let stopped = tokio::task::spawn_blocking(move || sampler.stop())
         .await
         .map_err(|e| CellError::new(ExitReason::HarnessError, format!("sampler: {e}")))?;
     let (samples, samples_error) = match stopped {
         Ok(s) => (s, None),
-        Err(e) => (SampleSummary::default(), Some(e)),
+        Err(e) => (PhaseSummaries::default(), Some(e)),
     };
     let agent_cpu1 = blocking(move || Ok(agent.own_cpu_seconds())).await?;
     let agent_cpu_seconds = match (agent_cpu0, agent_cpu1) {
         (Some(a), Some(b)) => Some(((b - a) * 100.0).round() / 100.0),
         _ => None,
     };
-    Ok(UploadReport { outcome, initial_memory_bytes: baseline.cgroup_memory_current_bytes, samples, samples_error, agent_cpu_seconds })
+    Ok(UploadReport {
+        outcomes,
+        wall,
+        initial_memory_bytes: baseline.cgroup_memory_current_bytes,
+        memory_peak_after_upload,
+        download,
+        samples,
+        samples_error,
+        agent_cpu_seconds,
+    })
 }

@@ -60,6 +60,9 @@ pub struct PhaseTimes {
     /// cloud-init done until the target's health check passes.
     pub healthy: Option<f64>,
     pub upload: Option<f64>,
+    /// `--download`: fetching the file back.
+    #[serde(default)]
+    pub download: Option<f64>,
     /// Reading peak, events, restarts, sha256, journal.
     pub collect: Option<f64>,
     pub teardown: Option<f64>,
@@ -106,6 +109,25 @@ pub struct CellResult {
     pub image_id: String,
     pub target: TargetInfo,
     pub seed: u64,
+    /// What the bytes were: `random` (the default), `zeros`, `text`, `compressible:R`, or `file`
+    /// (`--file`, whose path is in `file_path`).
+    #[serde(default = "random")]
+    pub content_kind: String,
+    #[serde(default)]
+    pub file_path: Option<String>,
+    /// `content-length` (the default) or `chunked` transfer encoding of the upload body.
+    #[serde(default = "content_length")]
+    pub transfer: String,
+    /// Uploads of the file at once (`--concurrency`); the memory figures cover all of them, the
+    /// top-level duration/throughput are the aggregate (first start to last end, all bytes).
+    #[serde(default = "one")]
+    pub concurrency: u32,
+    /// Each upload: its own status, time, throughput and verification.
+    #[serde(default)]
+    pub uploads: Vec<UploadRecord>,
+    /// `--download`: the first file fetched back through the target after the uploads.
+    #[serde(default)]
+    pub download: Option<DownloadRecord>,
     pub sha256: Option<String>,
     pub guest_sha256: Option<String>,
     /// true: the stored file's sha256 (computed in the guest) equals the generated one;
@@ -116,6 +138,10 @@ pub struct CellResult {
     pub bytes_sent: Option<u64>,
     pub phases: PhaseTimes,
     pub host_qemu_peak_rss_bytes: Option<u64>,
+    /// perfvm's own peak RSS (VmHWM) when the cell ended: the harness must stay small whatever
+    /// the file size. In a matrix it covers every cell run so far by this process.
+    #[serde(default)]
+    pub harness_peak_rss_bytes: Option<u64>,
     pub guest_min_mem_available_bytes: Option<u64>,
     // --- CPU, I/O and pressure during the upload (null: source absent, never 0) ---
     /// CPU time of the target unit's cgroup (cpu.stat usage) during the upload.
@@ -182,6 +208,49 @@ pub struct SamplerCost {
 
 fn one() -> u32 {
     1
+}
+
+fn random() -> String {
+    "random".into()
+}
+
+fn content_length() -> String {
+    "content-length".into()
+}
+
+/// One upload of a cell.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// The file name on the target.
+    pub name: String,
+    pub http_status: Option<u16>,
+    pub bytes_sent: u64,
+    pub duration_seconds: Option<f64>,
+    /// MiB/s of this upload alone.
+    pub throughput_mbps: Option<f64>,
+    pub guest_sha256: Option<String>,
+    pub verified: Option<bool>,
+    pub error: Option<String>,
+}
+
+/// The file fetched back after the uploads, and what the target did meanwhile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DownloadRecord {
+    pub name: String,
+    pub http_status: Option<u16>,
+    pub bytes: u64,
+    pub duration_seconds: Option<f64>,
+    pub throughput_mbps: Option<f64>,
+    /// sha256 of the body as received on the host; verified when it equals the uploaded one.
+    pub sha256: Option<String>,
+    pub verified: Option<bool>,
+    /// The target's memory high-water mark during the download: the kernel's when the download
+    /// raised it above the upload's, else the highest sample.
+    pub peak_memory_bytes: Option<u64>,
+    pub peak_memory_mb: Option<f64>,
+    pub target_cpu_seconds: Option<f64>,
+    pub sample_count: u64,
+    pub error: Option<String>,
 }
 
 pub fn mib(bytes: u64) -> f64 {

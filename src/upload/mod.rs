@@ -1,4 +1,6 @@
-//! The workload: a generated file streamed to the target over HTTP.
+//! The workload: bytes (generated or a user's file) streamed to the target over HTTP.
 
 pub mod client;
+pub mod content;
+pub mod files;
 pub mod payload;

@@ -17,7 +17,8 @@ pub const SEED_COLUMNS: [&str; 9] = [
     "result_file",
 ];
 
-pub const EXTRA_COLUMNS: [&str; 29] = [
+pub const EXTRA_COLUMNS: [&str; 36] = [
+    "concurrency",
     "repeat",
     "attempt",
     "file_size_bytes",
@@ -46,6 +47,12 @@ pub const EXTRA_COLUMNS: [&str; 29] = [
     "memory_stall_some_seconds",
     "host_qemu_cpu_avg_percent",
     "sampler_cpu_percent_of_one_core",
+    "content_kind",
+    "transfer",
+    "download_seconds",
+    "download_throughput_mbps",
+    "download_peak_memory_mb",
+    "download_verified",
     "error",
 ];
 
@@ -74,6 +81,7 @@ pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -
             r.exit_reason.as_str().to_string(),
             r.success.to_string(),
             path_of(r),
+            r.concurrency.to_string(),
             r.repeat.to_string(),
             r.attempt.to_string(),
             r.file_size_bytes.to_string(),
@@ -102,6 +110,12 @@ pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -
             num(r.memory_stall_some_seconds),
             num(r.host_qemu_cpu_avg_percent),
             num(r.sampler_cost.as_ref().and_then(|c| c.percent_of_one_core)),
+            r.content_kind.clone(),
+            r.transfer.clone(),
+            num(r.download.as_ref().and_then(|d| d.duration_seconds)),
+            num(r.download.as_ref().and_then(|d| d.throughput_mbps)),
+            num(r.download.as_ref().and_then(|d| d.peak_memory_mb)),
+            num(r.download.as_ref().and_then(|d| d.verified)),
             r.error.clone().unwrap_or_default().replace(['\n', '\r'], " "),
         ];
         w.write_record(&row).expect("csv in memory");
@@ -122,7 +136,7 @@ mod tests {
     fn header_starts_with_the_seed_columns_in_order() {
         let out = String::from_utf8(export(&[], &|_| String::new())).unwrap();
         let header = out.lines().next().unwrap();
-        assert!(header.starts_with("ram_mb,file_size,duration_seconds,throughput_mbps,peak_memory_mb,http_status,exit_reason,success,result_file,repeat,"));
+        assert!(header.starts_with("ram_mb,file_size,duration_seconds,throughput_mbps,peak_memory_mb,http_status,exit_reason,success,result_file,concurrency,repeat,"));
     }
 
     #[test]

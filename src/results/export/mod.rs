@@ -7,9 +7,9 @@ pub mod summary;
 
 use super::model::CellResult;
 
-/// Rows in a stable order: RAM, size, repetition, attempt.
+/// Rows in a stable order: RAM, size, concurrency, repetition, attempt.
 pub fn sorted(results: &[CellResult]) -> Vec<&CellResult> {
     let mut v: Vec<&CellResult> = results.iter().collect();
-    v.sort_by_key(|r| (r.ram_mb, r.file_size_bytes, r.repeat, r.attempt));
+    v.sort_by_key(|r| (r.ram_mb, r.file_size_bytes, r.concurrency, r.repeat, r.attempt));
     v
 }

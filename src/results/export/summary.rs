@@ -6,7 +6,25 @@ use crate::results::model::CellResult;
 use crate::results::stats::stats;
 use std::collections::BTreeMap;
 
+/// One grid per concurrency level (a matrix with `--concurrency 1,4` has two).
 pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, String)]) -> Vec<u8> {
+    let mut levels: Vec<u32> = finals.iter().map(|r| r.concurrency).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    let mut out = format!("{title}\n\n");
+    if levels.len() <= 1 && levels.first().is_none_or(|&c| c == 1) {
+        out.push_str(&grid(finals, rams, sizes));
+    } else {
+        for c in levels {
+            let these: Vec<&CellResult> = finals.iter().copied().filter(|r| r.concurrency == c).collect();
+            out.push_str(&format!("concurrency {c} (throughput: all uploads together)\n"));
+            out.push_str(&grid(&these, rams, sizes));
+        }
+    }
+    out.into_bytes()
+}
+
+fn grid(finals: &[&CellResult], rams: &[u64], sizes: &[(u64, String)]) -> String {
     // (ram, size bytes) -> final results of every repetition.
     let mut by: BTreeMap<(u64, u64), Vec<&CellResult>> = BTreeMap::new();
     for r in finals {
@@ -26,6 +44,10 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
                 }
                 if let Some(p) = r.memory_pressure_peak_some_avg10 {
                     lines.push(format!("mem psi {p:.1}"));
+                }
+                if let Some(d) = &r.download {
+                    lines.push(format!("down {:.1} MiB/s", d.throughput_mbps.unwrap_or(0.0)));
+                    lines.push(format!("down peak {:.1} MiB", d.peak_memory_mb.unwrap_or(0.0)));
                 }
             } else {
                 lines.push(format!("FAIL {}", r.exit_reason));
@@ -69,7 +91,7 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
             grid.iter().flat_map(|row| row[c].iter().map(|l| l.chars().count())).chain([sizes[c].1.len()]).max().unwrap_or(8) + 2
         })
         .collect();
-    let mut out = format!("{title}\n\n");
+    let mut out = String::new();
     out.push_str(&format!("{:<11}", "RAM \\ file"));
     for (c, (_, label)) in sizes.iter().enumerate() {
         out.push_str(&format!("{:<w$}", label, w = col_w[c]));
@@ -87,7 +109,7 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
         }
         out.push('\n');
     }
-    out.into_bytes()
+    out
 }
 
 #[cfg(test)]

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Where a cell's time goes and what the harness itself costs, measured on this host; the method
+# and the latest figures are in docs/performance.md. Not part of CI: run it by hand (as root,
+# after scripts/setup.sh and cargo build --release). Takes ~15 min under TCG (+16 min with
+# BENCH_MATRIX=1). Every figure below comes from one run of this script.
+#
+#   bench/speed.sh [RUNS]      RUNS cells for the phase medians (default 3)
+#
+# Sections: 1 phase breakdown (median of RUNS cells 512 MiB / 64M) and overhead; 2 perfvm's
+# own peak RSS at 64M vs 2G; 3 sampler cost at 10 Hz vs sampling once a minute; 4 perfvm's
+# uploader vs curl -T, alternating, on one kept guest; 5 (BENCH_MATRIX=1) a 4 × 4 matrix with
+# --jobs 1 vs the default jobs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PERFVM=${PERFVM:-./target/release/perfvm}
+RUNS=${1:-3}
+OUT=${BENCH_OUT:-/tmp/perfvm-bench-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+log() { printf '\n== %s\n' "$*" | tee -a "$OUT/summary.txt"; }
+say() { printf '%s\n' "$*" | tee -a "$OUT/summary.txt"; }
+# Field of the single result.json under a results dir.
+field() { python3 -c 'import json,sys,glob; r=json.load(open(glob.glob(sys.argv[1]+"/*/result.json")[0])); v=r
+for k in sys.argv[2].split("."): v=v[k] if v is not None else None
+print(v)' "$1" "$2"; }
+
+say "perfvm bench, $(date -u +%FT%TZ), host $(hostname), $(nproc) cores, $("$PERFVM" --version)"
+say "accel: $("$PERFVM" doctor | grep -o 'acceleration: [a-z]*' || true)"
+
+log "1. phase breakdown: $RUNS × perfvm run --ram 512 --file-size 64M"
+for i in $(seq "$RUNS"); do
+  "$PERFVM" run --ram 512 --file-size 64M --results-dir "$OUT/phases/$i" >/dev/null 2>&1 || true
+done
+python3 - "$OUT/phases" <<'PY' | tee -a "$OUT/summary.txt"
+import json, glob, statistics, sys
+rs = [json.load(open(p)) for p in sorted(glob.glob(sys.argv[1] + "/*/*/result.json"))]
+ok = [r for r in rs if r["success"]]
+print(f"{len(ok)}/{len(rs)} cells succeeded")
+names = ["prepare", "boot", "agent", "cloud_init", "healthy", "upload", "collect", "teardown"]
+med = {n: statistics.median(r["phases"][n] for r in ok) for n in names}
+for n in names:
+    print(f"  {n:<11} {med[n]:7.2f} s")
+over = [sum(r["phases"][n] for n in names if n != "upload") for r in ok]
+print(f"  overhead (all but the upload): median {statistics.median(over):.1f} s (min {min(over):.1f}, max {max(over):.1f}); the old harness: ~360 s")
+top = sorted((n for n in names if n != "upload"), key=lambda n: -med[n])[:3]
+print("  three biggest costs: " + ", ".join(f"{n} {med[n]:.1f} s" for n in top))
+PY
+
+log "2. perfvm's own peak RSS (harness_peak_rss_bytes) at 64M vs 2G"
+for s in 64M 2G; do
+  "$PERFVM" run --ram 512 --file-size "$s" --results-dir "$OUT/rss-$s" >/dev/null 2>&1 || true
+  say "  $s: $(python3 -c "print(round(int('$(field "$OUT/rss-$s" harness_peak_rss_bytes)')/2**20,1))") MiB (upload $(field "$OUT/rss-$s" throughput_mbps) MiB/s)"
+done
+
+log "3. sampler cost: 512 MiB / 1G at 100 ms vs 60000 ms (one sample at start and end)"
+for ms in 100 60000; do
+  d="$OUT/sampler-$ms"
+  "$PERFVM" run --ram 512 --file-size 1G --sample-interval "$ms" --results-dir "$d" >/dev/null 2>&1 || true
+  say "  interval $ms ms: $(field "$d" throughput_mbps) MiB/s, target cpu $(field "$d" target_cpu_seconds) s, qemu cpu $(field "$d" host_qemu_cpu_seconds) s, samples $(field "$d" sample_count), sampler cost $(field "$d" sampler_cost.percent_of_one_core) % of one core (host thread $(field "$d" sampler_cost.host_thread_cpu_seconds) s, probe $(field "$d" sampler_cost.guest_probe_cpu_seconds) s, agent $(field "$d" sampler_cost.guest_agent_cpu_seconds) s)"
+done
+
+log "4. perfvm's uploader vs curl -T, same 512M file, same kept guest, alternating ×3"
+"$PERFVM" files generate 512M --dir "$OUT/files" >/dev/null
+file="$OUT/files/random-512M-s1.bin"
+"$PERFVM" run --ram 1024 --file-size 1M --keep-vm --results-dir "$OUT/kept" >"$OUT/kept.txt" 2>&1 || true
+port=$(field "$OUT/kept" host_port)
+dom=$(field "$OUT/kept" domain)
+for i in 1 2 3; do
+  c=$(curl -sS -o /dev/null -w '%{time_total}' -T "$file" "http://127.0.0.1:$port/upload/curl-$i.bin")
+  p=$("$PERFVM" upload --file "$file" --url "http://127.0.0.1:$port/upload/perfvm-$i.bin" | sed -n 's/.* in \([0-9.]*\) s .*/\1/p')
+  echo "$c $p" >>"$OUT/uploader.txt"
+  say "  round $i: curl $c s, perfvm $p s"
+done
+python3 - "$OUT/uploader.txt" <<'PY' | tee -a "$OUT/summary.txt"
+import statistics, sys
+rows = [tuple(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+c = statistics.median(r[0] for r in rows); p = statistics.median(r[1] for r in rows)
+mib = 512
+print(f"  median: curl {mib/c:.1f} MiB/s, perfvm {mib/p:.1f} MiB/s; perfvm/curl throughput ratio {c/p:.3f}")
+PY
+virsh -c qemu:///system destroy "$dom" >/dev/null 2>&1 || true
+"$PERFVM" cleanup >/dev/null
+
+if [ "${BENCH_MATRIX:-0}" = 1 ]; then
+  log "5. 4 × 4 matrix (--cpus 1, 1M–4M files): --jobs 1 vs the default"
+  for jobs in 1 default; do
+    extra=(); [ "$jobs" = 1 ] && extra=(--jobs 1)
+    t0=$(date +%s)
+    "$PERFVM" matrix --ram 256,320,384,448 --file-size 1M,2M,3M,4M --cpus 1 "${extra[@]}" --results-dir "$OUT/matrix-$jobs" >"$OUT/matrix-$jobs.txt" 2>&1 || true
+    say "  jobs $jobs: $(( $(date +%s) - t0 )) s wall ($(grep -o 'cells finished, [0-9]* passed' "$OUT/matrix-$jobs.txt" | head -1))"
+  done
+fi
+say ""
+say "all output in $OUT"
