@@ -5,6 +5,7 @@
 # BENCH_MATRIX=1). Every figure below comes from one run of this script.
 #
 #   bench/speed.sh [RUNS]      RUNS cells for the phase medians (default 3)
+#   BENCH_SECTIONS="1 3" bench/speed.sh    only some sections (default "1 2 3 4"; 5 is the matrix)
 #
 # Sections: 1 phase breakdown (median of RUNS cells 512 MiB / 64M) and overhead; 2 perfvm's
 # own peak RSS at 64M vs 2G; 3 sampler cost at 10 Hz vs sampling once a minute; 4 perfvm's
@@ -23,9 +24,14 @@ field() { python3 -c 'import json,sys,glob; r=json.load(open(glob.glob(sys.argv[
 for k in sys.argv[2].split("."): v=v[k] if v is not None else None
 print(v)' "$1" "$2"; }
 
+SECTIONS=" ${BENCH_SECTIONS:-1 2 3 4} "
+[ "${BENCH_MATRIX:-0}" = 1 ] && SECTIONS="$SECTIONS 5 "
+want() { [[ "$SECTIONS" == *" $1 "* ]]; }
+
 say "perfvm bench, $(date -u +%FT%TZ), host $(hostname), $(nproc) cores, $("$PERFVM" --version)"
 say "accel: $("$PERFVM" doctor | grep -o 'acceleration: [a-z]*' || true)"
 
+if want 1; then
 log "1. phase breakdown: $RUNS × perfvm run --ram 512 --file-size 64M"
 for i in $(seq "$RUNS"); do
   "$PERFVM" run --ram 512 --file-size 64M --results-dir "$OUT/phases/$i" >/dev/null 2>&1 || true
@@ -44,20 +50,26 @@ print(f"  overhead (all but the upload): median {statistics.median(over):.1f} s 
 top = sorted((n for n in names if n != "upload"), key=lambda n: -med[n])[:3]
 print("  three biggest costs: " + ", ".join(f"{n} {med[n]:.1f} s" for n in top))
 PY
+fi
 
+if want 2; then
 log "2. perfvm's own peak RSS (harness_peak_rss_bytes) at 64M vs 2G"
 for s in 64M 2G; do
   "$PERFVM" run --ram 512 --file-size "$s" --results-dir "$OUT/rss-$s" >/dev/null 2>&1 || true
   say "  $s: $(python3 -c "print(round(int('$(field "$OUT/rss-$s" harness_peak_rss_bytes)')/2**20,1))") MiB (upload $(field "$OUT/rss-$s" throughput_mbps) MiB/s)"
 done
+fi
 
+if want 3; then
 log "3. sampler cost: 512 MiB / 1G at 100 ms vs 60000 ms (one sample at start and end)"
 for ms in 100 60000; do
   d="$OUT/sampler-$ms"
   "$PERFVM" run --ram 512 --file-size 1G --sample-interval "$ms" --results-dir "$d" >/dev/null 2>&1 || true
   say "  interval $ms ms: $(field "$d" throughput_mbps) MiB/s, target cpu $(field "$d" target_cpu_seconds) s, qemu cpu $(field "$d" host_qemu_cpu_seconds) s, samples $(field "$d" sample_count), sampler cost $(field "$d" sampler_cost.percent_of_one_core) % of one core (host thread $(field "$d" sampler_cost.host_thread_cpu_seconds) s, probe $(field "$d" sampler_cost.guest_probe_cpu_seconds) s, agent $(field "$d" sampler_cost.guest_agent_cpu_seconds) s)"
 done
+fi
 
+if want 4; then
 log "4. perfvm's uploader vs curl -T, same 512M file, same kept guest, alternating ×3"
 "$PERFVM" files generate 512M --dir "$OUT/files" >/dev/null
 file="$OUT/files/random-512M-s1.bin"
@@ -79,8 +91,9 @@ print(f"  median: curl {mib/c:.1f} MiB/s, perfvm {mib/p:.1f} MiB/s; perfvm/curl 
 PY
 virsh -c qemu:///system destroy "$dom" >/dev/null 2>&1 || true
 "$PERFVM" cleanup >/dev/null
+fi
 
-if [ "${BENCH_MATRIX:-0}" = 1 ]; then
+if want 5; then
   log "5. 4 × 4 matrix (--cpus 1, 1M–4M files): --jobs 1 vs the default"
   for jobs in 1 default; do
     extra=(); [ "$jobs" = 1 ] && extra=(--jobs 1)

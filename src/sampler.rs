@@ -132,16 +132,12 @@ fn opt_min(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 
 /// Fold a counter reading into a running total: the increase since the last value seen; a
 /// value below it means the counter was reset (unit restarted) and counts whole. The first
-/// reading only sets the baseline.
+/// reading only sets the baseline: a total needs two readings, so a source read once (a
+/// sampling interval longer than the upload) stays unknown rather than 0.
 fn accumulate(total: &mut Option<u64>, last: &mut Option<u64>, cur: Option<u64>) {
     let Some(c) = cur else { return };
     if let Some(l) = *last {
         *total = Some(total.unwrap_or(0) + if c >= l { c - l } else { c });
-    } else if total.is_some() {
-        // Seen before, then absent (cgroup recreated): all of the new value is new.
-        *total = Some(total.unwrap_or(0) + c);
-    } else {
-        *total = Some(0);
     }
     *last = Some(c);
 }
@@ -557,8 +553,9 @@ mod tests {
     fn a_counter_absent_for_a_while_counts_whole_when_it_returns() {
         let (mut total, mut last) = (None, None);
         accumulate(&mut total, &mut last, Some(500));
-        assert_eq!(total, Some(0), "first reading is the baseline");
+        assert_eq!(total, None, "one reading is a baseline, not a total");
         accumulate(&mut total, &mut last, Some(800));
+        assert_eq!(total, Some(300));
         accumulate(&mut total, &mut last, None);
         // Recreated cgroup: a new counter that is already above the old one is still a reset
         // only if it went down; here it went down.
