@@ -12,6 +12,7 @@ pub mod image;
 pub mod paths;
 pub mod pipeline;
 pub mod proc;
+pub mod report;
 pub mod results;
 pub mod sampler;
 pub mod size;

@@ -22,6 +22,7 @@ async fn dispatch(cli: Cli) -> i32 {
     let res = match cli.command {
         Command::Run(a) => cli::run::run(a, cancel).await,
         Command::Matrix(a) => cli::matrix::run(a, cancel).await,
+        Command::Report { run_dir } => tokio::task::block_in_place(|| report(&run_dir)),
         Command::Upload(a) => cli::upload::run(a).await,
         Command::Files(c) => tokio::task::block_in_place(|| cli::files::run(c)),
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
@@ -35,6 +36,16 @@ async fn dispatch(cli: Cli) -> i32 {
             if e.downcast_ref::<InputError>().is_some() { exit::BAD_INPUT } else { exit::INFRASTRUCTURE }
         }
     }
+}
+
+fn report(run_dir: &std::path::Path) -> anyhow::Result<i32> {
+    if !run_dir.is_dir() {
+        return Err(InputError(format!("{} is not a directory", run_dir.display())).into());
+    }
+    for p in perfvm::report::write(run_dir).map_err(|e| InputError(format!("{e:#}")))? {
+        println!("{}", p.display());
+    }
+    Ok(0)
 }
 
 fn cleanup(uri: &str) -> anyhow::Result<i32> {

@@ -304,4 +304,14 @@ fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(doc["summary"]["passed"], 4);
     assert!(doc["metadata"]["libvirt_version"].is_string());
+
+    // The report is written at the end: every cell in the grid and with a section and timeline.
+    let html = std::fs::read_to_string(run_dir.join("report.html")).expect("report.html written");
+    for (ram, size) in [("256", "1M"), ("256", "2M"), ("384", "1M"), ("384", "2M")] {
+        let anchor = format!("cell-{ram}-{size}-r1");
+        assert!(html.contains(&format!("href=\"#{anchor}\"")) && html.contains(&format!("id=\"{anchor}\"")), "{anchor} in report.html");
+    }
+    assert_eq!(html.matches("<svg").count(), 2 + 4, "two summary charts and four timelines");
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert_eq!(md.lines().filter(|l| l.starts_with("| 256 ") || l.starts_with("| 384 ")).count(), 4, "{md}");
 }

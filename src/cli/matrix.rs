@@ -199,8 +199,12 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let total = started.elapsed().as_secs_f64();
     exporter.write(&meta, &results, Some(total))?;
     print!("{}", String::from_utf8_lossy(&std::fs::read(run_dir.join("summary.txt")).unwrap_or_default()));
+    // The report is a reading aid: failing to write it never fails the run.
+    if let Err(e) = tokio::task::block_in_place(|| crate::report::write(&run_dir)) {
+        eprintln!("perfvm: report not written: {e:#}");
+    }
     println!("results: {}", run_dir.display());
-    println!("  matrix.csv, results.json, summary.txt; per cell: cells/<cell>/a<attempt>/");
+    println!("  report.html, report.md, matrix.csv, results.json, summary.txt; per cell: cells/<cell>/a<attempt>/");
     let finals: Vec<&CellResult> = finals(&results)
         .into_iter()
         .filter(|r| selected.iter().any(|k| *k == key_of(r)))

@@ -37,6 +37,12 @@ pub enum Command {
     Run(RunArgs),
     /// Run every cell of RAM sizes × file sizes; resumable, parallel within the memory budget.
     Matrix(MatrixArgs),
+    /// Write report.html (charts, outcome grid, every cell's memory timeline) and report.md into
+    /// a run directory (a matrix's, or a single cell's). A matrix writes them at its end too.
+    Report {
+        /// The run directory (results/<run-key> or results/<run-id>).
+        run_dir: PathBuf,
+    },
     /// One upload with perfvm's uploader to a URL on loopback, outside any cell (to check a
     /// target, or compare with curl).
     Upload(UploadArgs),

@@ -1,0 +1,189 @@
+//! report.html: one self-contained page (inline CSS and SVG, no scripts, no network).
+
+use super::plot::{Chart, Marker, Series, svg};
+use super::{Report, ReportCell, outcome};
+use crate::results::model::CellResult;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+pub fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}\
+td.ok{background:#e3f4e1}td.fail{background:#fbe0df}td.none{color:#999}a{color:inherit}\
+section{border-top:1px solid #ddd;margin-top:1.5em}.facts td{border:none;padding:1px 8px}";
+
+/// Series keyed by RAM (and concurrency when > 1), x = file size in MiB.
+fn by_ram(cells: &[&CellResult], y: impl Fn(&CellResult) -> Option<f64>, limit: bool) -> Vec<Series> {
+    let mut m: BTreeMap<(u64, u32), BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    for r in cells {
+        if let Some(v) = y(r) {
+            m.entry((r.ram_mb, r.concurrency)).or_default().entry(r.file_size_bytes).or_default().push(v);
+        }
+    }
+    m.into_iter()
+        .map(|((ram, c), pts)| Series {
+            label: if c > 1 { format!("{ram} MiB, {c} at once") } else { format!("{ram} MiB") },
+            // Repetitions: their mean.
+            points: pts.into_iter().map(|(size, v)| (size as f64 / 1048576.0, v.iter().sum::<f64>() / v.len() as f64)).collect(),
+            limit: limit.then_some(ram as f64),
+        })
+        .collect()
+}
+
+fn grid(out: &mut String, cells: &[&ReportCell]) {
+    let mut levels: Vec<u32> = cells.iter().map(|c| c.result.concurrency).collect();
+    levels.sort_unstable();
+    levels.dedup();
+    for level in levels {
+        let these: Vec<&&ReportCell> = cells.iter().filter(|c| c.result.concurrency == level).collect();
+        let mut rams: Vec<u64> = these.iter().map(|c| c.result.ram_mb).collect();
+        let mut sizes: Vec<(u64, String)> = these.iter().map(|c| (c.result.file_size_bytes, c.result.file_size.clone())).collect();
+        rams.sort_unstable();
+        rams.dedup();
+        sizes.sort();
+        sizes.dedup();
+        if level > 1 {
+            let _ = writeln!(out, "<h3>{level} uploads at once</h3>");
+        }
+        out.push_str("<table class=\"grid\"><tr><th>RAM \\ file</th>");
+        for (_, l) in &sizes {
+            let _ = write!(out, "<th>{}</th>", esc(l));
+        }
+        out.push_str("</tr>\n");
+        for ram in &rams {
+            let _ = write!(out, "<tr><th>{ram} MiB</th>");
+            for (b, _) in &sizes {
+                let here: Vec<&&&ReportCell> = these.iter().filter(|c| c.result.ram_mb == *ram && c.result.file_size_bytes == *b).collect();
+                if here.is_empty() {
+                    out.push_str("<td class=\"none\">not run</td>");
+                    continue;
+                }
+                let class = if here.iter().all(|c| c.result.success) { "ok" } else { "fail" };
+                let _ = write!(out, "<td class=\"{class}\">");
+                for c in here {
+                    let _ = write!(out, "<a href=\"#{}\">{}</a><br>", Report::anchor(&c.result), esc(&outcome(&c.result)));
+                }
+                out.push_str("</td>");
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</table>\n");
+    }
+}
+
+fn cell_section(out: &mut String, c: &ReportCell) {
+    let r = &c.result;
+    let _ = writeln!(out, "<section id=\"{}\"><h3>{} — {}</h3>", Report::anchor(r), esc(&r.cell), esc(&outcome(r)));
+    let mut facts: Vec<(&str, String)> = vec![
+        ("exit reason", r.exit_reason.to_string()),
+        ("verified", r.verified.map(|v| v.to_string()).unwrap_or_else(|| "not checked".into())),
+        ("content", format!("{} ({}), {} upload(s) at once", r.content_kind, r.transfer, r.concurrency)),
+        ("duration", r.duration_seconds.map(|d| format!("{d:.2} s")).unwrap_or_else(|| "-".into())),
+        ("target CPU", r.target_cpu_avg_percent.map(|p| format!("{p:.0} % of one CPU")).unwrap_or_else(|| "-".into())),
+        ("OOM kills / restarts", format!("{} / {}", r.oom_kills.map(|v| v.to_string()).unwrap_or("-".into()), r.restarts.map(|v| v.to_string()).unwrap_or("-".into()))),
+        ("host qemu peak RSS", r.host_qemu_peak_rss_bytes.map(|b| crate::size::human(b)).unwrap_or_else(|| "-".into())),
+        ("files", format!("{}/result.json, samples.csv, console.log, journal.log", c.dir)),
+    ];
+    if let Some(d) = &r.download {
+        facts.push(("download", format!("{:.1} MiB/s, verified {:?}, peak {:.1} MiB", d.throughput_mbps.unwrap_or(0.0), d.verified, d.peak_memory_mb.unwrap_or(0.0))));
+    }
+    if let Some(e) = &r.error {
+        facts.push(("error", e.clone()));
+    }
+    out.push_str("<table class=\"facts\">");
+    for (k, v) in facts {
+        let _ = write!(out, "<tr><td>{k}</td><td>{}</td></tr>", esc(&v));
+    }
+    out.push_str("</table>\n");
+    match &c.timeline {
+        Some(tl) if !tl.t.is_empty() => {
+            let col = |v: &Vec<Option<f64>>| tl.t.iter().zip(v).filter_map(|(t, y)| y.map(|y| (*t, y))).collect::<Vec<_>>();
+            let end = tl.download_start.or(tl.t.last().copied()).unwrap_or(0.0);
+            let mut markers = vec![Marker { x: 0.0, label: "upload start".into() }, Marker { x: end, label: "upload end".into() }];
+            if tl.download_start.is_some() {
+                markers.pop();
+                markers.push(Marker { x: end, label: "download start".into() });
+            }
+            out.push_str(&svg(&Chart {
+                title: "memory during the upload",
+                x_label: "seconds",
+                y_label: "MiB",
+                series: vec![
+                    Series { label: "target cgroup memory.current".into(), points: col(&tl.cgroup_mib), limit: Some(r.ram_mb as f64) },
+                    Series { label: "host qemu RSS".into(), points: col(&tl.qemu_rss_mib), limit: None },
+                    Series { label: "guest MemAvailable".into(), points: col(&tl.mem_available_mib), limit: None },
+                ],
+                markers,
+                size: (900, 320),
+            }));
+        }
+        _ => out.push_str("<p>no samples</p>"),
+    }
+    out.push_str("</section>\n");
+}
+
+pub fn render(rep: &Report) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n", esc(&rep.title));
+    let _ = writeln!(out, "<h1>{}</h1>", esc(&rep.title));
+    let passed = rep.cells.iter().filter(|c| c.result.success).count();
+    let _ = writeln!(out, "<p>{} cells, {passed} passed, {} failed; {} attempts in all.</p>", rep.cells.len(), rep.cells.len() - passed, rep.attempts);
+    out.push_str("<table class=\"meta\">");
+    let first = rep.cells.first().map(|c| &c.result);
+    let mut meta: Vec<(&str, String)> = Vec::new();
+    if let Some(m) = &rep.metadata {
+        meta.extend([
+            ("perfvm", format!("{} (git {})", m.perfvm_version, m.git_rev.as_deref().unwrap_or("?"))),
+            ("host", format!("{}, kernel {}", m.host, m.kernel)),
+            ("libvirt / qemu", format!("{} / {}", m.libvirt_version.as_deref().unwrap_or("?"), m.qemu_version.as_deref().unwrap_or("?"))),
+            ("accel", m.accel.clone()),
+            ("image", m.image_id.clone()),
+            ("target", format!("{} ({} mode)", m.target, m.target_mode)),
+            ("jobs", m.jobs.to_string()),
+            ("started / finished", format!("{} / {}", m.started, m.finished.map(|f| f.to_string()).unwrap_or_else(|| "not finished".into()))),
+        ]);
+    } else if let Some(r) = first {
+        meta.extend([
+            ("perfvm", r.perfvm_version.clone()),
+            ("accel", r.accel.to_string()),
+            ("image", r.image_id.clone()),
+            ("target", format!("{} ({} mode)", r.target.name, r.target.mode)),
+            ("started", r.timestamp.to_string()),
+        ]);
+    }
+    for (k, v) in meta {
+        let _ = write!(out, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
+    }
+    out.push_str("</table>\n<h2>Outcome</h2>\n");
+    let cells: Vec<&ReportCell> = rep.cells.iter().collect();
+    grid(&mut out, &cells);
+    let results: Vec<&CellResult> = rep.cells.iter().map(|c| &c.result).collect();
+    let ok: Vec<&CellResult> = results.iter().copied().filter(|r| r.success).collect();
+    out.push_str("<h2>Throughput</h2>\n");
+    out.push_str(&svg(&Chart {
+        title: "upload throughput (passed cells)",
+        x_label: "file size (MiB)",
+        y_label: "MiB/s",
+        series: by_ram(&ok, |r| r.throughput_mbps, false),
+        markers: vec![],
+        size: (900, 360),
+    }));
+    out.push_str("<h2>Peak memory</h2>\n<p>The target's peak (cgroup memory.peak, page cache included) against the file size; dashed: the guest's RAM.</p>\n");
+    out.push_str(&svg(&Chart {
+        title: "target peak memory (every cell with a peak)",
+        x_label: "file size (MiB)",
+        y_label: "MiB",
+        series: by_ram(&results, |r| r.peak_memory_mb, true),
+        markers: vec![],
+        size: (900, 360),
+    }));
+    out.push_str("<h2>Cells</h2>\n");
+    for c in &rep.cells {
+        cell_section(&mut out, c);
+    }
+    out.push_str("</body></html>\n");
+    out
+}

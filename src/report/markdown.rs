@@ -1,0 +1,38 @@
+//! report.md: the same outcome as tables, for pasting into issues and pull requests.
+
+use super::{Report, outcome};
+use std::fmt::Write;
+
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+pub fn render(rep: &Report) -> String {
+    let mut out = format!("# {}\n\n", rep.title);
+    if let Some(m) = &rep.metadata {
+        let _ = writeln!(out, "- perfvm {} (git {}), {}, image {}", m.perfvm_version, m.git_rev.as_deref().unwrap_or("?"), m.accel, m.image_id);
+        let _ = writeln!(out, "- target {} ({} mode), host {}, libvirt {}, qemu {}", m.target, m.target_mode, m.host, m.libvirt_version.as_deref().unwrap_or("?"), m.qemu_version.as_deref().unwrap_or("?"));
+        let _ = writeln!(out, "- started {}, finished {}\n", m.started, m.finished.map(|f| f.to_string()).unwrap_or_else(|| "not finished".into()));
+    }
+    let passed = rep.cells.iter().filter(|c| c.result.success).count();
+    let _ = writeln!(out, "{} cells, {passed} passed.\n", rep.cells.len());
+    out.push_str("| RAM (MiB) | file | at once | repeat | throughput (MiB/s) | peak memory (MiB) | target CPU (%) | outcome |\n");
+    out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    for c in &rep.cells {
+        let r = &c.result;
+        let num = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.ram_mb,
+            r.file_size,
+            r.concurrency,
+            r.repeat,
+            num(r.throughput_mbps, 1),
+            num(r.peak_memory_mb, 1),
+            num(r.target_cpu_avg_percent, 0),
+            cell(&if r.success { "passed".to_string() } else { outcome(r) })
+        );
+    }
+    out
+}

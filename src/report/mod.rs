@@ -1,0 +1,221 @@
+//! `perfvm report RUN_DIR`: a self-contained `report.html` (inline SVG charts, no network) and a
+//! `report.md` (tables to paste into issues) from what a run wrote: `results.json` of a matrix, or
+//! `result.json` of a single cell, and each cell's `samples.csv`. Written at the end of every
+//! matrix too.
+
+pub mod html;
+pub mod markdown;
+pub mod plot;
+
+use crate::results::export::json::RunMetadata;
+use crate::results::model::CellResult;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Memory over time of one cell, from its `samples.csv` (MiB; `None` where not sampled).
+#[derive(Debug, Clone, Default)]
+pub struct Timeline {
+    pub t: Vec<f64>,
+    pub cgroup_mib: Vec<Option<f64>>,
+    pub qemu_rss_mib: Vec<Option<f64>>,
+    pub mem_available_mib: Vec<Option<f64>>,
+    /// Time of the first `download` row, if any (the upload ended just before).
+    pub download_start: Option<f64>,
+}
+
+/// One cell in the report: its final result, where it lives, its timeline.
+pub struct ReportCell {
+    pub result: CellResult,
+    /// Directory of the result relative to the run directory (`cells/512-1G-r1/a1`, or `.`).
+    pub dir: String,
+    pub timeline: Option<Timeline>,
+}
+
+pub struct Report {
+    pub title: String,
+    pub metadata: Option<RunMetadata>,
+    pub cells: Vec<ReportCell>,
+    /// Attempts that were retried (not final), for the record.
+    pub attempts: usize,
+}
+
+impl Report {
+    /// Anchor id of a cell in report.html.
+    pub fn anchor(r: &CellResult) -> String {
+        let c = if r.concurrency > 1 { format!("-c{}", r.concurrency) } else { String::new() };
+        format!("cell-{}-{}{c}-r{}", r.ram_mb, r.file_size, r.repeat)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct MatrixDoc {
+    metadata: RunMetadata,
+    cells: Vec<CellResult>,
+}
+
+/// Read a run directory.
+pub fn load(run_dir: &Path) -> Result<Report> {
+    let matrix = run_dir.join("results.json");
+    if matrix.is_file() {
+        let doc: MatrixDoc = serde_json::from_slice(&std::fs::read(&matrix)?).with_context(|| format!("cannot read {}", matrix.display()))?;
+        // The final attempt of each cell.
+        let mut last: BTreeMap<(u64, u64, u32, u32), CellResult> = BTreeMap::new();
+        let attempts = doc.cells.len();
+        for r in doc.cells.into_iter().filter(|r| !r.interrupted) {
+            let k = (r.ram_mb, r.file_size_bytes, r.concurrency, r.repeat);
+            if last.get(&k).is_none_or(|e| r.attempt > e.attempt) {
+                last.insert(k, r);
+            }
+        }
+        let cells = last
+            .into_values()
+            .map(|r| {
+                let key = crate::matrix::expand::CellKey { ram_mib: r.ram_mb, size: crate::size::ByteSize(r.file_size_bytes), concurrency: r.concurrency, repeat: r.repeat };
+                let dir = format!("cells/{}/a{}", key.id(), r.attempt);
+                let timeline = read_timeline(&run_dir.join(&dir).join("samples.csv"));
+                ReportCell { result: r, dir, timeline }
+            })
+            .collect();
+        let title = format!("perfvm matrix {}", doc.metadata.run_key);
+        return Ok(Report { title, metadata: Some(doc.metadata), cells, attempts });
+    }
+    let single = run_dir.join("result.json");
+    let r: CellResult = serde_json::from_slice(&std::fs::read(&single).with_context(|| format!("{} has neither results.json (a matrix) nor result.json (a cell)", run_dir.display()))?)
+        .with_context(|| format!("cannot read {}", single.display()))?;
+    let timeline = read_timeline(&run_dir.join("samples.csv"));
+    Ok(Report { title: format!("perfvm run {}", r.run_id), metadata: None, cells: vec![ReportCell { result: r, dir: ".".into(), timeline }], attempts: 1 })
+}
+
+/// The memory columns of a samples.csv; None if it cannot be read.
+pub fn read_timeline(path: &Path) -> Option<Timeline> {
+    let mut rd = csv::Reader::from_path(path).ok()?;
+    let h = rd.headers().ok()?.clone();
+    let col = |name: &str| h.iter().position(|c| c == name);
+    let (t, cur, rss, avail, phase) =
+        (col("t_seconds")?, col("cgroup_memory_current_bytes"), col("host_qemu_rss_bytes"), col("guest_mem_available_bytes"), col("phase"));
+    let mib = |rec: &csv::StringRecord, i: Option<usize>| i.and_then(|i| rec.get(i)).and_then(|v| v.parse::<f64>().ok()).map(|b| b / 1048576.0);
+    let mut tl = Timeline::default();
+    for rec in rd.records().flatten() {
+        let Some(ts) = rec.get(t).and_then(|v| v.parse::<f64>().ok()) else { continue };
+        if tl.download_start.is_none() && phase.and_then(|i| rec.get(i)) == Some("download") {
+            tl.download_start = Some(ts);
+        }
+        tl.t.push(ts);
+        tl.cgroup_mib.push(mib(&rec, cur));
+        tl.qemu_rss_mib.push(mib(&rec, rss));
+        tl.mem_available_mib.push(mib(&rec, avail));
+    }
+    Some(tl)
+}
+
+/// Write report.html and report.md into the run directory; returns their paths.
+pub fn write(run_dir: &Path) -> Result<Vec<PathBuf>> {
+    let report = load(run_dir)?;
+    let mut out = Vec::new();
+    for (name, data) in [("report.html", html::render(&report)), ("report.md", markdown::render(&report))] {
+        let p = run_dir.join(name);
+        crate::paths::write_atomic(&p, data.as_bytes()).with_context(|| format!("cannot write {}", p.display()))?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// The cell's outcome in a few words: `62.4 MiB/s, peak 11.6 MiB` or `FAIL oom_killed`.
+pub fn outcome(r: &CellResult) -> String {
+    if r.success {
+        format!("{:.1} MiB/s, peak {:.1} MiB", r.throughput_mbps.unwrap_or(0.0), r.peak_memory_mb.unwrap_or(0.0))
+    } else {
+        match r.peak_memory_mb {
+            Some(p) => format!("FAIL {} (peak {p:.1} MiB)", r.exit_reason),
+            None => format!("FAIL {}", r.exit_reason),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::model::ExitReason;
+
+    fn sample() -> CellResult {
+        serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap()
+    }
+
+    fn report() -> Report {
+        let ok = sample();
+        let mut oom = sample();
+        oom.ram_mb = 256;
+        oom.success = false;
+        oom.exit_reason = ExitReason::OomKilled;
+        oom.peak_memory_mb = Some(250.0);
+        oom.error = Some("<script>alert(1)</script>".into());
+        let tl = Timeline {
+            t: vec![0.0, 0.1, 0.2],
+            cgroup_mib: vec![Some(1.0), Some(40.0), None],
+            qemu_rss_mib: vec![Some(1000.0), Some(1010.0), Some(1020.0)],
+            mem_available_mib: vec![Some(400.0), Some(360.0), Some(350.0)],
+            download_start: None,
+        };
+        Report {
+            title: "perfvm matrix test".into(),
+            metadata: None,
+            cells: vec![
+                ReportCell { result: oom, dir: "cells/256-x/a1".into(), timeline: Some(tl) },
+                ReportCell { result: ok, dir: "cells/512-x/a1".into(), timeline: None },
+            ],
+            attempts: 3,
+        }
+    }
+
+    #[test]
+    fn html_has_grid_links_charts_and_every_cell_escaped() {
+        let rep = report();
+        let h = html::render(&rep);
+        assert!(h.starts_with("<!doctype html>") && h.trim_end().ends_with("</html>"));
+        // Nothing loaded from elsewhere (the SVG namespace is a name, not a fetch), no scripts.
+        assert!(!h.contains("src=") && !h.contains("href=\"http") && !h.contains("<script") && !h.contains("@import"), "self-contained");
+        assert!(h.contains("&lt;script&gt;"), "error text escaped");
+        for c in &rep.cells {
+            let a = Report::anchor(&c.result);
+            assert!(h.contains(&format!("href=\"#{a}\"")), "grid links to {a}");
+            assert!(h.contains(&format!("id=\"{a}\"")), "section {a}");
+        }
+        assert!(h.contains("FAIL oom_killed"));
+        assert!(h.contains("class=\"fail\"") && h.contains("class=\"ok\""));
+        // Throughput, peak memory, and one timeline (the other cell has no samples).
+        assert_eq!(h.matches("<svg").count(), 3, "{h}");
+        assert!(h.contains("no samples"));
+        assert!(h.contains("upload end"));
+    }
+
+    #[test]
+    fn markdown_has_a_row_per_cell() {
+        let m = markdown::render(&report());
+        let rows: Vec<&str> = m.lines().filter(|l| l.starts_with("| 256") || l.starts_with("| 512")).collect();
+        assert_eq!(rows.len(), 2, "{m}");
+        assert!(rows[0].contains("FAIL oom_killed") && rows[1].ends_with("passed |"));
+    }
+
+    #[test]
+    fn a_single_cell_directory_is_read_with_its_samples() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("result.json"), include_str!("../../tests/data/result-sample.json")).unwrap();
+        std::fs::write(
+            d.path().join("samples.csv"),
+            "t_seconds,uploaded_bytes,cgroup_memory_current_bytes,host_qemu_rss_bytes,phase\n0.0,0,1048576,,upload\n0.1,5,2097152,10485760,upload\n0.2,9,,,download\n",
+        )
+        .unwrap();
+        let rep = load(d.path()).unwrap();
+        assert_eq!(rep.cells.len(), 1);
+        let tl = rep.cells[0].timeline.as_ref().unwrap();
+        assert_eq!(tl.t, vec![0.0, 0.1, 0.2]);
+        assert_eq!(tl.cgroup_mib, vec![Some(1.0), Some(2.0), None]);
+        assert_eq!(tl.qemu_rss_mib[1], Some(10.0));
+        assert_eq!(tl.download_start, Some(0.2));
+        let written = write(d.path()).unwrap();
+        assert_eq!(written.len(), 2);
+        assert!(std::fs::read_to_string(d.path().join("report.html")).unwrap().contains("download start"));
+        assert!(load(&d.path().join("nope")).is_err());
+    }
+}
