@@ -282,7 +282,7 @@ impl Exporter {
             })
         };
         w("matrix.csv", export::csv::export(results, &path_of))?;
-        w("results.json", export::json::export(meta, &summary, results))?;
+        w("results.json", export::json::export(meta, &summary, results, &finals))?;
         w("summary.txt", export::summary::export(&title, &finals, &self.rams, &self.sizes))?;
         Ok(())
     }

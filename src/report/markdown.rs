@@ -34,5 +34,17 @@ pub fn render(rep: &Report) -> String {
             cell(&if r.success { "passed".to_string() } else { outcome(r) })
         );
     }
+    if !rep.repeats.is_empty() {
+        out.push_str("\n## Repeats (passed repetitions)\n\n| cell | passed | throughput MiB/s: mean ± stddev, median, min–max | peak MiB: mean ± stddev | outliers |\n| --- | ---: | --- | --- | --- |\n");
+        for s in &rep.repeats {
+            let st = |x: &Option<crate::results::stats::Stats>| match x {
+                Some(s) => format!("{:.1} ± {:.1}, {:.1}, {:.1}–{:.1}", s.mean, s.stddev, s.median, s.min, s.max),
+                None => "–".into(),
+            };
+            let pk = s.peak_memory_mb.map(|p| format!("{:.1} ± {:.1}", p.mean, p.stddev)).unwrap_or_else(|| "–".into());
+            let outl = if s.outlier_repeats.is_empty() { "none".to_string() } else { s.outlier_repeats.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ") };
+            let _ = writeln!(out, "| {} | {}/{} | {} | {pk} | {outl} |", s.shape, s.passed, s.repetitions, st(&s.throughput_mbps));
+        }
+    }
     out
 }

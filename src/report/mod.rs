@@ -7,7 +7,7 @@ pub mod html;
 pub mod markdown;
 pub mod plot;
 
-use crate::results::export::json::RunMetadata;
+use crate::results::export::json::{RepeatSummary, RunMetadata};
 use crate::results::model::CellResult;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -38,6 +38,8 @@ pub struct Report {
     pub cells: Vec<ReportCell>,
     /// Attempts that were retried (not final), for the record.
     pub attempts: usize,
+    /// Statistics of repeated cells (`--repeat` > 1).
+    pub repeats: Vec<RepeatSummary>,
 }
 
 impl Report {
@@ -51,6 +53,8 @@ impl Report {
 #[derive(serde::Deserialize)]
 struct MatrixDoc {
     metadata: RunMetadata,
+    #[serde(default)]
+    repeats: Vec<RepeatSummary>,
     cells: Vec<CellResult>,
 }
 
@@ -78,13 +82,13 @@ pub fn load(run_dir: &Path) -> Result<Report> {
             })
             .collect();
         let title = format!("perfvm matrix {}", doc.metadata.run_key);
-        return Ok(Report { title, metadata: Some(doc.metadata), cells, attempts });
+        return Ok(Report { title, metadata: Some(doc.metadata), cells, attempts, repeats: doc.repeats });
     }
     let single = run_dir.join("result.json");
     let r: CellResult = serde_json::from_slice(&std::fs::read(&single).with_context(|| format!("{} has neither results.json (a matrix) nor result.json (a cell)", run_dir.display()))?)
         .with_context(|| format!("cannot read {}", single.display()))?;
     let timeline = read_timeline(&run_dir.join("samples.csv"));
-    Ok(Report { title: format!("perfvm run {}", r.run_id), metadata: None, cells: vec![ReportCell { result: r, dir: ".".into(), timeline }], attempts: 1 })
+    Ok(Report { title: format!("perfvm run {}", r.run_id), metadata: None, cells: vec![ReportCell { result: r, dir: ".".into(), timeline }], attempts: 1, repeats: Vec::new() })
 }
 
 /// The memory columns of a samples.csv; None if it cannot be read.
@@ -165,6 +169,7 @@ mod tests {
                 ReportCell { result: ok, dir: "cells/512-x/a1".into(), timeline: None },
             ],
             attempts: 3,
+            repeats: Vec::new(),
         }
     }
 

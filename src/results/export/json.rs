@@ -1,6 +1,7 @@
 //! `results.json`: run metadata, every cell's result, and a summary.
 
 use crate::results::model::CellResult;
+use crate::results::stats::{Stats, outliers, stats};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -53,15 +54,65 @@ pub fn summarize(total_cells: usize, finals: &[&CellResult], attempts: usize, to
     }
 }
 
+/// Statistics over the repetitions of one cell shape (`--repeat` > 1), passed ones only.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RepeatSummary {
+    /// `512-1G` or `512-1G-c4`.
+    pub shape: String,
+    pub repetitions: usize,
+    pub passed: usize,
+    pub duration_seconds: Option<Stats>,
+    pub throughput_mbps: Option<Stats>,
+    pub peak_memory_mb: Option<Stats>,
+    /// Repetitions whose throughput or peak memory is an outlier (modified z-score > 3.5).
+    pub outlier_repeats: Vec<u32>,
+}
+
+/// One entry per cell shape that has more than one repetition.
+pub fn repeats(finals: &[&CellResult]) -> Vec<RepeatSummary> {
+    let mut by: BTreeMap<(u64, u64, u32), Vec<&CellResult>> = BTreeMap::new();
+    for r in finals {
+        by.entry((r.ram_mb, r.file_size_bytes, r.concurrency)).or_default().push(r);
+    }
+    by.into_values()
+        .filter(|rs| rs.len() > 1)
+        .map(|rs| {
+            let ok: Vec<&&CellResult> = rs.iter().filter(|r| r.success).collect();
+            let col = |f: fn(&CellResult) -> Option<f64>| ok.iter().filter_map(|r| f(r)).collect::<Vec<f64>>();
+            let (tp, pk) = (col(|r| r.throughput_mbps), col(|r| r.peak_memory_mb));
+            let mut outlier_repeats: Vec<u32> = Vec::new();
+            for values in [&tp, &pk] {
+                if values.len() == ok.len() {
+                    outlier_repeats.extend(ok.iter().zip(outliers(values)).filter(|(_, o)| *o).map(|(r, _)| r.repeat));
+                }
+            }
+            outlier_repeats.sort_unstable();
+            outlier_repeats.dedup();
+            let r0 = rs[0];
+            RepeatSummary {
+                shape: crate::matrix::expand::CellKey { ram_mib: r0.ram_mb, size: crate::size::ByteSize(r0.file_size_bytes), concurrency: r0.concurrency, repeat: 1 }.shape(),
+                repetitions: rs.len(),
+                passed: ok.len(),
+                duration_seconds: stats(&col(|r| r.duration_seconds)),
+                throughput_mbps: stats(&tp),
+                peak_memory_mb: stats(&pk),
+                outlier_repeats,
+            }
+        })
+        .collect()
+}
+
 #[derive(serde::Serialize)]
 struct Doc<'a> {
     metadata: &'a RunMetadata,
     summary: &'a RunSummary,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    repeats: Vec<RepeatSummary>,
     cells: Vec<&'a CellResult>,
 }
 
-pub fn export(meta: &RunMetadata, summary: &RunSummary, all_attempts: &[CellResult]) -> Vec<u8> {
-    let doc = Doc { metadata: meta, summary, cells: super::sorted(all_attempts) };
+pub fn export(meta: &RunMetadata, summary: &RunSummary, all_attempts: &[CellResult], finals: &[&CellResult]) -> Vec<u8> {
+    let doc = Doc { metadata: meta, summary, repeats: repeats(finals), cells: super::sorted(all_attempts) };
     let mut v = serde_json::to_vec_pretty(&doc).expect("serialize results");
     v.push(b'\n');
     v
@@ -81,5 +132,22 @@ mod tests {
         let s = summarize(4, &[&ok, &oom, &oom], 4, Some(10.0));
         assert_eq!((s.cells, s.finished, s.passed, s.failed, s.attempts), (4, 3, 1, 2, 4));
         assert_eq!(s.failed_by_reason.get("oom_killed"), Some(&2));
+    }
+
+    #[test]
+    fn repeats_get_statistics_and_outliers() {
+        let base: CellResult = serde_json::from_str(include_str!("../../../tests/data/result-sample.json")).unwrap();
+        let rs: Vec<CellResult> = [60.0, 61.0, 59.0, 60.5, 20.0]
+            .iter()
+            .enumerate()
+            .map(|(i, tp)| CellResult { repeat: i as u32 + 1, throughput_mbps: Some(*tp), ..base.clone() })
+            .collect();
+        let refs: Vec<&CellResult> = rs.iter().collect();
+        let s = repeats(&refs);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].repetitions, s[0].passed), (5, 5));
+        assert_eq!(s[0].throughput_mbps.unwrap().median, 60.0);
+        assert_eq!(s[0].outlier_repeats, vec![5]);
+        assert!(repeats(&refs[..1]).is_empty(), "one repetition: nothing to summarise");
     }
 }
