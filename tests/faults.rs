@@ -188,7 +188,7 @@ fn sigkill_orphans_are_reported_removed_and_the_matrix_resumes() {
     p.signal(Signal::SIGKILL);
     let (code, _) = p.wait(30);
     assert_eq!(code, None, "killed by a signal");
-    assert_eq!(domains_of(pid), [orphan.clone()], "SIGKILL left the guest running");
+    assert_eq!(domains_of(pid), std::slice::from_ref(&orphan), "SIGKILL left the guest running");
 
     let doc = perfvm(&["doctor", "--results-dir", rd]);
     let text = String::from_utf8_lossy(&doc.stdout);
@@ -203,7 +203,7 @@ fn sigkill_orphans_are_reported_removed_and_the_matrix_resumes() {
     let live = the_domain_of(resumed.pid());
     let c = perfvm(&["cleanup"]);
     assert_eq!(c.status.code(), Some(0));
-    assert_eq!(domains_of(resumed.pid()), [live.clone()], "cleanup never touches a live run's guest");
+    assert_eq!(domains_of(resumed.pid()), std::slice::from_ref(&live), "cleanup never touches a live run's guest");
     let (code, log) = resumed.wait(600);
     assert_eq!(code, Some(0), "{log}");
     let run = only_run_dir(&results);

@@ -84,7 +84,7 @@ fn cell_section(out: &mut String, c: &ReportCell) {
         ("duration", r.duration_seconds.map(|d| format!("{d:.2} s")).unwrap_or_else(|| "-".into())),
         ("target CPU", r.target_cpu_avg_percent.map(|p| format!("{p:.0} % of one CPU")).unwrap_or_else(|| "-".into())),
         ("OOM kills / restarts", format!("{} / {}", r.oom_kills.map(|v| v.to_string()).unwrap_or("-".into()), r.restarts.map(|v| v.to_string()).unwrap_or("-".into()))),
-        ("host qemu peak RSS", r.host_qemu_peak_rss_bytes.map(|b| crate::size::human(b)).unwrap_or_else(|| "-".into())),
+        ("host qemu peak RSS", r.host_qemu_peak_rss_bytes.map(crate::size::human).unwrap_or_else(|| "-".into())),
         ("files", format!("{}/result.json, samples.csv, console.log, journal.log", c.dir)),
     ];
     if let Some(d) = &r.download {

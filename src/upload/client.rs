@@ -100,11 +100,7 @@ pub async fn put(url: &str, payload: &Payload, transfer: Transfer, sent: Arc<Ato
     match tokio::task::spawn_blocking(move || producer.join()).await {
         Ok(Ok(Ok(sha))) => out.sha256 = Some(sha),
         // A read error of the user's file is the cause of the failure: say so.
-        Ok(Ok(Err(e))) if out.status.is_some() || out.error.is_some() => {
-            if !e.starts_with("the upload stopped") {
-                out.error = Some(format!("payload: {e}"));
-            }
-        }
+        Ok(Ok(Err(e))) if !e.starts_with("the upload stopped") => out.error = Some(format!("payload: {e}")),
         _ => {}
     }
     out
