@@ -6,6 +6,8 @@
 #
 #   bench/speed.sh [RUNS]      RUNS cells for the phase medians (default 3)
 #   BENCH_SECTIONS="1 3" bench/speed.sh    only some sections (default "1 2 3 4"; 5 is the matrix)
+#   Before/after an image change: PERFVM_RECIPE_DIR=<old checkout>/vm-images BENCH_SECTIONS=1
+#   bench/speed.sh runs section 1 on the old image (still cached), then again without it.
 #
 # Sections: 1 phase breakdown (median of RUNS cells 512 MiB / 64M) and overhead; 2 perfvm's
 # own peak RSS at 64M vs 2G; 3 sampler cost at 10 Hz vs sampling once a minute; 4 perfvm's
