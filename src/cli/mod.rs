@@ -35,7 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Run one cell: boot a guest, upload one file, write result.json.
     Run(RunArgs),
-    /// Run every cell of RAM sizes × file sizes; resumable, parallel within the memory budget.
+    /// Run every cell of RAM sizes × file sizes (× concurrency × repeats); resumable, parallel
+    /// within the memory budget; writes matrix.csv, results.json, summary.txt and report.html.
     Matrix(MatrixArgs),
     /// Write report.html (charts, outcome grid, every cell's memory timeline) and report.md into
     /// a run directory (a matrix's, or a single cell's). A matrix writes them at its end too.
@@ -157,7 +158,7 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
+#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n  perfvm matrix --ram 1024 --file-size 64M --concurrency 1,4 --target-mode memory\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
 pub struct MatrixArgs {
     /// Guest RAM sizes in MiB, comma-separated.
     #[arg(long, value_name = "MiB,...", value_delimiter = ',', required = true)]
