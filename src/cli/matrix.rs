@@ -205,9 +205,9 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     }
     println!("results: {}", run_dir.display());
     println!("  report.html, report.md, matrix.csv, results.json, summary.txt; per cell: cells/<cell>/a<attempt>/");
-    let finals: Vec<&CellResult> = finals(&results)
+    let finals: Vec<&CellResult> = export::finals(&results)
         .into_iter()
-        .filter(|r| selected.iter().any(|k| *k == key_of(r)))
+        .filter(|r| selected.contains(&CellKey::of(r)))
         .collect();
     let unfinished = selected.len() - finals.len();
     if let Some(cell) = lost_during {
@@ -237,23 +237,6 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     Ok(exit::SUCCESS)
 }
 
-/// The matrix cell a result belongs to.
-fn key_of(r: &CellResult) -> CellKey {
-    CellKey { ram_mib: r.ram_mb, size: crate::size::ByteSize(r.file_size_bytes), concurrency: r.concurrency, repeat: r.repeat }
-}
-
-/// The final result of each cell that has one: its last finished attempt.
-fn finals(results: &[CellResult]) -> Vec<&CellResult> {
-    let mut last = std::collections::BTreeMap::new();
-    for r in results.iter().filter(|r| !r.interrupted) {
-        let e = last.entry(key_of(r)).or_insert(r);
-        if r.attempt > e.attempt {
-            *e = r;
-        }
-    }
-    last.into_values().collect()
-}
-
 struct Exporter {
     run_dir: PathBuf,
     total_cells: usize,
@@ -263,11 +246,8 @@ struct Exporter {
 
 impl Exporter {
     fn write(&self, meta: &export::json::RunMetadata, results: &[CellResult], total_seconds: Option<f64>) -> Result<()> {
-        let finals = finals(results);
-        let path_of = |r: &CellResult| {
-            let k = key_of(r);
-            format!("cells/{}/a{}/result.json", k.id(), r.attempt)
-        };
+        let finals = export::finals(results);
+        let path_of = |r: &CellResult| format!("{}/result.json", state::attempt_rel(&CellKey::of(r), r.attempt));
         let summary = export::json::summarize(self.total_cells, &finals, results.len(), total_seconds);
         let title = format!(
             "perfvm matrix {} — {} ({} mode), {}, image {}; {}/{} cells finished, {} passed",

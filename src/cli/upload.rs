@@ -32,7 +32,7 @@ pub async fn run(args: UploadArgs) -> Result<i32> {
         o.bytes_sent,
         o.bytes_sent as f64 / (1u64 << 20) as f64 / secs.max(1e-9),
         o.sha256.as_deref().unwrap_or("-"),
-        o.error.map(|e| format!("  error: {e}")).unwrap_or_default()
+        o.error.as_ref().map(|e| format!("  error: {e}")).unwrap_or_default()
     );
-    Ok(if matches!(o.status, Some(200..=299)) { 0 } else { 1 })
+    Ok(if o.accepted() { 0 } else { 1 })
 }

@@ -16,6 +16,11 @@ pub struct CellKey {
 pub const MAX_CONCURRENCY: u32 = 64;
 
 impl CellKey {
+    /// The cell a result belongs to.
+    pub fn of(r: &crate::results::model::CellResult) -> CellKey {
+        CellKey { ram_mib: r.ram_mb, size: ByteSize(r.file_size_bytes), concurrency: r.concurrency, repeat: r.repeat }
+    }
+
     /// `512-1G` (one upload at a time) or `512-1G-c4` — the cell's shape, shared by its
     /// repetitions.
     pub fn shape(&self) -> String {

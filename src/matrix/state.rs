@@ -10,7 +10,12 @@ pub fn cell_dir(run: &Path, key: &CellKey) -> PathBuf {
 }
 
 pub fn attempt_dir(run: &Path, key: &CellKey, attempt: u32) -> PathBuf {
-    cell_dir(run, key).join(format!("a{attempt}"))
+    run.join(attempt_rel(key, attempt))
+}
+
+/// `cells/<cell-id>/a<attempt>`, relative to the run directory (as exports and reports name it).
+pub fn attempt_rel(key: &CellKey, attempt: u32) -> String {
+    format!("cells/{}/a{attempt}", key.id())
 }
 
 /// What to do with a cell.

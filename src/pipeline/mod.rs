@@ -17,7 +17,7 @@ use crate::results::model::{self, CellResult, ExitReason, Observed, PhaseTimes, 
 use crate::sampler::Sources;
 use crate::size::ByteSize;
 use crate::target::TargetSpec;
-use crate::upload::client::Transfer;
+use crate::upload::client::{Transfer, UploadOutcome, is_2xx};
 use crate::upload::content::ContentKind;
 use crate::upload::payload::Payload;
 use prepare::WorkDir;
@@ -494,10 +494,10 @@ async fn steps(
     res.guest_min_mem_available_bytes = samples.min_guest_mem_available_bytes;
     let outs = &report.outcomes;
     // The aggregate: the first failing status (else the first), all bytes, one payload hash.
-    res.http_status = outs.iter().find(|o| !matches!(o.status, Some(200..=299))).unwrap_or(&outs[0]).status;
+    res.http_status = outs.iter().find(|o| !o.accepted()).unwrap_or(&outs[0]).status;
     res.bytes_sent = Some(outs.iter().map(|o| o.bytes_sent).sum());
     res.sha256 = outs.iter().find_map(|o| o.sha256.clone());
-    let completed = outs.iter().all(|o| matches!(o.status, Some(200..=299)));
+    let completed = outs.iter().all(UploadOutcome::accepted);
     if completed {
         res.duration_seconds = Some(round3(up_secs));
         res.throughput_mbps = Some(round3(mib(size * outs.len() as u64) / up_secs));
@@ -507,7 +507,7 @@ async fn steps(
     let t = Instant::now();
     let (a, target) = (agent.clone(), env.target.clone());
     // Hash every file that the target accepted.
-    let stored: Vec<String> = names.iter().zip(outs).filter(|(_, o)| matches!(o.status, Some(200..=299))).map(|(n, _)| env.target.stored_path(n)).collect();
+    let stored: Vec<String> = names.iter().zip(outs).filter(|(_, o)| o.accepted()).map(|(n, _)| env.target.stored_path(n)).collect();
     let budget = hash_budget(size * stored.len() as u64);
     let c = blocking(move || Ok(collect::collect(&a, &target, &stored, budget))).await?;
     let d = dom.clone();
@@ -532,7 +532,7 @@ async fn steps(
         .iter()
         .zip(outs)
         .map(|(name, o)| {
-            let ok = matches!(o.status, Some(200..=299));
+            let ok = o.accepted();
             let (guest, exists) = if ok { hashes.next().map(|(h, e)| (h.clone(), *e)).unwrap_or((None, None)) } else { (None, None) };
             let verified = match (&o.sha256, &guest, exists) {
                 _ if !ok => None,
@@ -567,7 +567,8 @@ async fn steps(
 
     let dl = report.download.as_ref();
     let observed = Observed {
-        http_status: res.http_status.filter(|_| !completed).or_else(|| dl.and_then(|d| d.status).filter(|s| !(200..=299).contains(s))).or(res.http_status),
+        // The first status that is not 2xx, uploads before the download.
+        http_status: outs.iter().map(|o| o.status).chain(dl.map(|d| d.status)).find(|s| !is_2xx(*s)).unwrap_or(res.http_status),
         transport_error: outs.iter().any(|o| o.error.is_some() && !o.timed_out) || dl.is_some_and(|d| d.error.is_some() && !d.timed_out),
         timed_out: outs.iter().any(|o| o.timed_out) || dl.is_some_and(|d| d.timed_out),
         oom_kills: c.oom_kills(),
@@ -596,10 +597,10 @@ async fn steps(
         notes.push("the guest stopped during the upload (qemu exited); see console.log".into());
     }
     if !res.success {
-        for o in outs.iter().filter(|o| o.error.is_none() && !matches!(o.status, Some(200..=299))) {
+        for o in outs.iter().filter(|o| o.error.is_none() && !o.accepted()) {
             notes.push(format!("HTTP {}: {}", o.status.unwrap_or(0), o.response_body.trim()));
         }
-        if let Some(d) = dl.filter(|d| d.error.is_none() && !matches!(d.status, Some(200..=299))) {
+        if let Some(d) = dl.filter(|d| d.error.is_none() && !d.ok()) {
             notes.push(format!("download: HTTP {}", d.status.unwrap_or(0)));
         }
         for u in res.uploads.iter().filter(|u| u.verified == Some(false)) {
@@ -624,7 +625,7 @@ async fn steps(
 /// The download's record. Its peak: the kernel's high-water mark at the end if the download
 /// raised it above the uploads' mark, else the highest sample taken during the download.
 fn download_record(name: &str, d: &crate::upload::client::DownloadOutcome, sent_sha: Option<&str>, report: &workload::UploadReport, end_peak: Option<u64>) -> model::DownloadRecord {
-    let ok = matches!(d.status, Some(200..=299));
+    let ok = d.ok();
     let secs = d.duration.as_secs_f64();
     let sampled = report.samples.download.as_ref();
     let peak = match (end_peak, report.memory_peak_after_upload) {

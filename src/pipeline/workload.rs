@@ -54,7 +54,7 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
     // The transfers get what is left of the cell's time after the probe started.
     let limit = || plan.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let agent = sources.agent.clone();
-    let peak_file = format!("{}/memory.peak", sources.cgroup_dir);
+    let cgroup_dir = sources.cgroup_dir.clone();
     let sampler = Sampler::start(sources, plan.interval, progress.clone(), plan.samples_csv.clone(), probe_error)
         .map_err(|e| CellError::new(ExitReason::HarnessError, format!("cannot write {}: {e}", plan.samples_csv.display())))?;
 
@@ -68,11 +68,11 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
 
     let mut memory_peak_after_upload = None;
     let mut download = None;
-    let all_stored = outcomes.iter().all(|o| matches!(o.status, Some(200..=299)));
+    let all_stored = outcomes.iter().all(UploadOutcome::accepted);
     if let Some(url) = plan.download_url.as_ref().filter(|_| all_stored) {
         // memory.peak only grows: read now, it is the uploads' peak; at the end, the cell's.
         let a = agent.clone();
-        memory_peak_after_upload = blocking(move || Ok(a.read_string(&peak_file).ok().and_then(|t| crate::guest::memory::cgroup_number(&t)))).await?;
+        memory_peak_after_upload = blocking(move || Ok(super::collect::memory_peak(&a, &cgroup_dir))).await?;
         progress.start_download();
         download = Some(client::download(url, progress.downloaded.clone(), limit()).await);
     }

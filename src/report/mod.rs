@@ -10,7 +10,7 @@ pub mod plot;
 use crate::results::export::json::{RepeatSummary, RunMetadata};
 use crate::results::model::CellResult;
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
+use crate::matrix::expand::CellKey;
 use std::path::{Path, PathBuf};
 
 /// Memory over time of one cell, from its `samples.csv` (MiB; `None` where not sampled).
@@ -45,8 +45,7 @@ pub struct Report {
 impl Report {
     /// Anchor id of a cell in report.html.
     pub fn anchor(r: &CellResult) -> String {
-        let c = if r.concurrency > 1 { format!("-c{}", r.concurrency) } else { String::new() };
-        format!("cell-{}-{}{c}-r{}", r.ram_mb, r.file_size, r.repeat)
+        format!("cell-{}", CellKey::of(r).id())
     }
 }
 
@@ -63,24 +62,15 @@ pub fn load(run_dir: &Path) -> Result<Report> {
     let matrix = run_dir.join("results.json");
     if matrix.is_file() {
         let doc: MatrixDoc = serde_json::from_slice(&std::fs::read(&matrix)?).with_context(|| format!("cannot read {}", matrix.display()))?;
-        // The final attempt of each cell.
-        let mut last: BTreeMap<(u64, u64, u32, u32), CellResult> = BTreeMap::new();
-        let attempts = doc.cells.len();
-        for r in doc.cells.into_iter().filter(|r| !r.interrupted) {
-            let k = (r.ram_mb, r.file_size_bytes, r.concurrency, r.repeat);
-            if last.get(&k).is_none_or(|e| r.attempt > e.attempt) {
-                last.insert(k, r);
-            }
-        }
-        let cells = last
-            .into_values()
+        let cells = crate::results::export::finals(&doc.cells)
+            .into_iter()
             .map(|r| {
-                let key = crate::matrix::expand::CellKey { ram_mib: r.ram_mb, size: crate::size::ByteSize(r.file_size_bytes), concurrency: r.concurrency, repeat: r.repeat };
-                let dir = format!("cells/{}/a{}", key.id(), r.attempt);
+                let dir = crate::matrix::state::attempt_rel(&CellKey::of(r), r.attempt);
                 let timeline = read_timeline(&run_dir.join(&dir).join("samples.csv"));
-                ReportCell { result: r, dir, timeline }
+                ReportCell { result: r.clone(), dir, timeline }
             })
             .collect();
+        let attempts = doc.cells.len();
         let title = format!("perfvm matrix {}", doc.metadata.run_key);
         return Ok(Report { title, metadata: Some(doc.metadata), cells, attempts, repeats: doc.repeats });
     }

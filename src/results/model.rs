@@ -302,7 +302,7 @@ pub fn classify(o: &Observed) -> ExitReason {
         ExitReason::Timeout
     } else if o.restarts.unwrap_or(0) > 0 || o.transport_error {
         ExitReason::TargetCrashed
-    } else if !matches!(o.http_status, Some(200..=299)) {
+    } else if !crate::upload::client::is_2xx(o.http_status) {
         ExitReason::HttpError
     } else if o.verified == Some(false) {
         ExitReason::VerifyFailed

@@ -19,6 +19,18 @@ pub struct UploadOutcome {
     pub sha256: Option<String>,
 }
 
+/// A 2xx answer: the target took the request.
+pub fn is_2xx(status: Option<u16>) -> bool {
+    matches!(status, Some(200..=299))
+}
+
+impl UploadOutcome {
+    /// The target answered 2xx: it says it stored the file.
+    pub fn accepted(&self) -> bool {
+        is_2xx(self.status)
+    }
+}
+
 /// A client that never goes through a proxy: targets are always on loopback.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -114,6 +126,12 @@ pub struct DownloadOutcome {
     pub sha256: Option<String>,
     pub error: Option<String>,
     pub timed_out: bool,
+}
+
+impl DownloadOutcome {
+    pub fn ok(&self) -> bool {
+        is_2xx(self.status)
+    }
 }
 
 /// GET `url`, hashing the body as it streams in (nothing is kept), counting into `received`.

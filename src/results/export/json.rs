@@ -90,7 +90,7 @@ pub fn repeats(finals: &[&CellResult]) -> Vec<RepeatSummary> {
             outlier_repeats.dedup();
             let r0 = rs[0];
             RepeatSummary {
-                shape: crate::matrix::expand::CellKey { ram_mib: r0.ram_mb, size: crate::size::ByteSize(r0.file_size_bytes), concurrency: r0.concurrency, repeat: 1 }.shape(),
+                shape: crate::matrix::expand::CellKey::of(r0).shape(),
                 repetitions: rs.len(),
                 passed: ok.len(),
                 duration_seconds: stats(&col(|r| r.duration_seconds)),

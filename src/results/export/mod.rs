@@ -7,6 +7,18 @@ pub mod summary;
 
 use super::model::CellResult;
 
+/// The final result of each cell that has one: its last finished attempt.
+pub fn finals(results: &[CellResult]) -> Vec<&CellResult> {
+    let mut last = std::collections::BTreeMap::new();
+    for r in results.iter().filter(|r| !r.interrupted) {
+        let e = last.entry(crate::matrix::expand::CellKey::of(r)).or_insert(r);
+        if r.attempt > e.attempt {
+            *e = r;
+        }
+    }
+    last.into_values().collect()
+}
+
 /// Rows in a stable order: RAM, size, concurrency, repetition, attempt.
 pub fn sorted(results: &[CellResult]) -> Vec<&CellResult> {
     let mut v: Vec<&CellResult> = results.iter().collect();
