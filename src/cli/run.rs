@@ -37,6 +37,12 @@ pub struct HostLimits {
     pub root_size_gib: u64,
 }
 
+/// What uploads may store on the guest's root filesystem: the OS takes ~0.5 GiB, and a margin
+/// is kept for logs.
+fn disk_room(root_size_gib: u64) -> u64 {
+    root_size_gib.saturating_sub(1) * ByteSize::GIB
+}
+
 /// Check the numbers of a cell against each other and the host. Pure.
 pub fn validate_cell(ram_mib: u64, file_size: ByteSize, cpus: u32, timeout_s: u64, interval_ms: u64, host: HostLimits) -> Result<(), InputError> {
     let HostLimits { available_bytes: host_available_bytes, accel, root_size_gib } = host;
@@ -52,8 +58,7 @@ pub fn validate_cell(ram_mib: u64, file_size: ByteSize, cpus: u32, timeout_s: u6
             human(host_available_bytes)
         ));
     }
-    // The OS takes ~0.5 GiB of the root filesystem; keep a margin for logs.
-    let disk_room = (root_size_gib.saturating_sub(1)) * ByteSize::GIB;
+    let disk_room = disk_room(root_size_gib);
     if file_size.bytes() > disk_room {
         return e(format!(
             "--file-size {file_size}: the guest root filesystem is {root_size_gib} GiB, so at most {} can be stored (raise root_size_gib in vm-images/recipe.toml)",
@@ -155,7 +160,7 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
             return Err(InputError(format!("--concurrency {concurrency}: use 1 to {} uploads at once", crate::matrix::expand::MAX_CONCURRENCY)).into());
         }
         let stored = size.bytes().saturating_mul(concurrency as u64);
-        let room = loaded.recipe.root_size_gib.saturating_sub(1) * ByteSize::GIB;
+        let room = disk_room(loaded.recipe.root_size_gib);
         if stored > room {
             return Err(InputError(format!(
                 "--concurrency {concurrency} × {size}: the guest must store {} but its root filesystem holds at most {}",
