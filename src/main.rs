@@ -25,6 +25,8 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Report { run_dir } => tokio::task::block_in_place(|| report(&run_dir)),
         Command::Upload(a) => cli::upload::run(a).await,
         Command::Files(c) => tokio::task::block_in_place(|| cli::files::run(c)),
+        Command::Target(cli::TargetCommand::List) => cli::target::list(),
+        Command::Target(cli::TargetCommand::Check { files }) => cli::target::check(&files),
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
         Command::Doctor(a) => tokio::task::block_in_place(|| cli::doctor::run(a)),
         Command::Cleanup(a) => tokio::task::block_in_place(|| cleanup(&a.connect)),

@@ -42,6 +42,16 @@ pub fn cloud_init_dir() -> PathBuf {
     project_dir("PERFVM_CLOUD_INIT_DIR", "cloud-init", "user-data.yaml")
 }
 
+/// Shipped target profiles (`PERFVM_TARGETS_DIR`, `./targets`, the source tree's).
+pub fn targets_dir() -> PathBuf {
+    project_dir("PERFVM_TARGETS_DIR", "targets", "README.md")
+}
+
+/// Files that profiles make on the host (`[host] prepare`), kept across runs.
+pub fn target_files_dir(cache: &Path) -> PathBuf {
+    cache.join("targets")
+}
+
 /// A binary built beside perfvm by the same `cargo build`, or `$env_var`.
 fn sibling_binary(env_var: &str, name: &str) -> PathBuf {
     if let Some(p) = std::env::var_os(env_var) {

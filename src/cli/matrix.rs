@@ -62,7 +62,11 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         file_sizes: args.file_size.iter().map(|s| s.label()).collect(),
         repeat: args.repeat,
         target: checked.env.target.name.clone(),
-        target_mode: checked.env.target.mode.as_str().to_string(),
+        // A profile's content is part of the definition: an edited profile starts a new run.
+        target_mode: match &checked.env.target.profile_sha256 {
+            Some(h) => format!("profile-{}", &h[..12]),
+            None => checked.env.target.mode.clone(),
+        },
         image_id: checked.env.image.id.clone(),
         accel: accel.to_string(),
         cpus: c.cpus,

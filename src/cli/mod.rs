@@ -6,6 +6,7 @@ pub mod files;
 pub mod image;
 pub mod matrix;
 pub mod run;
+pub mod target;
 pub mod upload;
 
 use crate::accel::AccelChoice;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 server) as a systemd unit via cloud-init, uploads a generated file while sampling the target's memory, \
 and writes one JSON result per cell.\n\nFirst time on a machine: run scripts/setup.sh (as root), then \
 `perfvm doctor`.",
-    after_help = "Examples:\n  perfvm run --ram 512 --file-size 1G\n  perfvm run --ram 256 --file-size 300M --target-mode memory\n  perfvm image build\n  perfvm doctor"
+    after_help = "Examples:\n  perfvm run --ram 512 --file-size 1G\n  perfvm run --ram 256 --file-size 300M --target-mode memory\n  perfvm run --ram 512 --file-size 256M --target dufs\n  perfvm image build\n  perfvm doctor"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -50,6 +51,9 @@ pub enum Command {
     /// Files to upload with `perfvm run --file`, generated into test-files/ and reused.
     #[command(subcommand)]
     Files(FilesCommand),
+    /// The servers perfvm can measure: list them, or check a profile file.
+    #[command(subcommand)]
+    Target(TargetCommand),
     /// Build, list or remove guest base images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -112,6 +116,18 @@ pub enum FilesCommand {
         seed: u64,
         #[arg(long, default_value = "test-files")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TargetCommand {
+    /// The built-in reference target and the shipped profiles (targets/*.toml).
+    List,
+    /// Validate profile files: unknown keys, missing fields, bad templates are named precisely.
+    #[command(after_help = "Example:\n  perfvm target check targets/dufs.toml my-server.toml\n\nThe format is in README.md (Target profiles).")]
+    Check {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -216,10 +232,14 @@ pub struct CellArgs {
     /// Guest vCPUs.
     #[arg(long, default_value_t = 2)]
     pub cpus: u32,
-    /// How the reference target stores uploads: stream (constant memory) or memory (buffers the
-    /// whole body first, like many web apps).
-    #[arg(long, value_enum, default_value_t = TargetMode::Stream)]
-    pub target_mode: TargetMode,
+    /// The server to measure: perfvm-target (the built-in reference), a shipped profile's name
+    /// (nginx-webdav, dufs, uploadserver; see `perfvm target list`), or a profile file's path.
+    #[arg(long, default_value = crate::target::REFERENCE_NAME, value_name = "NAME|PATH")]
+    pub target: String,
+    /// How the reference target stores uploads: stream (constant memory, the default) or memory
+    /// (buffers the whole body first, like many web apps).
+    #[arg(long, value_enum)]
+    pub target_mode: Option<TargetMode>,
     /// Seed of the generated file: same seed and size, same bytes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

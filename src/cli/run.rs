@@ -6,7 +6,6 @@ use crate::image::{self, recipe};
 use crate::pipeline::{CellConfig, CellEnv};
 use crate::results::model::{CellResult, ExitReason};
 use crate::size::{ByteSize, human};
-use crate::target::TargetSpec;
 use crate::ui;
 use crate::upload::client::Transfer;
 use anyhow::{Context, Result};
@@ -170,8 +169,10 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
             .into());
         }
     }
+    let choice = super::target::choose(&common.target)?;
+    let needs_reference = matches!(choice, super::target::Choice::Reference);
     let target_bin = crate::paths::target_binary();
-    for bin in [&target_bin, &crate::paths::probe_binary()] {
+    for bin in [needs_reference.then_some(&target_bin), Some(&crate::paths::probe_binary())].into_iter().flatten() {
         if !bin.is_file() {
             return Err(InputError(format!("{} is missing: build it with `cargo build --release` (it is built beside perfvm)", bin.display())).into());
         }
@@ -185,8 +186,12 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
         eprintln!("perfvm: removed {} domain(s) left by dead perfvm processes: {}", removed.len(), removed.join(", "));
     }
     let cache = crate::paths::cache_dir();
-    let image = image::build::ensure(&cache, &loaded)?;
-    let target = TargetSpec::reference(common.target_mode, target_bin);
+    let target = super::target::spec(&choice, common.target_mode, &cache)?;
+    if common.download && target.download.is_none() {
+        return Err(InputError(format!("--download: target {} has no [download] url in its profile", target.name)).into());
+    }
+    // A profile's packages make an image variant, built once and cached like the base.
+    let image = image::build::ensure(&cache, &loaded.with_packages(&target.packages))?;
     Ok(Checked { accel, env: CellEnv { conn, cache, image, target, templates } })
 }
 

@@ -1,7 +1,7 @@
 //! Building the NoCloud seed ISO for one cell.
 
 use super::render::render;
-use crate::target::{DeliveredFile, TargetSpec};
+use crate::target::{DeliveredFile, Secret, TargetSpec};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -64,7 +64,7 @@ fn access(ssh_key: Option<&SshKey>) -> String {
 /// Runs once in the guest (cloud-init runcmd): install the delivered files from the seed disk,
 /// then start the target's unit; with `--ssh-key`, sshd first (the image ships it disabled and
 /// without host keys). Pure.
-pub fn setup_script(files: &[DeliveredFile], unit: &str, ssh: bool) -> String {
+pub fn setup_script(files: &[DeliveredFile], unit: &str, ssh: bool, target_setup: Option<&str>) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
          # perfvm cell set-up: files from the seed disk, then the target unit.\n\
@@ -81,6 +81,11 @@ pub fn setup_script(files: &[DeliveredFile], unit: &str, ssh: bool) -> String {
         s.push_str("ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key\n");
         s.push_str("systemctl start ssh.service\n");
     }
+    if let Some(cmds) = target_setup {
+        s.push_str("# the target profile's set-up\n");
+        s.push_str(cmds.trim_end());
+        s.push('\n');
+    }
     s.push_str("systemctl daemon-reload\n");
     s.push_str(&format!("systemctl enable --now {unit}\n"));
     s
@@ -94,12 +99,13 @@ pub fn render_docs(
     files: &[DeliveredFile],
     instance_id: &str,
     ssh_key: Option<&SshKey>,
+    secret: &Secret,
 ) -> Result<SeedDocs> {
     let user: BTreeMap<&str, String> = [
         ("access", access(ssh_key)),
         ("unit_name", target.unit.clone()),
-        ("unit_file", target.unit_file()),
-        ("setup_script", setup_script(files, &target.unit, ssh_key.is_some())),
+        ("unit_file", target.unit_file(secret)),
+        ("setup_script", setup_script(files, &target.unit, ssh_key.is_some(), target.setup_commands(secret).as_deref())),
     ]
     .into_iter()
     .collect();
@@ -158,14 +164,15 @@ mod tests {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
         let files = [harness_files("/bin/true".into()), t.files.clone()].concat();
-        let docs = render_docs(&u, &m, &t, &files, "perfvm-cell-abc123", None).unwrap();
+        let secret = Secret::generate();
+        let docs = render_docs(&u, &m, &t, &files, "perfvm-cell-abc123", None, &secret).unwrap();
         assert!(docs.user_data.starts_with("#cloud-config\n"));
         // Parse back: the unit file and script must survive byte for byte.
         let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.user_data).unwrap();
         let written = y["write_files"].as_sequence().unwrap();
         assert_eq!(written[0]["path"].as_str().unwrap(), "/etc/systemd/system/perfvm-target.service");
-        assert_eq!(written[0]["content"].as_str().unwrap(), t.unit_file());
-        assert_eq!(written[1]["content"].as_str().unwrap(), setup_script(&files, &t.unit, false));
+        assert_eq!(written[0]["content"].as_str().unwrap(), t.unit_file(&secret));
+        assert_eq!(written[1]["content"].as_str().unwrap(), setup_script(&files, &t.unit, false, None));
         // No way in: no password logins, root disabled, no keys, no sshd started.
         assert_eq!(y["ssh_pwauth"].as_bool(), Some(false));
         assert_eq!(y["disable_root"].as_bool(), Some(true));
@@ -179,7 +186,7 @@ mod tests {
     fn hostile_instance_id_is_refused() {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
-        assert!(render_docs(&u, &m, &t, &t.files, "x\nruncmd: [reboot]", None).is_err());
+        assert!(render_docs(&u, &m, &t, &t.files, "x\nruncmd: [reboot]", None, &Secret::generate()).is_err());
     }
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1yTz0mUQk6bWwq1c3h9m6nq2nHq0hQ0z3s3T8Yx2b me@host";
@@ -189,7 +196,7 @@ mod tests {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
         let key = SshKey::parse(&format!("{KEY}\n")).unwrap();
-        let docs = render_docs(&u, &m, &t, &t.files, "perfvm-x", Some(&key)).unwrap();
+        let docs = render_docs(&u, &m, &t, &t.files, "perfvm-x", Some(&key), &Secret::generate()).unwrap();
         let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.user_data).unwrap();
         assert_eq!(y["disable_root"].as_bool(), Some(false));
         assert_eq!(y["ssh_pwauth"].as_bool(), Some(false), "keys only, never passwords");
@@ -208,10 +215,11 @@ mod tests {
     #[test]
     fn setup_script_installs_files_then_starts_unit() {
         let t = TargetSpec::reference(TargetMode::Stream, "/x/perfvm-target".into());
-        let s = setup_script(&t.files, &t.unit, false);
+        let s = setup_script(&t.files, &t.unit, false, Some("mkdir -p /srv/x\nchown www-data /srv/x"));
         let install = s.find("install -D -m 755 /run/perfvm-seed/files/perfvm-target /usr/local/bin/perfvm-target").unwrap();
         let start = s.find("systemctl enable --now perfvm-target.service").unwrap();
-        assert!(install < start);
+        let setup = s.find("mkdir -p /srv/x\nchown www-data /srv/x\n").unwrap();
+        assert!(install < setup && setup < start);
         assert!(s.starts_with("#!/bin/sh\n"));
     }
 }

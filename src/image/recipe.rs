@@ -42,6 +42,22 @@ impl LoadedRecipe {
     pub fn rootfs_overlay(&self) -> PathBuf {
         self.dir.join("rootfs")
     }
+
+    /// The image variant with `extra` packages (a target profile's): its own id, derived from
+    /// the base id and the sorted package list, so it is built once and cached beside the base.
+    pub fn with_packages(&self, extra: &[String]) -> LoadedRecipe {
+        if extra.is_empty() {
+            return self.clone();
+        }
+        let mut added: Vec<String> = extra.iter().filter(|p| !self.recipe.packages.contains(p)).cloned().collect();
+        added.sort();
+        added.dedup();
+        let mut v = self.clone();
+        v.recipe.packages.extend(added.iter().cloned());
+        let h = Sha256::digest(added.join("\n").as_bytes());
+        v.id = format!("{}-{}", self.id, &hex::encode(h)[..8]);
+        v
+    }
 }
 
 pub fn load(dir: &Path) -> Result<LoadedRecipe, RecipeError> {
@@ -161,6 +177,21 @@ root_size_gib = 8
         // Moving a byte from one file to the other must not collide.
         let d = vec![("recipe.toml".to_string(), b"xy".to_vec()), ("rootfs/etc/a".to_string(), b"".to_vec())];
         assert_ne!(id, image_id("bookworm", &d));
+    }
+
+    #[test]
+    fn variants_have_their_own_stable_id() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm-images");
+        let base = load(&dir).unwrap();
+        assert_eq!(base.with_packages(&[]).id, base.id);
+        let a = base.with_packages(&["nginx-light".into(), "curl".into()]);
+        let b = base.with_packages(&["curl".into(), "nginx-light".into(), "curl".into()]);
+        assert_eq!(a.id, b.id, "order and repeats do not matter");
+        assert!(a.id.starts_with(&format!("{}-", base.id)) && a.id.len() == base.id.len() + 9);
+        assert!(a.recipe.packages.ends_with(&["curl".to_string(), "nginx-light".to_string()]));
+        assert_ne!(a.id, base.with_packages(&["nginx-light".into()]).id);
+        // Packages the base has already do not make a variant of their own.
+        assert_eq!(base.with_packages(&["python3".into()]).recipe.packages, base.recipe.packages);
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn collect(agent: &Agent, target: &TargetSpec, stored_paths: &[String], hash
     }
     match agent.exec("/usr/bin/dmesg", &[], Duration::from_secs(30)) {
         Ok(o) if o.exit_code == 0 => {
-            let comm = target.exec_start.split_whitespace().next().and_then(|p| p.rsplit('/').next()).unwrap_or(&target.name);
+            let comm = target.service.exec_start.split_whitespace().next().and_then(|p| p.rsplit('/').next()).unwrap_or(&target.name);
             c.kernel_oom_kills = Some(memory::oom_kills_in_kernel_log(&o.stdout_str(), comm));
         }
         Ok(o) => c.notes.push(format!("dmesg exited {}", o.exit_code)),

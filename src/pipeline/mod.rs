@@ -17,7 +17,7 @@ use crate::results::model::{self, CellResult, ExitReason, Observed, PhaseTimes, 
 use crate::sampler::Sources;
 use crate::size::ByteSize;
 use crate::target::TargetSpec;
-use crate::upload::client::{Transfer, UploadOutcome, is_2xx};
+use crate::upload::client::{Transfer, UploadOutcome};
 use crate::upload::content::ContentKind;
 use crate::upload::payload::Payload;
 use prepare::WorkDir;
@@ -129,6 +129,8 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CellError
 #[derive(Default)]
 struct Held {
     phase: Option<Phase>,
+    /// The cell's secret, so nothing saved can contain it.
+    secret: Option<crate::target::Secret>,
     domain: Option<DomainGuard>,
     work: Option<WorkDir>,
     agent: Option<Agent>,
@@ -245,7 +247,7 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
                 )
                 .await;
                 if let Ok(Ok(text)) = journal {
-                    save_text(out_dir, "journal.log", &text, &mut res.journal);
+                    save_text(out_dir, "journal.log", &redact(&held, &text), &mut res.journal);
                 }
             }
     }
@@ -253,8 +255,9 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
     // Console log: the first thing to read when a cell fails.
     if let Some(work) = &held.work
         && let Ok(text) = std::fs::read(work.console_log()) {
-            save_text(out_dir, "console.log", &String::from_utf8_lossy(&text), &mut res.console_log);
+            save_text(out_dir, "console.log", &redact(&held, &String::from_utf8_lossy(&text)), &mut res.console_log);
         }
+    res.error = res.error.take().map(|e| redact(&held, &e));
     // Written before teardown too, so a crash during teardown loses nothing measured.
     let _ = write_result(out_dir, &res);
 
@@ -295,10 +298,33 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
             res.exit_reason = ExitReason::HarnessError;
         }
     }
+    res.error = res.error.take().map(|e| redact(&held, &e));
     if let Err(e) = write_result(out_dir, &res) {
         eprintln!("perfvm: cannot write result to {}: {e}", out_dir.display());
     }
     res
+}
+
+/// Text about to be saved, without the cell's secret.
+fn redact(held: &Held, text: &str) -> String {
+    match &held.secret {
+        Some(s) => s.redact(text),
+        None => text.to_string(),
+    }
+}
+
+/// The request of one upload named `name`.
+fn upload_request(t: &crate::target::TargetSpec, base: &str, name: &str, secret: &crate::target::Secret) -> crate::upload::client::Request {
+    crate::upload::client::Request {
+        method: t.upload.method,
+        url: format!("{base}{}", t.upload_path(name)),
+        headers: t.upload_headers(name, secret),
+        multipart: match &t.upload.shape {
+            crate::target::Shape::Raw => None,
+            crate::target::Shape::Multipart { field } => Some((field.clone(), name.to_string())),
+        },
+        success: t.upload.success.clone(),
+    }
 }
 
 /// CPU, I/O, pressure and the sampler's own cost, from the sampler's summary.
@@ -370,7 +396,7 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         accel: cfg.accel,
         cpus: cfg.cpus,
         image_id: env.image.id.clone(),
-        target: TargetInfo { name: env.target.name.clone(), mode: env.target.mode.as_str().to_string() },
+        target: TargetInfo { name: env.target.name.clone(), mode: env.target.mode.clone(), profile_sha256: env.target.profile_sha256.clone() },
         seed: cfg.seed,
         content_kind: cfg.payload().kind_label(),
         file_path: cfg.file.as_ref().map(|p| p.display().to_string()),
@@ -431,6 +457,8 @@ async fn steps(
     enter(held, Phase::Prepare);
     let t = Instant::now();
     let prepared = tokio::task::block_in_place(|| prepare::prepare(env, cfg))?;
+    let secret = prepared.secret.clone();
+    held.secret = Some(secret.clone());
     res.host_port = Some(prepared.host_port);
     res.ssh_port = prepared.ssh_port;
     let spec = boot::spec(env, cfg, &prepared);
@@ -458,7 +486,7 @@ async fn steps(
     enter(held, Phase::Healthy);
     let t = Instant::now();
     let base = format!("http://127.0.0.1:{}", spec.host_port);
-    ready::wait_healthy(&format!("{base}{}", env.target.health_path), deadline).await?;
+    ready::wait_healthy(&env.target, &base, &dom, &agent, cfg.accel, deadline).await?;
     res.phases.healthy = secs(t);
 
     enter(held, Phase::Upload);
@@ -469,10 +497,11 @@ async fn steps(
     rep.upload(&cfg.cell, size * names.len() as u64, progress.uploaded.clone());
     let shown = UploadShown { rep, cell: &cfg.cell };
     let plan = workload::UploadPlan {
-        urls: names.iter().map(|n| format!("{base}{}", env.target.upload_path(n))).collect(),
+        requests: names.iter().map(|n| upload_request(&env.target, &base, n, &secret)).collect(),
         payload: cfg.payload(),
         transfer: cfg.transfer,
         download_url: if cfg.download { env.target.download_path(&names[0]).map(|p| format!("{base}{p}")) } else { None },
+        download_headers: env.target.auth_headers(&secret),
         interval: cfg.sample_interval,
         memory_only: cfg.sample_memory_only,
         deadline,
@@ -506,15 +535,15 @@ async fn steps(
     enter(held, Phase::Collect);
     let t = Instant::now();
     let (a, target) = (agent.clone(), env.target.clone());
-    // Hash every file that the target accepted.
-    let stored: Vec<String> = names.iter().zip(outs).filter(|(_, o)| o.accepted()).map(|(n, _)| env.target.stored_path(n)).collect();
+    // Hash every file that the target accepted (where the profile says where it lands).
+    let stored: Vec<String> = names.iter().zip(outs).filter(|(_, o)| o.accepted()).filter_map(|(n, _)| env.target.stored_path(n)).collect();
     let budget = hash_budget(size * stored.len() as u64);
     let c = blocking(move || Ok(collect::collect(&a, &target, &stored, budget))).await?;
     let d = dom.clone();
     let guest_alive = blocking(move || Ok(d.is_active().unwrap_or(false))).await?;
     res.phases.collect = secs(t);
     if let Some(j) = &c.journal {
-        save_text(out_dir, "journal.log", j, &mut res.journal);
+        save_text(out_dir, "journal.log", &secret.redact(j), &mut res.journal);
     }
     // The kernel's high-water mark, or a sampled value above it (memory.peak of a cgroup that
     // systemd recreated after a restart misses the earlier peak). With a download, the kernel's
@@ -567,8 +596,7 @@ async fn steps(
 
     let dl = report.download.as_ref();
     let observed = Observed {
-        // The first status that is not 2xx, uploads before the download.
-        http_status: outs.iter().map(|o| o.status).chain(dl.map(|d| d.status)).find(|s| !is_2xx(*s)).unwrap_or(res.http_status),
+        http_ok: outs.iter().all(UploadOutcome::accepted) && dl.is_none_or(|d| d.ok()),
         transport_error: outs.iter().any(|o| o.error.is_some() && !o.timed_out) || dl.is_some_and(|d| d.error.is_some() && !d.timed_out),
         timed_out: outs.iter().any(|o| o.timed_out) || dl.is_some_and(|d| d.timed_out),
         oom_kills: c.oom_kills(),
@@ -577,6 +605,7 @@ async fn steps(
             (Some(true), Some(dv)) => dv,
             (v, _) => v,
         },
+        verify_possible: env.target.stored.is_some(),
         guest_alive,
     };
     res.exit_reason = model::classify(&observed);

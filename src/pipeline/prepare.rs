@@ -45,6 +45,8 @@ impl Drop for WorkDir {
 
 pub struct Prepared {
     pub work: WorkDir,
+    /// Made for this cell; the target gets it through its unit, the uploads through auth.
+    pub secret: crate::target::Secret,
     pub host_port: u16,
     pub ssh_port: Option<u16>,
 }
@@ -80,7 +82,8 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     // A fresh instance-id per cell makes cloud-init treat every boot as a first boot.
     let instance_id = format!("{}-{}", cfg.domain_name, std::process::id());
     let files = [seed::harness_files(crate::paths::probe_binary()), env.target.files.clone()].concat();
-    let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &files, &instance_id, cfg.ssh_key.as_ref())
+    let secret = crate::target::Secret::generate();
+    let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &files, &instance_id, cfg.ssh_key.as_ref(), &secret)
         .map_err(|e| err(format!("cloud-init: {e:#}")))?;
     seed::write_iso(&docs, &files, &work.path, &work.seed()).map_err(|e| err(format!("seed: {e:#}")))?;
     let host_port = free_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
@@ -88,7 +91,7 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
         Some(_) => Some(free_port().map_err(|e| err(format!("no free loopback port: {e}")))?),
         None => None,
     };
-    Ok(Prepared { work, host_port, ssh_port })
+    Ok(Prepared { work, secret, host_port, ssh_port })
 }
 
 /// Ask the kernel for a free port on 127.0.0.1. qemu binds it moments later; a clash with

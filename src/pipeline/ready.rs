@@ -6,6 +6,7 @@ use super::{CellError, blocking};
 use crate::accel::Accel;
 use crate::results::model::ExitReason;
 use crate::guest::agent::Agent;
+use crate::target::{Health, TargetSpec};
 use std::time::{Duration, Instant};
 use virt::domain::{Domain, DomainState};
 
@@ -83,15 +84,64 @@ pub fn cloud_init_errors(result_json: &str) -> Option<String> {
     Some(errs.iter().map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())).collect::<Vec<_>>().join("; "))
 }
 
-pub async fn wait_healthy(url: &str, deadline: Instant) -> Result<(), CellError> {
-    crate::upload::client::wait_healthy(url, 200, deadline)
-        .await
-        .map_err(|last| boot_failed(format!("the target's health check {url} never passed (last: {last}); see journal.log")))
+/// The target's health check: an HTTP status through the forward, or (no path in the profile) a
+/// socket listening on the port in the guest.
+pub async fn wait_healthy(target: &TargetSpec, base: &str, dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
+    match &target.health {
+        Health::Http { path, status } => {
+            let url = format!("{base}{path}");
+            crate::upload::client::wait_healthy(&url, *status, deadline)
+                .await
+                .map_err(|last| boot_failed(format!("the target's health check {url} never passed (last: {last}); see journal.log")))
+        }
+        Health::Tcp => {
+            let port = target.guest_port;
+            let mut last;
+            loop {
+                let (d, a) = (dom.clone(), agent.clone());
+                let res = blocking(move || {
+                    check_alive(&d, accel)?;
+                    Ok(["/proc/net/tcp", "/proc/net/tcp6"].iter().map(|f| a.read_string(f)).collect::<Result<Vec<_>, _>>())
+                })
+                .await?;
+                match res {
+                    Ok(tables) if tables.iter().any(|t| listening(t, port)) => return Ok(()),
+                    Ok(_) => last = format!("nothing listens on port {port}"),
+                    Err(e) => last = e.to_string(),
+                }
+                if Instant::now() >= deadline {
+                    return Err(boot_failed(format!("the target never listened on port {port} in the guest (last: {last}); see journal.log")));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// A socket in LISTEN state (0A) on `port` in a /proc/net/tcp{,6} table.
+pub fn listening(table: &str, port: u16) -> bool {
+    table.lines().skip(1).any(|l| {
+        let mut f = l.split_whitespace();
+        let local = f.nth(1).unwrap_or("");
+        let state = f.nth(1).unwrap_or("");
+        state == "0A" && local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_sockets_are_found_by_port_and_state() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0F02000A:1F91 0202000A:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
+        assert!(listening(tcp, 8080));
+        assert!(!listening(tcp, 8081), "an established connection is not a listener");
+        assert!(!listening(tcp, 80));
+        let tcp6 = "  sl  local_address remote_address st\n   0: 00000000000000000000000000000000:1388 00000000000000000000000000000000:0000 0A 0\n";
+        assert!(listening(tcp6, 5000));
+        assert!(!listening("", 5000));
+    }
 
     #[test]
     fn cloud_init_errors_are_extracted() {

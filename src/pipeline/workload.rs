@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub struct UploadReport {
-    /// One per concurrent upload, in the order of `UploadPlan::urls`.
+    /// One per concurrent upload, in the order of `UploadPlan::requests`.
     pub outcomes: Vec<UploadOutcome>,
     /// From the start of the first upload to the end of the last.
     pub wall: Duration,
@@ -26,12 +26,14 @@ pub struct UploadReport {
 }
 
 pub struct UploadPlan {
-    /// One URL per concurrent upload (distinct file names).
-    pub urls: Vec<String>,
+    /// One request per concurrent upload (distinct file names).
+    pub requests: Vec<client::Request>,
     pub payload: Payload,
     pub transfer: Transfer,
     /// Fetch this back after the uploads (`--download`).
     pub download_url: Option<String>,
+    /// Headers of the download (the target's auth).
+    pub download_headers: Vec<(String, String)>,
     pub interval: Duration,
     /// Sample memory only (to measure what the other sources cost).
     pub memory_only: bool,
@@ -61,7 +63,7 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
     let started = Instant::now();
     let up_limit = limit();
     let outcomes = futures_util::future::join_all(
-        plan.urls.iter().map(|url| client::put(url, &plan.payload, plan.transfer, progress.uploaded.clone(), up_limit)),
+        plan.requests.iter().map(|r| client::send(r, &plan.payload, plan.transfer, progress.uploaded.clone(), up_limit)),
     )
     .await;
     let wall = started.elapsed();
@@ -74,7 +76,7 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
         let a = agent.clone();
         memory_peak_after_upload = blocking(move || Ok(super::collect::memory_peak(&a, &cgroup_dir))).await?;
         progress.start_download();
-        download = Some(client::download(url, progress.downloaded.clone(), limit()).await);
+        download = Some(client::download(url, &plan.download_headers, progress.downloaded.clone(), limit()).await);
     }
 
     let stopped = tokio::task::spawn_blocking(move || sampler.stop())

@@ -71,7 +71,11 @@ pub struct PhaseTimes {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetInfo {
     pub name: String,
+    /// `stream`/`memory` for the reference target, `profile` for a profile's.
     pub mode: String,
+    /// sha256 of the profile file the target came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -265,12 +269,16 @@ pub fn round3(x: f64) -> f64 {
 /// What the cell observed, to decide its exit reason. `None` means unknown, never "none".
 #[derive(Debug, Clone)]
 pub struct Observed {
-    pub http_status: Option<u16>,
+    /// Every upload got a status its target counts as stored, and the download (if any) a 2xx.
+    pub http_ok: bool,
     pub transport_error: bool,
     pub timed_out: bool,
     pub oom_kills: Option<u64>,
     pub restarts: Option<u64>,
     pub verified: Option<bool>,
+    /// The target says where files land; false: `verified` is null by design, not for lack of
+    /// an answer.
+    pub verify_possible: bool,
     /// The domain still ran after the upload (false: qemu died, the host's failure).
     pub guest_alive: bool,
 }
@@ -278,12 +286,13 @@ pub struct Observed {
 impl Default for Observed {
     fn default() -> Self {
         Observed {
-            http_status: None,
+            http_ok: false,
             transport_error: false,
             timed_out: false,
             oom_kills: Some(0),
             restarts: Some(0),
             verified: None,
+            verify_possible: true,
             guest_alive: true,
         }
     }
@@ -302,11 +311,11 @@ pub fn classify(o: &Observed) -> ExitReason {
         ExitReason::Timeout
     } else if o.restarts.unwrap_or(0) > 0 || o.transport_error {
         ExitReason::TargetCrashed
-    } else if !crate::upload::client::is_2xx(o.http_status) {
+    } else if !o.http_ok {
         ExitReason::HttpError
     } else if o.verified == Some(false) {
         ExitReason::VerifyFailed
-    } else if o.verified.is_none() || o.oom_kills.is_none() || o.restarts.is_none() {
+    } else if (o.verified.is_none() && o.verify_possible) || o.oom_kills.is_none() || o.restarts.is_none() {
         // The target answered 2xx but the guest could not be asked: we cannot vouch for it.
         ExitReason::HarnessError
     } else {
@@ -320,22 +329,25 @@ mod tests {
 
     #[test]
     fn classification_order() {
-        let ok = Observed { http_status: Some(201), verified: Some(true), ..Default::default() };
+        let ok = Observed { http_ok: true, verified: Some(true), ..Default::default() };
         assert_eq!(classify(&ok), ExitReason::Success);
         let crash = Observed { oom_kills: Some(1), transport_error: true, restarts: Some(1), ..ok.clone() };
         assert_eq!(classify(&crash), ExitReason::OomKilled);
-        assert_eq!(classify(&Observed { timed_out: true, http_status: None, ..ok.clone() }), ExitReason::Timeout);
-        assert_eq!(classify(&Observed { transport_error: true, http_status: None, ..ok.clone() }), ExitReason::TargetCrashed);
+        assert_eq!(classify(&Observed { timed_out: true, ..ok.clone() }), ExitReason::Timeout);
+        assert_eq!(classify(&Observed { transport_error: true, ..ok.clone() }), ExitReason::TargetCrashed);
         assert_eq!(classify(&Observed { restarts: Some(2), ..ok.clone() }), ExitReason::TargetCrashed);
-        assert_eq!(classify(&Observed { http_status: Some(500), ..ok.clone() }), ExitReason::HttpError);
+        assert_eq!(classify(&Observed { http_ok: false, ..ok.clone() }), ExitReason::HttpError);
         assert_eq!(classify(&Observed { verified: Some(false), ..ok.clone() }), ExitReason::VerifyFailed);
         // qemu died under the upload: the host's failure, retried in a matrix.
-        let dead = Observed { guest_alive: false, transport_error: true, oom_kills: None, restarts: None, http_status: None, ..ok.clone() };
+        let dead = Observed { guest_alive: false, transport_error: true, oom_kills: None, restarts: None, ..ok.clone() };
         assert_eq!(classify(&dead), ExitReason::HarnessError);
         // Never success without evidence.
         assert_eq!(classify(&Observed { verified: None, ..ok.clone() }), ExitReason::HarnessError);
         assert_eq!(classify(&Observed { oom_kills: None, ..ok.clone() }), ExitReason::HarnessError);
-        assert_eq!(classify(&Observed { restarts: None, ..ok }), ExitReason::HarnessError);
+        assert_eq!(classify(&Observed { restarts: None, ..ok.clone() }), ExitReason::HarnessError);
+        // A target that cannot be verified (profile verify = false) succeeds with verified null.
+        assert_eq!(classify(&Observed { verified: None, verify_possible: false, ..ok.clone() }), ExitReason::Success);
+        assert_eq!(classify(&Observed { verified: None, verify_possible: false, http_ok: false, ..ok }), ExitReason::HttpError);
     }
 
     #[test]

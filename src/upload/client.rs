@@ -17,6 +17,8 @@ pub struct UploadOutcome {
     pub timed_out: bool,
     /// sha256 of the payload, known once all of it was produced.
     pub sha256: Option<String>,
+    /// The status is one the target's profile counts as stored.
+    pub accepted: bool,
 }
 
 /// A 2xx answer: the target took the request.
@@ -25,10 +27,38 @@ pub fn is_2xx(status: Option<u16>) -> bool {
 }
 
 impl UploadOutcome {
-    /// The target answered 2xx: it says it stored the file.
+    /// The target answered a success status: it says it stored the file.
     pub fn accepted(&self) -> bool {
-        is_2xx(self.status)
+        self.accepted
     }
+}
+
+/// One upload request: where, how, and which answers mean "stored".
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: crate::target::Method,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    /// multipart/form-data with the file in (field, filename); None: the body is the file.
+    pub multipart: Option<(String, String)>,
+    /// Statuses that mean stored; empty: any 2xx.
+    pub success: Vec<u16>,
+}
+
+impl Request {
+    /// A plain PUT of the bytes, 2xx meaning stored.
+    pub fn put(url: &str) -> Request {
+        Request { method: crate::target::Method::Put, url: url.to_string(), headers: Vec::new(), multipart: None, success: Vec::new() }
+    }
+}
+
+/// The multipart framing around the file: (content type, before, after). Pure.
+pub fn multipart_frame(field: &str, filename: &str, boundary: &str) -> (String, Vec<u8>, Vec<u8>) {
+    let before = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    let after = format!("\r\n--{boundary}--\r\n");
+    (format!("multipart/form-data; boundary={boundary}"), before.into_bytes(), after.into_bytes())
 }
 
 /// A client that never goes through a proxy: targets are always on loopback.
@@ -57,8 +87,13 @@ impl Transfer {
     }
 }
 
-/// PUT the payload to `url`, counting progress into `sent`. Gives up after `limit`.
+/// PUT the payload to `url` (2xx: stored).
 pub async fn put(url: &str, payload: &Payload, transfer: Transfer, sent: Arc<AtomicU64>, limit: Duration) -> UploadOutcome {
+    send(&Request::put(url), payload, transfer, sent, limit).await
+}
+
+/// Send the payload as `req` says, counting its bytes into `sent`. Gives up after `limit`.
+pub async fn send(r: &Request, payload: &Payload, transfer: Transfer, sent: Arc<AtomicU64>, limit: Duration) -> UploadOutcome {
     let size = payload.size();
     let (rx, producer) = super::payload::spawn(payload);
     // `sent` may be shared by concurrent uploads (progress); `mine` is this request's own count.
@@ -73,11 +108,35 @@ pub async fn put(url: &str, payload: &Payload, transfer: Transfer, sent: Arc<Ato
             Some((Ok::<_, std::io::Error>(chunk), rx))
         }
     });
-    let mut req = http_client().put(url).header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
-    if transfer == Transfer::ContentLength {
-        req = req.header(reqwest::header::CONTENT_LENGTH, size);
+    let method = match r.method {
+        crate::target::Method::Put => reqwest::Method::PUT,
+        crate::target::Method::Post => reqwest::Method::POST,
+    };
+    let mut req = http_client().request(method, &r.url);
+    for (k, v) in &r.headers {
+        req = req.header(k.as_str(), v.as_str());
     }
-    let req = req.body(reqwest::Body::wrap_stream(stream));
+    let req = match &r.multipart {
+        None => {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+            if transfer == Transfer::ContentLength {
+                req = req.header(reqwest::header::CONTENT_LENGTH, size);
+            }
+            req.body(reqwest::Body::wrap_stream(stream))
+        }
+        Some((field, filename)) => {
+            let boundary = format!("perfvm-{:016x}", size ^ (std::process::id() as u64) << 32);
+            let (ctype, before, after) = multipart_frame(field, filename, &boundary);
+            if transfer == Transfer::ContentLength {
+                req = req.header(reqwest::header::CONTENT_LENGTH, before.len() as u64 + size + after.len() as u64);
+            }
+            use futures_util::StreamExt;
+            let framed = futures_util::stream::once(async move { Ok(bytes::Bytes::from(before)) })
+                .chain(stream)
+                .chain(futures_util::stream::once(async move { Ok(bytes::Bytes::from(after)) }));
+            req.header(reqwest::header::CONTENT_TYPE, ctype).body(reqwest::Body::wrap_stream(framed))
+        }
+    };
 
     let started = Instant::now();
     let result = tokio::time::timeout(limit, async {
@@ -96,10 +155,12 @@ pub async fn put(url: &str, payload: &Payload, transfer: Transfer, sent: Arc<Ato
         error: None,
         timed_out: false,
         sha256: None,
+        accepted: false,
     };
     match result {
         Ok(Ok((status, body))) => {
             out.status = Some(status);
+            out.accepted = if r.success.is_empty() { is_2xx(Some(status)) } else { r.success.contains(&status) };
             out.response_body = body.chars().take(4096).collect();
         }
         Ok(Err(e)) => out.error = Some(error_chain(&e)),
@@ -135,12 +196,16 @@ impl DownloadOutcome {
 }
 
 /// GET `url`, hashing the body as it streams in (nothing is kept), counting into `received`.
-pub async fn download(url: &str, received: Arc<AtomicU64>, limit: Duration) -> DownloadOutcome {
+pub async fn download(url: &str, headers: &[(String, String)], received: Arc<AtomicU64>, limit: Duration) -> DownloadOutcome {
     use sha2::{Digest, Sha256};
     let started = Instant::now();
     let mut hasher = Sha256::new();
     let result = tokio::time::timeout(limit, async {
-        let mut resp = http_client().get(url).send().await?;
+        let mut req = http_client().get(url);
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let mut resp = req.send().await?;
         let status = resp.status().as_u16();
         while let Some(chunk) = resp.chunk().await? {
             hasher.update(&chunk);
@@ -197,4 +262,27 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipart_frame_wraps_the_file_in_one_field() {
+        let (ctype, before, after) = multipart_frame("files", "perfvm-upload.bin", "B0UND");
+        assert_eq!(ctype, "multipart/form-data; boundary=B0UND");
+        let body = [before.as_slice(), b"DATA", after.as_slice()].concat();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "--B0UND\r\nContent-Disposition: form-data; name=\"files\"; filename=\"perfvm-upload.bin\"\r\nContent-Type: application/octet-stream\r\n\r\nDATA\r\n--B0UND--\r\n"
+        );
+    }
+
+    #[test]
+    fn a_plain_put_counts_any_2xx() {
+        let r = Request::put("http://127.0.0.1:1/x");
+        assert_eq!(r.method, crate::target::Method::Put);
+        assert!(r.success.is_empty() && r.multipart.is_none() && r.headers.is_empty());
+    }
 }

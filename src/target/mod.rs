@@ -1,0 +1,336 @@
+//! The target: the server a cell measures, described as data so the pipeline never special-cases
+//! one. The reference upload server ships with perfvm (`src/bin/perfvm-target.rs`); any other
+//! server comes from a profile file (`targets/*.toml`, see `profile.rs`).
+
+pub mod profile;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetMode {
+    /// Write the body to disk as it arrives: constant memory.
+    Stream,
+    /// Buffer the whole body in memory before writing, like many web apps.
+    Memory,
+}
+
+impl TargetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetMode::Stream => "stream",
+            TargetMode::Memory => "memory",
+        }
+    }
+}
+
+/// A file copied from the host into the guest through the seed disk.
+#[derive(Debug, Clone)]
+pub struct DeliveredFile {
+    pub host: PathBuf,
+    /// File name inside the seed's `files/` directory.
+    pub seed_name: String,
+    pub guest: String,
+    pub mode: u32,
+}
+
+/// How perfvm knows the target is up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// GET this path through the forward until it answers `status`.
+    Http { path: String, status: u16 },
+    /// The guest has a socket listening on the port (read from /proc/net/tcp through the agent;
+    /// a connect through the forward alone proves nothing, since qemu accepts it either way).
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Put,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Put => "PUT",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// The body of the upload request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    /// The file's bytes are the body.
+    Raw,
+    /// multipart/form-data with the file in this field (its filename is the upload's name).
+    Multipart { field: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    /// HTTP basic with this user and the cell's secret as password.
+    Basic { user: String },
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+}
+
+/// How to upload one file. Strings may hold `{name}` (the file name) and `{secret}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadSpec {
+    pub method: Method,
+    pub shape: Shape,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub auth: Option<Auth>,
+    /// Statuses that mean "stored"; empty: any 2xx.
+    pub success: Vec<u16>,
+}
+
+/// The systemd service. `exec_start`, `environment` and `setup` may hold `{port}` and `{secret}`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Service {
+    pub exec_start: String,
+    pub environment: Vec<(String, String)>,
+    pub working_directory: Option<String>,
+    pub user: Option<String>,
+    /// A cgroup limit below the guest's RAM (bytes).
+    pub memory_max: Option<u64>,
+    /// Shell commands run once as root before the unit starts (after files are installed).
+    pub setup: Option<String>,
+}
+
+/// A per-cell secret for targets with auth: random, handed to the target through its unit, and
+/// never written into results.
+#[derive(Clone, PartialEq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn generate() -> Secret {
+        use rand_core::{Rng, SeedableRng};
+        let mut seed = [0u8; 32];
+        getrandom_seed(&mut seed);
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+        const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+        Secret((0..24).map(|_| ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char).collect())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// Replace the secret in text that is about to be saved (journal, errors).
+    pub fn redact(&self, text: &str) -> String {
+        text.replace(&self.0, "<secret>")
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<hidden>)")
+    }
+}
+
+fn getrandom_seed(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("read /dev/urandom");
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    pub name: String,
+    /// `stream`/`memory` for the reference target, `profile` for one from a file.
+    pub mode: String,
+    /// sha256 of the profile file (part of a matrix's run key), None for the reference target.
+    pub profile_sha256: Option<String>,
+    /// systemd unit name, with `.service`.
+    pub unit: String,
+    pub guest_port: u16,
+    pub health: Health,
+    pub service: Service,
+    pub files: Vec<DeliveredFile>,
+    /// Debian packages the image needs beyond the base recipe (an image variant).
+    pub packages: Vec<String>,
+    pub upload: UploadSpec,
+    /// Where the target stores `{name}` in the guest; None: it cannot be verified.
+    pub stored: Option<String>,
+    /// URL path to fetch `{name}` back (`--download`).
+    pub download: Option<String>,
+}
+
+pub const REFERENCE_NAME: &str = "perfvm-target";
+
+fn values<'a>(pairs: &[(&'a str, &str)]) -> BTreeMap<&'a str, String> {
+    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+impl TargetSpec {
+    pub fn reference(mode: TargetMode, binary: PathBuf) -> TargetSpec {
+        let store_dir = "/var/lib/perfvm-target/files";
+        TargetSpec {
+            name: REFERENCE_NAME.into(),
+            mode: mode.as_str().into(),
+            profile_sha256: None,
+            unit: "perfvm-target.service".into(),
+            guest_port: 8080,
+            health: Health::Http { path: "/health".into(), status: 200 },
+            service: Service {
+                exec_start: format!("/usr/local/bin/perfvm-target --listen 0.0.0.0:{{port}} --dir {store_dir} --mode {}", mode.as_str()),
+                ..Service::default()
+            },
+            files: vec![DeliveredFile {
+                host: binary,
+                seed_name: "perfvm-target".into(),
+                guest: "/usr/local/bin/perfvm-target".into(),
+                mode: 0o755,
+            }],
+            packages: Vec::new(),
+            upload: UploadSpec { method: Method::Put, shape: Shape::Raw, url: "/upload/{name}".into(), headers: Vec::new(), auth: None, success: Vec::new() },
+            stored: Some(format!("{store_dir}/{{name}}")),
+            download: Some("/files/{name}".into()),
+        }
+    }
+
+    pub fn upload_path(&self, file_name: &str) -> String {
+        template::fill(&self.upload.url, &values(&[("name", file_name)]))
+    }
+
+    /// Where the file can be fetched back (`--download`).
+    pub fn download_path(&self, file_name: &str) -> Option<String> {
+        self.download.as_ref().map(|d| template::fill(d, &values(&[("name", file_name)])))
+    }
+
+    /// Where the target stores an uploaded file inside the guest (for sha256 verification).
+    pub fn stored_path(&self, file_name: &str) -> Option<String> {
+        self.stored.as_ref().map(|s| template::fill(s, &values(&[("name", file_name)])))
+    }
+
+    /// Whether an answer means the target stored the file.
+    pub fn accepts(&self, status: Option<u16>) -> bool {
+        match status {
+            Some(s) if !self.upload.success.is_empty() => self.upload.success.contains(&s),
+            s => crate::upload::client::is_2xx(s),
+        }
+    }
+
+    /// The request headers of one upload, auth included (the only place the secret meets HTTP).
+    pub fn upload_headers(&self, file_name: &str, secret: &Secret) -> Vec<(String, String)> {
+        let v = values(&[("name", file_name), ("secret", secret.expose())]);
+        let mut h: Vec<(String, String)> = self.upload.headers.iter().map(|(k, val)| (k.clone(), template::fill(val, &v))).collect();
+        h.extend(self.auth_headers(secret));
+        h
+    }
+
+    /// The Authorization header, if the target wants one (uploads and the download).
+    pub fn auth_headers(&self, secret: &Secret) -> Vec<(String, String)> {
+        match &self.upload.auth {
+            Some(Auth::Basic { user }) => {
+                use base64::Engine;
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", secret.expose()));
+                vec![("Authorization".into(), format!("Basic {token}"))]
+            }
+            Some(Auth::Bearer) => vec![("Authorization".into(), format!("Bearer {}", secret.expose()))],
+            None => Vec::new(),
+        }
+    }
+
+    /// The unit's cgroup v2 directory inside the guest.
+    pub fn cgroup_dir(&self) -> String {
+        format!("/sys/fs/cgroup/system.slice/{}", self.unit)
+    }
+
+    fn service_values(&self, secret: &Secret) -> BTreeMap<&'static str, String> {
+        [("port", self.guest_port.to_string()), ("secret", secret.expose().to_string())].into_iter().collect()
+    }
+
+    /// The set-up commands with placeholders filled.
+    pub fn setup_commands(&self, secret: &Secret) -> Option<String> {
+        self.service.setup.as_ref().map(|s| template::fill(s, &self.service_values(secret)))
+    }
+
+    /// The systemd unit. Restart=on-failure lets a crashed or OOM-killed target come back (and
+    /// be counted); accounting makes memory.current/peak and friends exist for the unit.
+    pub fn unit_file(&self, secret: &Secret) -> String {
+        let v = self.service_values(secret);
+        // `%` starts a systemd specifier; a profile means a literal one.
+        let esc = |s: &str| template::fill(s, &v).replace('%', "%%");
+        let mut service = String::new();
+        for (k, val) in &self.service.environment {
+            service.push_str(&format!("Environment=\"{k}={}\"\n", esc(val).replace('\\', "\\\\").replace('"', "\\\"")));
+        }
+        if let Some(d) = &self.service.working_directory {
+            service.push_str(&format!("WorkingDirectory={d}\n"));
+        }
+        if let Some(u) = &self.service.user {
+            service.push_str(&format!("User={u}\n"));
+        }
+        if let Some(m) = self.service.memory_max {
+            service.push_str(&format!("MemoryMax={m}\n"));
+        }
+        format!(
+            "[Unit]\n\
+             Description=perfvm target {name} ({mode})\n\
+             After=network.target\n\
+             \n\
+             [Service]\n\
+             ExecStart={exec}\n\
+             {service}\
+             Restart=on-failure\n\
+             RestartSec=1\n\
+             MemoryAccounting=yes\n\
+             CPUAccounting=yes\n\
+             IOAccounting=yes\n\
+             \n\
+             [Install]\n\
+             WantedBy=multi-user.target\n",
+            name = self.name,
+            mode = self.mode,
+            exec = esc(&self.service.exec_start),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_unit_runs_the_chosen_mode() {
+        let t = TargetSpec::reference(TargetMode::Memory, "/x/perfvm-target".into());
+        let unit = t.unit_file(&Secret::generate());
+        assert!(unit.contains("ExecStart=/usr/local/bin/perfvm-target --listen 0.0.0.0:8080 "));
+        assert!(unit.contains("--mode memory"));
+        assert!(unit.contains("Restart=on-failure"));
+        assert!(unit.contains("MemoryAccounting=yes"));
+        assert!(!unit.contains("Environment=") && !unit.contains("MemoryMax"));
+        assert_eq!(t.stored_path("f.bin").unwrap(), "/var/lib/perfvm-target/files/f.bin");
+        assert_eq!(t.upload_path("f.bin"), "/upload/f.bin");
+        assert_eq!(t.download_path("f.bin").unwrap(), "/files/f.bin");
+        assert_eq!(t.cgroup_dir(), "/sys/fs/cgroup/system.slice/perfvm-target.service");
+        assert!(t.accepts(Some(201)) && t.accepts(Some(204)) && !t.accepts(Some(413)) && !t.accepts(None));
+    }
+
+    #[test]
+    fn secret_fills_the_unit_and_auth_but_never_debug() {
+        let mut t = TargetSpec::reference(TargetMode::Stream, "/x".into());
+        t.service.environment = vec![("TOKEN".into(), "{secret}".into()), ("Q".into(), "a\"b%c".into())];
+        t.service.memory_max = Some(268435456);
+        t.upload.auth = Some(Auth::Basic { user: "perfvm".into() });
+        t.upload.success = vec![201];
+        let s = Secret::generate();
+        assert_eq!(s.expose().len(), 24);
+        assert_ne!(s, Secret::generate());
+        let unit = t.unit_file(&s);
+        assert!(unit.contains(&format!("Environment=\"TOKEN={}\"\n", s.expose())), "{unit}");
+        assert!(unit.contains("Environment=\"Q=a\\\"b%%c\"\n"), "{unit}");
+        assert!(unit.contains("MemoryMax=268435456\n"));
+        let h = t.upload_headers("f", &s);
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(h[0].1.strip_prefix("Basic ").unwrap()).unwrap();
+        assert_eq!(String::from_utf8(decoded).unwrap(), format!("perfvm:{}", s.expose()));
+        assert!(!format!("{s:?}").contains(s.expose()));
+        assert_eq!(s.redact(&format!("x {} y", s.expose())), "x <secret> y");
+        assert!(t.accepts(Some(201)) && !t.accepts(Some(200)));
+    }
+}
