@@ -117,6 +117,17 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
             Err(e) => checks.push(check(false, "list cell files", e.to_string())),
         }
     }
+    if let Some(src) = args.image.source() {
+        // A sparse raw copy to look into; beside the image cache, which has room for images.
+        let scratch = crate::paths::cache_dir().join(format!(".inspect-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch)?;
+        let found = crate::image::import::inspect(&src, &scratch);
+        let _ = std::fs::remove_dir_all(&scratch);
+        match found {
+            Ok(found) => checks.extend(found.into_iter().map(|f| check(f.ok, format!("--image: {}", f.what), f.fix))),
+            Err(e) => checks.push(check(false, "--image", format!("{e:#}"))),
+        }
+    }
     let mut failed = 0;
     for c in &checks {
         println!("{} {}", if c.ok { "ok  " } else { "FAIL" }, c.what);

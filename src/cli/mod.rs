@@ -77,6 +77,38 @@ pub struct DoctorArgs {
     /// Results directory to check for space and write access.
     #[arg(long, default_value = "results")]
     pub results_dir: PathBuf,
+    #[command(flatten)]
+    pub image: ImageArgs,
+}
+
+/// Bring your own image instead of perfvm's (README: "Bring your own image").
+#[derive(Args, Debug, Clone, Default)]
+pub struct ImageArgs {
+    /// Boot this disk image (qcow2 or raw) instead of perfvm's own: a root filesystem with
+    /// --kernel/--initrd, or a whole bootable disk. It needs cloud-init and qemu-guest-agent
+    /// (`perfvm doctor --image PATH` checks). Imported into the cache once, never modified.
+    #[arg(long, value_name = "PATH")]
+    pub image: Option<PathBuf>,
+    /// Kernel for direct boot of a root-filesystem --image.
+    #[arg(long, value_name = "PATH", requires = "image")]
+    pub kernel: Option<PathBuf>,
+    /// Initrd for direct boot, with --kernel.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for direct boot [default: root=/dev/vda rw console=ttyS0].
+    #[arg(long, value_name = "TEXT", requires = "kernel")]
+    pub cmdline: Option<String>,
+}
+
+impl ImageArgs {
+    pub fn source(&self) -> Option<crate::image::import::Source> {
+        self.image.as_ref().map(|disk| crate::image::import::Source {
+            disk: disk.clone(),
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -240,6 +272,8 @@ pub struct CellArgs {
     /// (buffers the whole body first, like many web apps).
     #[arg(long, value_enum)]
     pub target_mode: Option<TargetMode>,
+    #[command(flatten)]
+    pub image: ImageArgs,
     /// Seed of the generated file: same seed and size, same bytes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

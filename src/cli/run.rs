@@ -151,15 +151,20 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
     let probe = KvmProbe::read();
     let accel = accel::resolve(common.accel, &probe).map_err(InputError)?;
     let loaded = recipe::load(&crate::paths::recipe_dir()).map_err(|e| InputError(e.to_string()))?;
+    let byo = common.image.source();
+    let root_size_gib = match &byo {
+        Some(src) => crate::image::import::check(src).map_err(|e| InputError(format!("{e:#}")))?.virtual_size / ByteSize::GIB,
+        None => loaded.recipe.root_size_gib,
+    };
     let (_, available) = crate::proc::host_memory().context("cannot read /proc/meminfo")?;
-    let host = HostLimits { available_bytes: available, accel, root_size_gib: loaded.recipe.root_size_gib };
+    let host = HostLimits { available_bytes: available, accel, root_size_gib };
     for &(ram, size, concurrency) in cells {
         validate_cell(ram, size, common.cpus, common.timeout, common.sample_interval, host)?;
         if concurrency == 0 || concurrency > crate::matrix::expand::MAX_CONCURRENCY {
             return Err(InputError(format!("--concurrency {concurrency}: use 1 to {} uploads at once", crate::matrix::expand::MAX_CONCURRENCY)).into());
         }
         let stored = size.bytes().saturating_mul(concurrency as u64);
-        let room = disk_room(loaded.recipe.root_size_gib);
+        let room = disk_room(root_size_gib);
         if stored > room {
             return Err(InputError(format!(
                 "--concurrency {concurrency} × {size}: the guest must store {} but its root filesystem holds at most {}",
@@ -190,8 +195,21 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
     if common.download && target.download.is_none() {
         return Err(InputError(format!("--download: target {} has no [download] url in its profile", target.name)).into());
     }
-    // A profile's packages make an image variant, built once and cached like the base.
-    let image = image::build::ensure(&cache, &loaded.with_packages(&target.packages))?;
+    let image = match &byo {
+        Some(src) => {
+            if !target.packages.is_empty() {
+                return Err(InputError(format!(
+                    "--image with --target {}: the profile installs Debian packages ({}) into perfvm's image; put them into your image and use a profile without [image] packages",
+                    target.name,
+                    target.packages.join(", ")
+                ))
+                .into());
+            }
+            crate::image::import::import(&cache, src)?
+        }
+        // A profile's packages make an image variant, built once and cached like the base.
+        None => image::build::ensure(&cache, &loaded.with_packages(&target.packages))?,
+    };
     Ok(Checked { accel, env: CellEnv { conn, cache, image, target, templates } })
 }
 

@@ -1,6 +1,7 @@
 //! Domain XML for one cell. Pure: spec in, XML string out.
 
 use crate::accel::Accel;
+use crate::image::Boot;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
@@ -9,9 +10,7 @@ pub struct DomainSpec {
     pub accel: Accel,
     pub ram_mib: u64,
     pub cpus: u32,
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
-    pub cmdline: String,
+    pub boot: Boot,
     pub disk: PathBuf,
     pub seed: PathBuf,
     pub console_log: PathBuf,
@@ -73,10 +72,7 @@ pub fn render(s: &DomainSpec) -> String {
   <vcpu placement='static'>{cpus}</vcpu>
 {cpu}  <os>
     <type arch='x86_64' machine='q35'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>{cmdline}</cmdline>
-  </os>
+{boot}  </os>
   <features><acpi/></features>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
@@ -123,9 +119,15 @@ pub fn render(s: &DomainSpec) -> String {
         keep = s.keep,
         ram = s.ram_mib,
         cpus = s.cpus,
-        kernel = p(&s.kernel),
-        initrd = p(&s.initrd),
-        cmdline = escape(&s.cmdline),
+        boot = match &s.boot {
+            Boot::Direct { kernel, initrd, cmdline } => format!(
+                "    <kernel>{}</kernel>\n    <initrd>{}</initrd>\n    <cmdline>{}</cmdline>\n",
+                p(kernel),
+                p(initrd),
+                escape(cmdline)
+            ),
+            Boot::Firmware => "    <boot dev='hd'/>\n".to_string(),
+        },
         disk = p(&s.disk),
         seed = p(&s.seed),
         console = p(&s.console_log),
@@ -169,9 +171,7 @@ mod tests {
             accel,
             ram_mib: 512,
             cpus: 2,
-            kernel: "/c/img/vmlinuz".into(),
-            initrd: "/c/img/initrd.img".into(),
-            cmdline: "root=/dev/vda rw console=ttyS0".into(),
+            boot: Boot::Direct { kernel: "/c/img/vmlinuz".into(), initrd: "/c/img/initrd.img".into(), cmdline: "root=/dev/vda rw console=ttyS0".into() },
             disk: "/c/cells/x/overlay.qcow2".into(),
             seed: "/c/cells/x/seed.iso".into(),
             console_log: "/c/cells/x/console.log".into(),
@@ -203,6 +203,19 @@ mod tests {
         let x = render(&s);
         assert_eq!(x.matches("hostfwd=tcp:127.0.0.1:").count(), 2);
         assert!(x.contains(",hostfwd=tcp:127.0.0.1:40124-:22"));
+    }
+
+    #[test]
+    fn direct_boot_names_kernel_and_firmware_boot_the_disk() {
+        let x = render(&spec(Accel::Tcg));
+        assert!(x.contains("<kernel>/c/img/vmlinuz</kernel>\n    <initrd>/c/img/initrd.img</initrd>\n    <cmdline>root=/dev/vda rw console=ttyS0</cmdline>\n  </os>"));
+        assert!(!x.contains("<boot dev"));
+        let mut s = spec(Accel::Tcg);
+        s.boot = Boot::Firmware;
+        let x = render(&s);
+        assert!(x.contains("<boot dev='hd'/>\n  </os>") && !x.contains("<kernel>"));
+        // The XML stays well-formed either way.
+        assert_eq!(x.matches("<os>").count(), 1);
     }
 
     #[test]

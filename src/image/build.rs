@@ -21,22 +21,29 @@ pub fn ensure(cache: &Path, recipe: &LoadedRecipe) -> Result<Image> {
 
 /// Build the image (or rebuild it with `force`).
 pub fn build(cache: &Path, recipe: &LoadedRecipe, force: bool) -> Result<Image> {
+    let what = format!("building {} from {}", recipe.id, recipe.dir.display());
+    into_cache(cache, &recipe.id, force, &what, |tmp, started| build_into(tmp, recipe, started))
+}
+
+/// Make image `id` in the cache with `make`, which fills a private directory that is renamed
+/// into place only when complete, under a lock: no reader sees half an image, no two builders race.
+pub fn into_cache(cache: &Path, id: &str, force: bool, what: &str, make: impl FnOnce(&Path, Instant) -> Result<Manifest>) -> Result<Image> {
     let images = crate::paths::images_dir(cache);
     crate::paths::ensure_shared_dir(cache)?;
     crate::paths::ensure_shared_dir(&images)
         .with_context(|| format!("cannot create image cache {}", images.display()))?;
-    let lock_path = images.join(format!(".{}.lock", recipe.id));
+    let lock_path = images.join(format!(".{id}.lock"));
     let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
     if lock.try_lock().is_err() {
-        eprintln!("[image] another perfvm is building {}; waiting for it", recipe.id);
+        eprintln!("[image] another perfvm is making {id}; waiting for it");
         lock.lock()?;
     }
-    let img = image_for(cache, &recipe.id);
+    let img = image_for(cache, id);
     if img.is_complete() && !force {
         return Ok(img);
     }
     remove_stale_builds(&images);
-    let tmp = images.join(format!(".build-{}-{}", recipe.id, std::process::id()));
+    let tmp = images.join(format!(".build-{id}-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(tmp.clone());
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
@@ -44,8 +51,8 @@ pub fn build(cache: &Path, recipe: &LoadedRecipe, force: bool) -> Result<Image> 
     crate::paths::ensure_shared_dir(&tmp)?;
 
     let started = Instant::now();
-    eprintln!("[image] building {} from {} (log: {})", recipe.id, recipe.dir.display(), tmp.join("build.log").display());
-    let manifest = build_into(&tmp, recipe, started)?;
+    eprintln!("[image] {what} (log: {})", tmp.join("build.log").display());
+    let manifest = make(&tmp, started)?;
     std::fs::write(tmp.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
     sync_dir(&tmp)?;
     if img.dir.exists() {
@@ -53,7 +60,7 @@ pub fn build(cache: &Path, recipe: &LoadedRecipe, force: bool) -> Result<Image> 
     }
     std::fs::rename(&tmp, &img.dir).context("cannot move the finished image into place")?;
     // The build log stays beside the image for anyone wondering how it was made.
-    eprintln!("[image] {} ready in {:.0} s: {}", recipe.id, started.elapsed().as_secs_f64(), img.dir.display());
+    eprintln!("[image] {id} ready in {:.0} s: {}", started.elapsed().as_secs_f64(), img.dir.display());
     Ok(img)
 }
 
@@ -115,11 +122,13 @@ fn build_into(tmp: &Path, loaded: &LoadedRecipe, started: Instant) -> Result<Man
         disk_bytes: std::fs::metadata(&disk)?.len(),
         build_seconds: started.elapsed().as_secs_f64(),
         perfvm_version: env!("CARGO_PKG_VERSION").to_string(),
+        source: None,
+        cmdline: None,
     })
 }
 
 /// Run one build step with its output appended to the build log; on failure show the log's tail.
-fn step(log_path: &Path, what: &str, mut cmd: Command) -> Result<()> {
+pub fn step(log_path: &Path, what: &str, mut cmd: Command) -> Result<()> {
     use std::io::Write;
     let t = Instant::now();
     eprintln!("[image]   {what} ...");

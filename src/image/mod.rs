@@ -2,6 +2,7 @@
 //! `<cache>/images/<id>/` and reused while the recipe is unchanged.
 
 pub mod build;
+pub mod import;
 pub mod recipe;
 
 use std::path::{Path, PathBuf};
@@ -32,8 +33,29 @@ impl Image {
     }
     /// An image counts as present only when its manifest, written last, exists.
     pub fn is_complete(&self) -> bool {
-        self.manifest_path().is_file() && self.disk().is_file() && self.kernel().is_file() && self.initrd().is_file()
+        self.manifest_path().is_file() && self.disk().is_file()
     }
+
+    /// How the guest starts: perfvm's images and root-filesystem imports boot their kernel
+    /// directly; a whole-disk import boots through its own bootloader.
+    pub fn boot(&self) -> Boot {
+        if self.kernel().is_file() && self.initrd().is_file() {
+            let cmdline = self.manifest().and_then(|m| m.cmdline).unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+            Boot::Direct { kernel: self.kernel(), initrd: self.initrd(), cmdline }
+        } else {
+            Boot::Firmware
+        }
+    }
+}
+
+/// The kernel command line of a direct boot: the root filesystem is the first virtio disk.
+pub const DEFAULT_CMDLINE: &str = "root=/dev/vda rw console=ttyS0";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Boot {
+    Direct { kernel: PathBuf, initrd: PathBuf, cmdline: String },
+    /// The disk's own bootloader (BIOS firmware).
+    Firmware,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -47,6 +69,12 @@ pub struct Manifest {
     pub disk_bytes: u64,
     pub build_seconds: f64,
     pub perfvm_version: String,
+    /// `--image`: the user's file this image was imported from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `--cmdline` of an imported root-filesystem image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
 }
 
 pub fn image_for(cache: &Path, id: &str) -> Image {
