@@ -3,8 +3,9 @@
 # Safe to run again: installs only what is missing, starts daemons only if they are not running.
 set -euo pipefail
 
-# openssh-client: the tests log into a guest started with --ssh-key.
-PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client)
+# openssh-client: the tests log into a guest started with --ssh-key. curl: the uploadserver
+# profile downloads its wheel from PyPI. e2fsprogs: debugfs for `perfvm doctor --image`.
+PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client curl e2fsprogs)
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -1,0 +1,223 @@
+//! Targets from profiles, end to end: the three shipped real servers (nginx WebDAV from Debian,
+//! dufs from crates.io, uploadserver from PyPI) each pass a verified cell through the same
+//! pipeline and matrix code as the reference target; a profile's secret never reaches a saved
+//! file; broken profiles and images fail the way the README says; `--image` boots a user's disk.
+
+mod common;
+
+use common::*;
+use perfvm::results::model::ExitReason;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn assert_verified(r: &perfvm::results::model::CellResult, name: &str, status: u16) {
+    assert_eq!(r.exit_reason, ExitReason::Success, "{name}: {:?}", r.error);
+    assert!(r.success);
+    assert_eq!(r.target.name, name);
+    assert_eq!(r.target.mode, "profile");
+    assert_eq!(r.target.profile_sha256.as_ref().map(String::len), Some(64));
+    assert_eq!(r.http_status, Some(status));
+    assert_eq!(r.verified, Some(true), "the stored file's sha256 was checked in the guest");
+    assert_eq!(r.guest_sha256, r.sha256);
+    assert!(r.peak_memory_bytes.unwrap() > 0);
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn nginx_webdav_from_debian_packages_passes_a_verified_cell() {
+    let (r, _dir, out) = cell(&["--ram", "512", "--file-size", "32M", "--target", "nginx-webdav"]);
+    assert_verified(&r, "nginx-webdav", 201);
+    assert_eq!(out.status.code(), Some(0));
+    // Its packages made an image variant of its own, beside the base image.
+    let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap().id;
+    assert!(r.image_id.starts_with(&format!("{base}-")) && r.image_id != base, "{}", r.image_id);
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn uploadserver_from_pypi_takes_a_multipart_post_with_auth() {
+    let (r, dir, _) = cell(&["--ram", "512", "--file-size", "24M", "--target", "uploadserver", "--download"]);
+    assert_verified(&r, "uploadserver", 204);
+    let d = r.download.as_ref().expect("download record");
+    assert_eq!(d.verified, Some(true));
+    let journal = std::fs::read_to_string(dir.join("journal.log")).unwrap();
+    assert!(journal.contains("[Uploaded]"), "uploadserver logged the upload:\n{journal}");
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn dufs_from_crates_io_runs_in_a_matrix_like_the_default_target() {
+    let _one = vm_lock();
+    let results = tempfile::tempdir().unwrap();
+    let rd = results.path().to_str().unwrap();
+    let out = perfvm(&["matrix", "--target", "dufs", "--ram", "384,512", "--file-size", "16M", "--jobs", "1", "--timeout", "400", "--download", "--results-dir", rd]);
+    eprintln!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+    let run = run_dirs(results.path()).pop().unwrap();
+    let csv = std::fs::read_to_string(run.join("matrix.csv")).unwrap();
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let header = rows.headers().unwrap().clone();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let recs: Vec<_> = rows.records().map(|r| r.unwrap()).collect();
+    assert_eq!(recs.len(), 2);
+    for rec in &recs {
+        assert_eq!(&rec[col("target")], "dufs");
+        assert_eq!(&rec[col("exit_reason")], "success");
+    }
+    for f in attempt_results(&run) {
+        let r = read_result(&f);
+        assert_verified(&r, "dufs", 201);
+        assert_eq!(r.download.as_ref().and_then(|d| d.verified), Some(true), "the download carried the auth too");
+    }
+    assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("dufs"));
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn a_profiles_secret_is_redacted_from_everything_saved() {
+    let (r, dir, _) = cell(&["--ram", "256", "--file-size", "4M", "--target", "tests/data/profiles/leaky.toml"]);
+    // No [health]: the TCP listen check; verify = false: success, but never verified true.
+    assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert_eq!(r.verified, None);
+    assert_eq!(r.target.name, "leaky");
+    let journal = std::fs::read_to_string(dir.join("journal.log")).unwrap();
+    assert!(journal.contains("leaked-token=<secret>"), "the target printed its secret and perfvm redacted it:\n{journal}");
+    for f in walk(&dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        for (i, _) in text.match_indices("leaked-token=") {
+            let rest = &text[i + "leaked-token=".len()..];
+            assert!(rest.starts_with("<secret>"), "{} holds the secret: {}", f.display(), &rest[..rest.len().min(30)]);
+        }
+    }
+}
+
+/// Profiles that cannot work are refused before anything starts: exit 2, the key named.
+#[test]
+fn broken_profiles_are_refused_with_the_problem_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string("tests/data/profiles/leaky.toml").unwrap();
+    let cases = [
+        ("missing-port", good.replace("port = 8090\n", ""), "missing field `port`"),
+        ("bad-shape", good.replace("method = \"PUT\"", "method = \"PUT\"\nshape = \"form\""), "upload.shape = \"form\""),
+        ("port-clash", good.replace("port = 8090", "port = 22"), "clashes with sshd"),
+        ("bad-template", good.replace("/upload/{name}", "/upload/{file}"), "unknown placeholder {file}"),
+    ];
+    for (name, text, want) in cases {
+        let p = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let results = dir.path().join("results");
+        let out = perfvm(&["run", "--ram", "256", "--file-size", "1M", "--target", p.to_str().unwrap(), "--results-dir", results.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(!results.exists(), "{name}: nothing written");
+        let out = perfvm(&["target", "check", p.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "target check {name}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(want));
+    }
+    let out = perfvm(&["run", "--ram", "256", "--file-size", "1M", "--target", "no-such-target"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known: perfvm-target, dufs, nginx-webdav, uploadserver"));
+    let out = perfvm(&["target", "list"]);
+    assert_eq!(out.status.code(), Some(0));
+    let list = String::from_utf8_lossy(&out.stdout);
+    for t in ["perfvm-target", "nginx-webdav", "dufs", "uploadserver"] {
+        assert!(list.contains(t), "{list}");
+    }
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn a_health_check_that_never_passes_ends_boot_failed_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("tests/data/profiles/leaky.toml").unwrap().replace("[upload]", "[health]\npath = \"/never\"\n\n[upload]");
+    let p = dir.path().join("never.toml");
+    std::fs::write(&p, text).unwrap();
+    let timeout = 75;
+    let _one = vm_lock();
+    let results = dir.path().join("results");
+    let t = Instant::now();
+    let out = perfvm(&["run", "--ram", "256", "--file-size", "1M", "--target", p.to_str().unwrap(), "--timeout", &timeout.to_string(), "--results-dir", results.to_str().unwrap()]);
+    let took = t.elapsed().as_secs();
+    let run = run_dirs(&results).pop().expect("a run dir");
+    let r = read_result(&run.join("result.json"));
+    assert_no_leftovers(&r);
+    assert_eq!(r.exit_reason, ExitReason::BootFailed);
+    assert_eq!(out.status.code(), Some(69));
+    assert!(r.error.as_deref().unwrap().contains("/never never passed"), "{:?}", r.error);
+    assert!(took < timeout + 45, "ended {took} s after start with --timeout {timeout}");
+    assert!(run.join("console.log").is_file() && run.join("journal.log").is_file(), "console and journal saved");
+}
+
+#[test]
+#[ignore = "builds an image with mmdebstrap (network): run with --include-ignored (CI does)"]
+fn a_package_that_does_not_exist_fails_the_image_build_and_caches_nothing() {
+    let _one = vm_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("tests/data/profiles/leaky.toml").unwrap().replace("[[files]]", "[image]\npackages = [\"perfvm-no-such-package\"]\n\n[[files]]");
+    let p = dir.path().join("nopkg.toml");
+    std::fs::write(&p, text).unwrap();
+    let results = dir.path().join("results");
+    let out = perfvm(&["run", "--ram", "256", "--file-size", "1M", "--target", p.to_str().unwrap(), "--results-dir", results.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("perfvm-no-such-package") && err.contains("Unable to locate package"), "apt's message is shown:\n{err}");
+    let images = perfvm::paths::images_dir(&perfvm::paths::cache_dir());
+    let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap();
+    let variant = base.with_packages(&["perfvm-no-such-package".to_string()]);
+    assert!(!images.join(&variant.id).exists(), "nothing cached");
+    let leftovers: Vec<_> = std::fs::read_dir(&images).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".build-")).collect();
+    assert!(leftovers.is_empty(), "no build directory left");
+}
+
+/// `--image` with `--kernel/--initrd`: a root-filesystem image outside perfvm's cache (here a
+/// raw copy of perfvm's own, converted with qemu-img), imported once and booted directly.
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn bring_your_own_root_filesystem_image_boots_directly() {
+    let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap();
+    let img = perfvm::image::build::ensure(&perfvm::paths::cache_dir(), &base).unwrap();
+    let mine = tempfile::tempdir().unwrap();
+    let disk = mine.path().join("my-root.raw");
+    let st = std::process::Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(img.disk()).arg(&disk).status().unwrap();
+    assert!(st.success());
+    for (from, to) in [(img.kernel(), "vmlinuz-mine"), (img.initrd(), "initrd-mine")] {
+        std::fs::copy(from, mine.path().join(to)).unwrap();
+    }
+    let (k, i) = (mine.path().join("vmlinuz-mine"), mine.path().join("initrd-mine"));
+    let out = perfvm(&["doctor", "--image", disk.to_str().unwrap(), "--kernel", k.to_str().unwrap(), "--initrd", i.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    for want in ["ok   --image:", "is raw", "ok   --image: ext4 root filesystem on the whole disk", "ok   --image: cloud-init", "ok   --image: qemu-guest-agent"] {
+        assert!(report.contains(want), "doctor --image: {want}\n{report}");
+    }
+    let (r, _dir, _) = cell(&["--ram", "256", "--file-size", "8M", "--image", disk.to_str().unwrap(), "--kernel", k.to_str().unwrap(), "--initrd", i.to_str().unwrap()]);
+    assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert!(r.image_id.starts_with("byo-"), "{}", r.image_id);
+    assert_eq!(r.verified, Some(true));
+    let out = perfvm(&["image", "remove", &r.image_id]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A doctor report on an image without the agent: a plain ext4 filesystem with nothing in it.
+    let tree = mine.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), "bare\n").unwrap();
+    let empty = mine.path().join("empty.raw");
+    std::fs::File::create(&empty).unwrap().set_len(64 << 20).unwrap();
+    assert!(std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&tree).arg(&empty).status().unwrap().success());
+    let out = perfvm(&["doctor", "--image", empty.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(report.contains("FAIL --image: qemu-guest-agent") && report.contains("install qemu-guest-agent"), "{report}");
+}
