@@ -221,3 +221,29 @@ fn bring_your_own_root_filesystem_image_boots_directly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(report.contains("FAIL --image: qemu-guest-agent") && report.contains("install qemu-guest-agent"), "{report}");
 }
+
+/// `--image` without `--kernel`: a whole disk (MBR, GRUB in the gap, ext4 root partition) that
+/// SeaBIOS boots through its own bootloader. Made here by a script from perfvm's root filesystem,
+/// since no cloud image can be downloaded on these machines.
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn bring_your_own_bootable_disk_boots_through_its_bootloader() {
+    let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap();
+    let img = perfvm::image::build::ensure(&perfvm::paths::cache_dir(), &base).unwrap();
+    let mine = tempfile::tempdir().unwrap();
+    let disk = mine.path().join("bootable.raw");
+    let st = std::process::Command::new("bash").arg("tests/data/make-bootable-disk.sh").arg(&img.dir).arg(&disk).status().unwrap();
+    assert!(st.success());
+    let out = perfvm(&["doctor", "--image", disk.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    for want in ["ok   --image: ext4 root filesystem in a partition at offset 1048576", "ok   --image: BIOS boot code in the MBR", "ok   --image: qemu-guest-agent"] {
+        assert!(report.contains(want), "doctor --image: {want}\n{report}");
+    }
+    let (r, dir, _) = cell(&["--ram", "384", "--file-size", "8M", "--image", disk.to_str().unwrap()]);
+    assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert_eq!(r.verified, Some(true));
+    let console = std::fs::read_to_string(dir.join("console.log")).unwrap();
+    assert!(console.contains("perfvm test disk: booting") && console.contains("root=/dev/vda1"), "GRUB, then the kernel:\n{}", &console[..console.len().min(2000)]);
+    let out = perfvm(&["image", "remove", &r.image_id]);
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -177,6 +177,10 @@ pub fn inspect(src: &Source, scratch: &Path) -> Result<Vec<Finding>> {
     if off == 0 && !direct {
         out.push(Finding { ok: false, what: "a bootloader (a whole-filesystem image has none)".into(), fix: "give --kernel and --initrd to boot it directly".into() });
     }
+    if off != 0 && !direct {
+        let code = head[..440].iter().any(|b| *b != 0);
+        out.push(Finding { ok: code, what: "BIOS boot code in the MBR".into(), fix: "perfvm boots a whole disk with SeaBIOS: it needs a BIOS bootloader (GRUB i386-pc); UEFI-only disks are not supported".into() });
+    }
     if off != 0 && direct {
         out.push(Finding { ok: false, what: "direct boot of a partitioned disk".into(), fix: "the kernel's root=/dev/vda expects a whole-disk filesystem: set --cmdline root=/dev/vda1 …, or boot it without --kernel".into() });
     }
