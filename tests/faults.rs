@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Running, assert_domain_gone, assert_no_leftovers, attempt_results, csv_rows, domains_of, perfvm, read_result, run_dirs, vm_lock};
+use common::{Running, assert_domain_gone, assert_no_leftovers, attempt_results, csv_rows, domains_of, perfvm, read_result, run_dirs, vm_lock, walk};
 use nix::sys::signal::Signal;
 use perfvm::results::model::ExitReason;
 use std::path::{Path, PathBuf};
@@ -342,19 +342,6 @@ fn a_full_results_filesystem_stops_the_matrix_without_corrupting_results() {
     let out = perfvm(&args);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(csv_rows(&run.join("matrix.csv")), 2);
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// Destroys a kept guest when dropped (the test may fail half-way).

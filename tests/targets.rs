@@ -7,21 +7,7 @@ mod common;
 
 use common::*;
 use perfvm::results::model::ExitReason;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
 
 fn assert_verified(r: &perfvm::results::model::CellResult, name: &str, status: u16) {
     assert_eq!(r.exit_reason, ExitReason::Success, "{name}: {:?}", r.error);
@@ -188,8 +174,7 @@ fn a_package_that_does_not_exist_fails_the_image_build_and_caches_nothing() {
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn bring_your_own_root_filesystem_image_boots_directly() {
-    let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap();
-    let img = perfvm::image::build::ensure(&perfvm::paths::cache_dir(), &base).unwrap();
+    let img = base_image();
     let mine = tempfile::tempdir().unwrap();
     let disk = mine.path().join("my-root.raw");
     let st = std::process::Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(img.disk()).arg(&disk).status().unwrap();
@@ -228,8 +213,7 @@ fn bring_your_own_root_filesystem_image_boots_directly() {
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn bring_your_own_bootable_disk_boots_through_its_bootloader() {
-    let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap();
-    let img = perfvm::image::build::ensure(&perfvm::paths::cache_dir(), &base).unwrap();
+    let img = base_image();
     let mine = tempfile::tempdir().unwrap();
     let disk = mine.path().join("bootable.raw");
     let st = std::process::Command::new("bash").arg("tests/data/make-bootable-disk.sh").arg(&img.dir).arg(&disk).status().unwrap();

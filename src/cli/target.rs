@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Where `--target` points: the built-in reference server or a profile file.
 pub enum Choice {
     Reference,
-    Profile(Profile),
+    Profile(Box<Profile>),
 }
 
 /// A shipped profile's name (`targets/NAME.toml`) or a path to a `.toml` file.
@@ -29,7 +29,7 @@ pub fn choose(target: &str) -> Result<Choice, InputError> {
         }
         p
     };
-    profile::load(&path).map(Choice::Profile).map_err(|e| InputError(format!("--target: {e}")))
+    profile::load(&path).map(|p| Choice::Profile(Box::new(p))).map_err(|e| InputError(format!("--target: {e}")))
 }
 
 /// The reference target and every shipped profile's name.
@@ -120,8 +120,8 @@ fn ensure_host_files(p: &Profile, spec: &TargetSpec, host: &HostPaths) -> Result
 
 /// `perfvm target list`.
 pub fn list() -> Result<i32> {
-    println!("{:<16} {:<10} {:<22} {}", "NAME", "UPLOAD", "IMAGE PACKAGES", "DESCRIPTION");
-    println!("{:<16} {:<10} {:<22} {}", REFERENCE_NAME, "PUT", "-", "perfvm's reference upload server (built in; --target-mode stream|memory)");
+    println!("{:<16} {:<10} {:<22} DESCRIPTION", "NAME", "UPLOAD", "IMAGE PACKAGES");
+    println!("{REFERENCE_NAME:<16} {:<10} {:<22} perfvm's reference upload server (built in; --target-mode stream|memory)", "PUT", "-");
     let mut bad = 0;
     for (path, r) in shipped() {
         match r {

@@ -210,3 +210,23 @@ impl Running {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
     }
 }
+
+/// Every file under `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// perfvm's own image (built if missing), for tests that make images of their own from it.
+pub fn base_image() -> perfvm::image::Image {
+    let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap();
+    perfvm::image::build::ensure(&perfvm::paths::cache_dir(), &base).unwrap()
+}
