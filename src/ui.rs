@@ -220,12 +220,13 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
     ));
     let p = &r.phases;
     s.push_str(&format!(
-        "  phases        prepare {} boot {} agent {} cloud-init {} healthy {} upload {} collect {} teardown {}\n",
+        "  phases        prepare {} boot {} agent {} cloud-init {} healthy {}{} upload {} collect {} teardown {}\n",
         secs(p.prepare),
         secs(p.boot),
         secs(p.agent),
         secs(p.cloud_init),
         secs(p.healthy),
+        p.login.map(|l| format!(" login {}", secs(Some(l)))).unwrap_or_default(),
         secs(p.upload),
         secs(p.collect),
         secs(p.teardown)

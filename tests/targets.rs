@@ -71,6 +71,20 @@ fn dufs_from_crates_io_runs_in_a_matrix_like_the_default_target() {
     assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("dufs"));
 }
 
+/// Every saved file of a run: where the target printed `leaked-token=<its secret>`, perfvm wrote
+/// `<secret>` instead.
+fn assert_secret_redacted(dir: &std::path::Path) {
+    let journal = std::fs::read_to_string(dir.join("journal.log")).unwrap();
+    assert!(journal.contains("leaked-token=<secret>"), "the target printed its secret and perfvm redacted it:\n{journal}");
+    for f in walk(dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        for (i, _) in text.match_indices("leaked-token=") {
+            let rest = &text[i + "leaked-token=".len()..];
+            assert!(rest.starts_with("<secret>"), "{} holds the secret: {}", f.display(), &rest[..rest.len().min(30)]);
+        }
+    }
+}
+
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn a_profiles_secret_is_redacted_from_everything_saved() {
@@ -79,15 +93,50 @@ fn a_profiles_secret_is_redacted_from_everything_saved() {
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
     assert_eq!(r.verified, None);
     assert_eq!(r.target.name, "leaky");
-    let journal = std::fs::read_to_string(dir.join("journal.log")).unwrap();
-    assert!(journal.contains("leaked-token=<secret>"), "the target printed its secret and perfvm redacted it:\n{journal}");
-    for f in walk(&dir) {
-        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        for (i, _) in text.match_indices("leaked-token=") {
-            let rest = &text[i + "leaked-token=".len()..];
-            assert!(rest.starts_with("<secret>"), "{} holds the secret: {}", f.display(), &rest[..rest.len().min(30)]);
-        }
-    }
+    assert_secret_redacted(&dir);
+}
+
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn copyparty_from_pypi_logs_in_and_says_where_it_stored_the_file() {
+    let (r, _dir, _) = cell(&["--ram", "512", "--file-size", "24M", "--target", "copyparty", "--download"]);
+    assert_verified(&r, "copyparty", 201);
+    assert!(r.phases.login.is_some(), "the login is a phase of its own");
+    assert_eq!(r.download.as_ref().and_then(|d| d.verified), Some(true), "the download carried the session cookie");
+}
+
+/// A target that rejects uploads without a valid session: the login flow works, a wrong
+/// password fails at the login step, and a profile without the login fails loudly at the upload.
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn a_login_flow_gets_a_session_and_broken_ones_fail_loudly() {
+    let (r, dir, _) = cell(&["--ram", "256", "--file-size", "8M", "--target", "tests/data/profiles/login.toml", "--download"]);
+    assert_verified(&r, "login-test", 201);
+    assert!(r.phases.login.is_some());
+    assert_eq!(r.download.as_ref().and_then(|d| d.verified), Some(true));
+    assert_secret_redacted(&dir);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string("tests/data/profiles/login.toml").unwrap();
+    let wrong = tmp.path().join("wrong-password.toml");
+    std::fs::write(&wrong, good.replace("form = { password = \"{secret}\" }", "form = { password = \"{secret}-not\" }")).unwrap();
+    let (r, dir, out) = cell(&["--ram", "256", "--file-size", "1M", "--target", wrong.to_str().unwrap()]);
+    assert_eq!(r.exit_reason, ExitReason::HttpError);
+    assert_eq!(out.status.code(), Some(1));
+    let e = r.error.as_deref().unwrap();
+    assert!(e.contains("login: POST /login answered HTTP 403"), "{e}");
+    assert!(r.phases.upload.is_none(), "nothing was uploaded");
+    assert_secret_redacted(&dir);
+
+    let none = tmp.path().join("no-login.toml");
+    let text = good.replace("[login]\nurl = \"/login\"\nform = { password = \"{secret}\" }\nexpect = [200]\nexpect_cookie = \"perfvm_session\"\n", "");
+    assert!(!text.contains("[login]"));
+    std::fs::write(&none, text).unwrap();
+    let (r, _dir, _) = cell(&["--ram", "256", "--file-size", "1M", "--target", none.to_str().unwrap()]);
+    assert_eq!(r.exit_reason, ExitReason::HttpError);
+    assert_eq!(r.http_status, Some(401));
+    assert!(r.error.as_deref().unwrap().contains("login required"), "{:?}", r.error);
+    assert_ne!(r.verified, Some(true));
 }
 
 /// Profiles that cannot work are refused before anything starts: exit 2, the key named.

@@ -57,6 +57,11 @@ struct Cli {
     /// How uploads are stored: streamed to disk, or buffered fully in memory.
     #[arg(long, value_enum, default_value_t = Mode::Stream)]
     mode: Mode,
+    /// Require a login first: `POST /login` with the password (form field or JSON key
+    /// `password`) read from this environment variable sets a session cookie, and uploads and
+    /// downloads without a valid session get 401. For testing login flows.
+    #[arg(long, value_name = "ENV_VAR")]
+    login_password_env: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
@@ -80,14 +85,29 @@ struct AppState {
     /// Absolute storage directory (the JSON response reports absolute paths).
     dir: Arc<PathBuf>,
     mode: Mode,
+    /// `--login-password-env`: the password and the sessions handed out.
+    login: Option<Arc<Login>>,
 }
+
+struct Login {
+    password: String,
+    sessions: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+const SESSION_COOKIE: &str = "perfvm_session";
 
 impl AppState {
     fn new(dir: PathBuf, mode: Mode) -> Self {
         Self {
             dir: Arc::new(dir),
             mode,
+            login: None,
         }
+    }
+
+    fn with_login(mut self, password: String) -> Self {
+        self.login = Some(Arc::new(Login { password, sessions: Default::default() }));
+        self
     }
 }
 
@@ -147,11 +167,15 @@ impl IntoResponse for Failure {
 
 /// Builds the router; shared by `main` and the tests.
 fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    let guarded = Router::new()
         .route("/upload/{name}", put(put_upload))
         .route("/upload", post(post_upload))
         .route("/files/{name}", get(get_file))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_session));
+    Router::new()
+        .route("/health", get(health))
+        .route("/login", post(login))
+        .merge(guarded)
         // Uploads are many GiB; axum's 2 MB default would reject them.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), log_request))
@@ -184,6 +208,70 @@ async fn log_request(State(state): State<AppState>, req: Request, next: Next) ->
 
 async fn health() -> &'static str {
     "ok\n"
+}
+
+/// The `password` of a urlencoded form or a JSON object.
+fn password_in(body: &[u8]) -> Option<String> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        return v.get("password")?.as_str().map(str::to_owned);
+    }
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "password").then(|| percent_decode(&v.replace('+', " ")))
+    })?
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `POST /login`: the right password gets a session cookie; a wrong one 403.
+async fn login(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(l) = &state.login else {
+        return (StatusCode::NOT_FOUND, "no login on this server\n").into_response();
+    };
+    if password_in(&body).as_deref() != Some(l.password.as_str()) {
+        return (StatusCode::FORBIDDEN, "wrong password\n").into_response();
+    }
+    let mut raw = [0u8; 16];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| io::Read::read_exact(&mut f, &mut raw)).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no randomness\n").into_response();
+    }
+    let token = hex::encode(raw);
+    l.sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(token.clone());
+    let cookie = format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly");
+    ([(header::SET_COOKIE, cookie)], axum::Json(serde_json::json!({"session": "ok"}))).into_response()
+}
+
+/// Uploads and downloads need a session when the server has a login.
+async fn require_session(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(l) = &state.login {
+        let valid = req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+            .any(|t| l.sessions.lock().unwrap_or_else(|e| e.into_inner()).contains(t));
+        if !valid {
+            return (StatusCode::UNAUTHORIZED, "login required\n").into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// Accepts `[A-Za-z0-9._-]{1,200}` not starting with `.`; this alone rules out
@@ -568,7 +656,13 @@ async fn main() -> anyhow::Result<()> {
             .map_or(cli.listen.clone(), |a| a.to_string()),
         dir.display()
     );
-    axum::serve(listener, app(AppState::new(dir, cli.mode)))
+    let mut state = AppState::new(dir, cli.mode);
+    if let Some(var) = &cli.login_password_env {
+        let pw = std::env::var(var).ok().filter(|p| !p.is_empty()).with_context(|| format!("--login-password-env {var}: the variable is not set"))?;
+        info!("uploads need a login (POST /login)");
+        state = state.with_login(pw);
+    }
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server error")?;
@@ -597,13 +691,21 @@ mod tests {
     }
 
     async fn spawn(mode: Mode) -> (SocketAddr, tempfile::TempDir) {
+        spawn_with(mode, None).await
+    }
+
+    async fn spawn_with(mode: Mode, password: Option<&str>) -> (SocketAddr, tempfile::TempDir) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = std::fs::canonicalize(tmp.path()).expect("canonicalize");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let router = app(AppState::new(dir, mode));
+        let mut state = AppState::new(dir, mode);
+        if let Some(p) = password {
+            state = state.with_login(p.to_string());
+        }
+        let router = app(state);
         tokio::spawn(async move {
             axum::serve(listener, router).await.expect("serve");
         });
@@ -980,5 +1082,34 @@ mod tests {
         std::fs::write(tmp.path().join("keep.bin"), b"x").expect("write");
         assert_eq!(remove_stale_partials(tmp.path()).expect("clean"), 1);
         assert_eq!(files_in(tmp.path()), vec!["keep.bin".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn login_is_required_when_configured() {
+        let (addr, _tmp) = spawn_with(Mode::Stream, Some("pa ss&w")).await;
+        let c = client();
+        let put = |cookie: Option<String>| {
+            let mut r = c.put(format!("http://{addr}/upload/f.bin")).body("data");
+            if let Some(ck) = cookie {
+                r = r.header("Cookie", ck);
+            }
+            r.send()
+        };
+        assert_eq!(put(None).await.unwrap().status(), 401);
+        assert_eq!(put(Some("perfvm_session=forged".into())).await.unwrap().status(), 401);
+        let wrong = c.post(format!("http://{addr}/login")).body("password=nope").send().await.unwrap();
+        assert_eq!(wrong.status(), 403);
+        assert!(wrong.headers().get("set-cookie").is_none());
+        let ok = c.post(format!("http://{addr}/login")).body("user=x&password=pa+ss%26w").send().await.unwrap();
+        assert_eq!(ok.status(), 200);
+        let cookie = ok.headers().get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+        assert!(cookie.starts_with("perfvm_session="));
+        assert_eq!(put(Some(format!("a=b; {cookie}"))).await.unwrap().status(), 201);
+        let json = c.post(format!("http://{addr}/login")).body(r#"{"password": "pa ss&w"}"#).send().await.unwrap();
+        assert_eq!(json.status(), 200);
+        // Without --login-password-env nothing changes and /login does not exist.
+        let (open, _t) = spawn(Mode::Stream).await;
+        assert_eq!(c.put(format!("http://{open}/upload/f")).body("d").send().await.unwrap().status(), 201);
+        assert_eq!(c.post(format!("http://{open}/login")).body("password=x").send().await.unwrap().status(), 404);
     }
 }

@@ -159,7 +159,12 @@ pub fn check(files: &[PathBuf]) -> Result<i32> {
                     crate::target::Health::Http { path, status } => format!("GET {path} → {status}"),
                     crate::target::Health::Tcp => format!("TCP port {} listening", t.guest_port),
                 };
-                println!("{}: ok: target {} on port {}, health {health}, upload {} {}, verify {verify}", f.display(), t.name, t.guest_port, t.upload.method.as_str(), t.upload.url);
+                let login = match &t.login {
+                    Some(l) => format!(", login {} {}{}", l.method.as_str(), l.url, l.expect_cookie.as_ref().map(|c| format!(" (cookie {c})")).unwrap_or_default()),
+                    None => String::new(),
+                };
+                let before = if t.before_upload.is_empty() { String::new() } else { format!(", {} request(s) before each upload", t.before_upload.len()) };
+                println!("{}: ok: target {} on port {}, health {health}{login}{before}, upload {} {}, verify {verify}", f.display(), t.name, t.guest_port, t.upload.method.as_str(), t.upload.url);
             }
             Err(e) => {
                 ok = false;

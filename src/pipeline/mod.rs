@@ -77,6 +77,7 @@ pub enum Phase {
     Agent,
     CloudInit,
     Healthy,
+    Login,
     Upload,
     Collect,
     Teardown,
@@ -90,6 +91,7 @@ impl Phase {
             Phase::Agent => "agent",
             Phase::CloudInit => "cloud-init",
             Phase::Healthy => "healthy",
+            Phase::Login => "login",
             Phase::Upload => "upload",
             Phase::Collect => "collect",
             Phase::Teardown => "teardown",
@@ -219,7 +221,7 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
             // Not ready in time is a failure to boot; a slow upload is the target's; a slow
             // collection is ours.
             e.reason = match held.phase {
-                Some(Phase::Upload) => ExitReason::Timeout,
+                Some(Phase::Upload) | Some(Phase::Login) => ExitReason::Timeout,
                 Some(Phase::Collect) => ExitReason::HarnessError,
                 _ => ExitReason::BootFailed,
             };
@@ -313,17 +315,25 @@ fn redact(held: &Held, text: &str) -> String {
     }
 }
 
-/// The request of one upload named `name`.
-fn upload_request(t: &crate::target::TargetSpec, base: &str, name: &str, secret: &crate::target::Secret) -> crate::upload::client::Request {
+/// The request of one upload named `name`; `vars` has its `{name}` and captured values.
+fn upload_request(
+    t: &crate::target::TargetSpec,
+    base: &str,
+    name: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+    secret: &crate::target::Secret,
+    client: &reqwest::Client,
+) -> crate::upload::client::Request {
     crate::upload::client::Request {
         method: t.upload.method,
-        url: format!("{base}{}", t.upload_path(name)),
-        headers: t.upload_headers(name, secret),
+        url: format!("{base}{}", t.upload_path_with(vars)),
+        headers: t.upload_headers(vars, secret),
         multipart: match &t.upload.shape {
             crate::target::Shape::Raw => None,
             crate::target::Shape::Multipart { field } => Some((field.clone(), name.to_string())),
         },
         success: t.upload.success.clone(),
+        client: Some(client.clone()),
     }
 }
 
@@ -489,19 +499,34 @@ async fn steps(
     ready::wait_healthy(&env.target, &base, &dom, &agent, cfg.accel, deadline).await?;
     res.phases.healthy = secs(t);
 
+    // A login and per-file set-up requests, if the profile has them; not part of the upload's time.
+    let names = cfg.upload_names();
+    let has_steps = env.target.login.is_some() || !env.target.before_upload.is_empty();
+    if has_steps {
+        enter(held, Phase::Login);
+    }
+    let t = Instant::now();
+    let step_limit = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+    let session = crate::upload::session::open(&env.target, &base, &names, &secret, step_limit)
+        .await
+        .map_err(|e| CellError::new(ExitReason::HttpError, e))?;
+    if has_steps {
+        res.phases.login = secs(t);
+    }
+
     enter(held, Phase::Upload);
     let size = cfg.file_size.bytes();
-    let names = cfg.upload_names();
     let sources = Sources::new(dom.clone(), agent.clone(), env.target.cgroup_dir(), boot::qemu_pid(&cfg.domain_name));
     let progress = crate::sampler::Progress::default();
     rep.upload(&cfg.cell, size * names.len() as u64, progress.uploaded.clone());
     let shown = UploadShown { rep, cell: &cfg.cell };
     let plan = workload::UploadPlan {
-        requests: names.iter().map(|n| upload_request(&env.target, &base, n, &secret)).collect(),
+        requests: names.iter().zip(&session.vars).map(|(n, v)| upload_request(&env.target, &base, n, v, &secret, &session.client)).collect(),
         payload: cfg.payload(),
         transfer: cfg.transfer,
-        download_url: if cfg.download { env.target.download_path(&names[0]).map(|p| format!("{base}{p}")) } else { None },
+        download_url: if cfg.download { env.target.download_path_with(&session.vars[0]).map(|p| format!("{base}{p}")) } else { None },
         download_headers: env.target.auth_headers(&secret),
+        client: session.client.clone(),
         interval: cfg.sample_interval,
         memory_only: cfg.sample_memory_only,
         deadline,
@@ -535,8 +560,32 @@ async fn steps(
     enter(held, Phase::Collect);
     let t = Instant::now();
     let (a, target) = (agent.clone(), env.target.clone());
-    // Hash every file that the target accepted (where the profile says where it lands).
-    let stored: Vec<String> = names.iter().zip(outs).filter(|(_, o)| o.accepted()).filter_map(|(n, _)| env.target.stored_path(n)).collect();
+    // Where each accepted file landed (the profile's template, perhaps with values from the
+    // upload's answer); every one of them is hashed.
+    let mut capture_notes = Vec::new();
+    let stored_paths: Vec<Option<String>> = outs
+        .iter()
+        .zip(&session.vars)
+        .map(|(o, vars)| {
+            if !o.accepted() {
+                return None;
+            }
+            let mut v = vars.clone();
+            for c in &env.target.upload_capture {
+                match crate::upload::session::capture(c, &o.response_headers, &o.response_body) {
+                    Ok(val) => {
+                        v.insert(c.var.clone(), val);
+                    }
+                    Err(e) => {
+                        capture_notes.push(format!("upload of {}: {e}", vars.get("name").map(String::as_str).unwrap_or("?")));
+                        return None;
+                    }
+                }
+            }
+            env.target.stored_path_with(&v)
+        })
+        .collect();
+    let stored: Vec<String> = stored_paths.iter().flatten().cloned().collect();
     let budget = hash_budget(size * stored.len() as u64);
     let c = blocking(move || Ok(collect::collect(&a, &target, &stored, budget))).await?;
     let d = dom.clone();
@@ -560,9 +609,10 @@ async fn steps(
     res.uploads = names
         .iter()
         .zip(outs)
-        .map(|(name, o)| {
+        .zip(&stored_paths)
+        .map(|((name, o), path)| {
             let ok = o.accepted();
-            let (guest, exists) = if ok { hashes.next().map(|(h, e)| (h.clone(), *e)).unwrap_or((None, None)) } else { (None, None) };
+            let (guest, exists) = if path.is_some() { hashes.next().map(|(h, e)| (h.clone(), *e)).unwrap_or((None, None)) } else { (None, None) };
             let verified = match (&o.sha256, &guest, exists) {
                 _ if !ok => None,
                 (Some(want), Some(got), _) => Some(want == got),
@@ -645,6 +695,7 @@ async fn steps(
         }
         notes.extend(c.notes.iter().cloned());
     }
+    notes.extend(capture_notes);
     if !notes.is_empty() {
         res.error = Some(notes.join("; "));
     }

@@ -34,6 +34,8 @@ pub struct UploadPlan {
     pub download_url: Option<String>,
     /// Headers of the download (the target's auth).
     pub download_headers: Vec<(String, String)>,
+    /// The cell's client (cookies of a login) for the download.
+    pub client: reqwest::Client,
     pub interval: Duration,
     /// Sample memory only (to measure what the other sources cost).
     pub memory_only: bool,
@@ -76,7 +78,7 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
         let a = agent.clone();
         memory_peak_after_upload = blocking(move || Ok(super::collect::memory_peak(&a, &cgroup_dir))).await?;
         progress.start_download();
-        download = Some(client::download(url, &plan.download_headers, progress.downloaded.clone(), limit()).await);
+        download = Some(client::download(&plan.client, url, &plan.download_headers, progress.downloaded.clone(), limit()).await);
     }
 
     let stopped = tokio::task::spawn_blocking(move || sampler.stop())

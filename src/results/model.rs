@@ -59,6 +59,9 @@ pub struct PhaseTimes {
     pub cloud_init: Option<f64>,
     /// cloud-init done until the target's health check passes.
     pub healthy: Option<f64>,
+    /// A profile's login and before_upload requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<f64>,
     pub upload: Option<f64>,
     /// `--download`: fetching the file back.
     #[serde(default)]

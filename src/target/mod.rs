@@ -48,6 +48,7 @@ pub enum Health {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
+    Get,
     Put,
     Post,
 }
@@ -55,10 +56,52 @@ pub enum Method {
 impl Method {
     pub fn as_str(self) -> &'static str {
         match self {
+            Method::Get => "GET",
             Method::Put => "PUT",
             Method::Post => "POST",
         }
     }
+}
+
+/// A request before the uploads: the login, or a per-file set-up (`before_upload`). Its
+/// strings may hold `{secret}`, `{name}` (before_upload) and values captured by earlier steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// `login` or `before_upload[i]`: named in errors.
+    pub label: String,
+    pub method: Method,
+    pub url: String,
+    pub body: StepBody,
+    /// Statuses that mean the step worked; empty: any 2xx.
+    pub expect: Vec<u16>,
+    /// A cookie the step must leave set (a login that fails often still answers 200).
+    pub expect_cookie: Option<String>,
+    pub capture: Vec<Capture>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepBody {
+    None,
+    /// Form fields, `application/x-www-form-urlencoded` or (`multipart`) `multipart/form-data`.
+    Form { fields: Vec<(String, String)>, multipart: bool },
+    /// A JSON object of string values.
+    Json(Vec<(String, String)>),
+}
+
+/// A value taken from a response, usable as `{var}` in later templates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capture {
+    pub var: String,
+    pub from: CaptureFrom,
+    /// The value is a URL: keep its path, percent-decoded (`http://h/a%20b` → `/a b`).
+    pub url_path: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaptureFrom {
+    /// A JSON pointer into the response body (`/fileurl`).
+    Json(String),
+    Header(String),
 }
 
 /// The body of the upload request.
@@ -157,12 +200,29 @@ pub struct TargetSpec {
     pub stored: Option<String>,
     /// URL path to fetch `{name}` back (`--download`).
     pub download: Option<String>,
+    /// Run once per cell before the uploads; its cookies go with every later request.
+    pub login: Option<Step>,
+    /// Run for each file before its upload (an upload slot, a token).
+    pub before_upload: Vec<Step>,
+    /// Values from each upload's response (where the file was stored), usable in `stored`.
+    pub upload_capture: Vec<Capture>,
 }
 
 pub const REFERENCE_NAME: &str = "perfvm-target";
 
 fn values<'a>(pairs: &[(&'a str, &str)]) -> BTreeMap<&'a str, String> {
     pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
+}
+
+/// Fill a template from owned variables (`{name}`, `{secret}`, captured values).
+pub fn fill_vars(text: &str, vars: &BTreeMap<String, String>) -> String {
+    let v: BTreeMap<&str, String> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    template::fill(text, &v)
+}
+
+/// `{name}` alone.
+pub fn name_vars(name: &str) -> BTreeMap<String, String> {
+    [("name".to_string(), name.to_string())].into_iter().collect()
 }
 
 impl TargetSpec {
@@ -189,11 +249,28 @@ impl TargetSpec {
             upload: UploadSpec { method: Method::Put, shape: Shape::Raw, url: "/upload/{name}".into(), headers: Vec::new(), auth: None, success: Vec::new() },
             stored: Some(format!("{store_dir}/{{name}}")),
             download: Some("/files/{name}".into()),
+            login: None,
+            before_upload: Vec::new(),
+            upload_capture: Vec::new(),
         }
     }
 
     pub fn upload_path(&self, file_name: &str) -> String {
         template::fill(&self.upload.url, &values(&[("name", file_name)]))
+    }
+
+    /// The upload's URL path with `{name}` and captured values filled in.
+    pub fn upload_path_with(&self, vars: &BTreeMap<String, String>) -> String {
+        fill_vars(&self.upload.url, vars)
+    }
+
+    /// Where the target stored the file, from `{name}` and captured values.
+    pub fn stored_path_with(&self, vars: &BTreeMap<String, String>) -> Option<String> {
+        self.stored.as_ref().map(|s| fill_vars(s, vars))
+    }
+
+    pub fn download_path_with(&self, vars: &BTreeMap<String, String>) -> Option<String> {
+        self.download.as_ref().map(|d| fill_vars(d, vars))
     }
 
     /// Where the file can be fetched back (`--download`).
@@ -214,10 +291,11 @@ impl TargetSpec {
         }
     }
 
-    /// The request headers of one upload, auth included (the only place the secret meets HTTP).
-    pub fn upload_headers(&self, file_name: &str, secret: &Secret) -> Vec<(String, String)> {
-        let v = values(&[("name", file_name), ("secret", secret.expose())]);
-        let mut h: Vec<(String, String)> = self.upload.headers.iter().map(|(k, val)| (k.clone(), template::fill(val, &v))).collect();
+    /// The request headers of one upload, auth included. `vars` has `{name}` and captured values.
+    pub fn upload_headers(&self, vars: &BTreeMap<String, String>, secret: &Secret) -> Vec<(String, String)> {
+        let mut v = vars.clone();
+        v.insert("secret".into(), secret.expose().to_string());
+        let mut h: Vec<(String, String)> = self.upload.headers.iter().map(|(k, val)| (k.clone(), fill_vars(val, &v))).collect();
         h.extend(self.auth_headers(secret));
         h
     }
@@ -325,7 +403,7 @@ mod tests {
         assert!(unit.contains(&format!("Environment=\"TOKEN={}\"\n", s.expose())), "{unit}");
         assert!(unit.contains("Environment=\"Q=a\\\"b%%c\"\n"), "{unit}");
         assert!(unit.contains("MemoryMax=268435456\n"));
-        let h = t.upload_headers("f", &s);
+        let h = t.upload_headers(&name_vars("f"), &s);
         use base64::Engine;
         let decoded = base64::engine::general_purpose::STANDARD.decode(h[0].1.strip_prefix("Basic ").unwrap()).unwrap();
         assert_eq!(String::from_utf8(decoded).unwrap(), format!("perfvm:{}", s.expose()));

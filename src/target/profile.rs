@@ -3,7 +3,7 @@
 //! keys, bad templates and impossible combinations are errors naming the key) and pure; the
 //! result is a `TargetSpec`, the one description of a target the pipeline knows.
 
-use super::{Auth, DeliveredFile, Health, Method, Service, Shape, TargetSpec, UploadSpec, template};
+use super::{Auth, Capture, CaptureFrom, DeliveredFile, Health, Method, Service, Shape, Step, StepBody, TargetSpec, UploadSpec, template};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,9 +24,43 @@ struct Raw {
     service: RawService,
     #[serde(default)]
     health: Option<RawHealth>,
+    #[serde(default)]
+    login: Option<RawStep>,
+    #[serde(default)]
+    before_upload: Vec<RawStep>,
     upload: RawUpload,
     #[serde(default)]
     download: Option<RawDownload>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    #[serde(default = "default_step_method")]
+    method: String,
+    url: String,
+    form: Option<BTreeMap<String, String>>,
+    json: Option<BTreeMap<String, String>>,
+    /// For `form`: "urlencoded" (default) or "multipart".
+    encoding: Option<String>,
+    #[serde(default)]
+    expect: Vec<u16>,
+    expect_cookie: Option<String>,
+    #[serde(default)]
+    capture: BTreeMap<String, RawCapture>,
+}
+
+fn default_step_method() -> String {
+    "POST".into()
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapture {
+    json: Option<String>,
+    header: Option<String>,
+    #[serde(default)]
+    url_path: bool,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -95,6 +129,8 @@ struct RawUpload {
     success: Vec<u16>,
     stored: Option<String>,
     verify: Option<bool>,
+    #[serde(default)]
+    capture: BTreeMap<String, RawCapture>,
 }
 
 fn default_shape() -> String {
@@ -218,6 +254,29 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
         }
     };
 
+    // What each template may use: the login's captures everywhere after it, before_upload's
+    // in the upload, the upload's in `stored` and the download.
+    let mut known: Vec<String> = vec!["secret".into()];
+    let login = match &raw.login {
+        Some(l) => {
+            let step = parse_step("login", l, &known)?;
+            known.extend(step.capture.iter().map(|c| c.var.clone()));
+            Some(step)
+        }
+        None => None,
+    };
+    known.push("name".into());
+    let mut before_upload = Vec::new();
+    for (i, b) in raw.before_upload.iter().enumerate() {
+        let step = parse_step(&format!("before_upload[{i}]"), b, &known)?;
+        known.extend(step.capture.iter().map(|c| c.var.clone()));
+        before_upload.push(step);
+    }
+    let upload_capture = parse_captures("upload", &raw.upload.capture)?;
+    let names_only: Vec<&str> = known.iter().map(String::as_str).filter(|k| *k != "secret").collect();
+    let with_secret: Vec<&str> = known.iter().map(String::as_str).collect();
+    let after_upload: Vec<&str> = names_only.iter().copied().chain(upload_capture.iter().map(|c| c.var.as_str())).collect();
+
     let u = &raw.upload;
     let method = match u.method.to_ascii_uppercase().as_str() {
         "PUT" => Method::Put,
@@ -238,9 +297,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
     if !u.url.starts_with('/') {
         return Err(format!("upload.url = {:?}: a path starting with / (perfvm adds the forwarded address)", u.url));
     }
-    template::check("upload.url", &u.url, &["name"])?;
-    if shape == Shape::Raw && !template::placeholders(&u.url).contains(&"name") {
-        return Err("upload.url: a raw upload names its file in the URL: add {name}".into());
+    template::check("upload.url", &u.url, &names_only)?;
+    let url_vars = template::placeholders(&u.url);
+    if shape == Shape::Raw && !url_vars.iter().any(|v| *v != "secret") {
+        return Err("upload.url: a raw upload names its file in the URL: add {name} (or a value captured before the upload)".into());
     }
     let mut headers = Vec::new();
     for (k, v) in &u.headers {
@@ -250,7 +310,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
         if k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("content-length") {
             return Err(format!("upload.headers.{k}: set by perfvm (use upload.auth for credentials)"));
         }
-        template::check(&format!("upload.headers.{k}"), v, &["name", "secret"])?;
+        template::check(&format!("upload.headers.{k}"), v, &with_secret)?;
         headers.push((k.clone(), v.clone()));
     }
     let auth = match (u.auth.as_deref(), &u.auth_user) {
@@ -271,9 +331,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
     let stored = match (&u.stored, u.verify) {
         (Some(_), Some(false)) => return Err("upload.stored and verify = false contradict each other".into()),
         (Some(p), _) => {
-            template::check("upload.stored", p, &["name"])?;
-            if !p.starts_with('/') || !template::placeholders(p).contains(&"name") {
-                return Err(format!("upload.stored = {p:?}: an absolute guest path with {{name}}"));
+            template::check("upload.stored", p, &after_upload)?;
+            // Absolute, or a captured value that is (the target's own answer, `{path}`).
+            let absolute = p.starts_with('/') || (p.starts_with('{') && !p.starts_with("{name}"));
+            if !absolute || template::placeholders(p).is_empty() {
+                return Err(format!("upload.stored = {p:?}: an absolute guest path with {{name}} or a captured value"));
             }
             Some(p.clone())
         }
@@ -286,7 +348,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
             if !d.url.starts_with('/') {
                 return Err(format!("download.url = {:?}: a path starting with /", d.url));
             }
-            template::check("download.url", &d.url, &["name"])?;
+            template::check("download.url", &d.url, &names_only)?;
             Some(d.url)
         }
     };
@@ -311,6 +373,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
         upload: UploadSpec { method, shape, url: u.url.clone(), headers, auth, success: u.success.clone() },
         stored,
         download,
+        login,
+        before_upload,
+        upload_capture,
     };
     Ok(Profile {
         path: path.to_path_buf(),
@@ -319,6 +384,88 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
         prepare: raw.host.prepare,
         file_templates,
         spec,
+    })
+}
+
+/// Placeholders a profile may not capture into: they mean something already.
+const RESERVED_VARS: &[&str] = &["name", "secret", "port", "cache", "profile_dir", "perfvm_bin_dir"];
+
+fn parse_captures(key: &str, raw: &BTreeMap<String, RawCapture>) -> Result<Vec<Capture>, String> {
+    let mut out = Vec::new();
+    for (var, c) in raw {
+        let k = format!("{key}.capture.{var}");
+        if var.is_empty() || !var.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_') {
+            return Err(format!("{k}: a capture name is lowercase letters and _ (it is used as {{{var}}})"));
+        }
+        if RESERVED_VARS.contains(&var.as_str()) {
+            return Err(format!("{k}: {{{var}}} is reserved"));
+        }
+        let from = match (&c.json, &c.header) {
+            (Some(p), None) if p.is_empty() || p.starts_with('/') => CaptureFrom::Json(p.clone()),
+            (Some(p), None) => return Err(format!("{k}.json = {p:?}: a JSON pointer starts with / (e.g. \"/fileurl\")")),
+            (None, Some(h)) if !h.is_empty() && h.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-') => CaptureFrom::Header(h.clone()),
+            (None, Some(h)) => return Err(format!("{k}.header = {h:?} is not a header name")),
+            _ => return Err(format!("{k}: give exactly one of json = \"/pointer\" or header = \"Name\"")),
+        };
+        out.push(Capture { var: var.clone(), from, url_path: c.url_path });
+    }
+    Ok(out)
+}
+
+/// One login or before_upload step; `known` are the placeholders it may use. Returns the step
+/// and the names it captures.
+fn parse_step(label: &str, raw: &RawStep, known: &[String]) -> Result<Step, String> {
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    let method = match raw.method.to_ascii_uppercase().as_str() {
+        "GET" => Method::Get,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        other => return Err(format!("{label}.method = {other:?}: use GET, POST or PUT")),
+    };
+    if !raw.url.starts_with('/') {
+        return Err(format!("{label}.url = {:?}: a path starting with /", raw.url));
+    }
+    template::check(&format!("{label}.url"), &raw.url, &known)?;
+    let fields = |m: &BTreeMap<String, String>, what: &str| -> Result<Vec<(String, String)>, String> {
+        m.iter()
+            .map(|(k, v)| {
+                template::check(&format!("{label}.{what}.{k}"), v, &known)?;
+                Ok((k.clone(), v.clone()))
+            })
+            .collect()
+    };
+    let body = match (&raw.form, &raw.json, raw.encoding.as_deref()) {
+        (Some(_), Some(_), _) => return Err(format!("{label}: give form or json, not both")),
+        (None, None, None) => StepBody::None,
+        (None, _, Some(_)) => return Err(format!("{label}.encoding is for form")),
+        (Some(f), None, enc) => StepBody::Form {
+            fields: fields(f, "form")?,
+            multipart: match enc {
+                None | Some("urlencoded") => false,
+                Some("multipart") => true,
+                Some(other) => return Err(format!("{label}.encoding = {other:?}: use \"urlencoded\" or \"multipart\"")),
+            },
+        },
+        (None, Some(j), None) => StepBody::Json(fields(j, "json")?),
+    };
+    if body != StepBody::None && method == Method::Get {
+        return Err(format!("{label}: a GET has no body"));
+    }
+    if let Some(bad) = raw.expect.iter().find(|s| !(100..=599).contains(*s)) {
+        return Err(format!("{label}.expect: {bad} is not an HTTP status"));
+    }
+    if let Some(c) = &raw.expect_cookie
+        && (c.is_empty() || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))) {
+            return Err(format!("{label}.expect_cookie = {c:?} is not a cookie name"));
+        }
+    Ok(Step {
+        label: label.to_string(),
+        method,
+        url: raw.url.clone(),
+        body,
+        expect: raw.expect.clone(),
+        expect_cookie: raw.expect_cookie.clone(),
+        capture: parse_captures(label, &raw.capture)?,
     })
 }
 
@@ -479,6 +626,72 @@ url = "/files/{name}"
         }
     }
 
+    const FLOW: &str = r#"
+name = "flow"
+port = 9000
+[service]
+exec_start = "/x --password {secret}"
+[login]
+url = "/api/login"
+json = { user = "perfvm", password = "{secret}" }
+expect_cookie = "sid"
+capture = { csrf = { header = "X-Csrf" } }
+[[before_upload]]
+url = "/api/slots"
+form = { file = "{name}", token = "{csrf}" }
+expect = [201]
+capture = { slot = { json = "/id" } }
+[upload]
+method = "PUT"
+url = "/api/slots/{slot}"
+headers = { X-Csrf = "{csrf}" }
+stored = "{where}"
+[upload.capture.where]
+json = "/stored/path"
+"#;
+
+    #[test]
+    fn login_steps_and_captures_flow_into_later_templates() {
+        let t = p(FLOW).unwrap().spec;
+        let login = t.login.as_ref().unwrap();
+        assert_eq!(login.method, Method::Post, "POST by default");
+        assert_eq!(login.body, StepBody::Json(vec![("password".into(), "{secret}".into()), ("user".into(), "perfvm".into())]));
+        assert_eq!(login.expect_cookie.as_deref(), Some("sid"));
+        assert_eq!(login.capture, vec![Capture { var: "csrf".into(), from: CaptureFrom::Header("X-Csrf".into()), url_path: false }]);
+        let b = &t.before_upload[0];
+        assert_eq!(b.label, "before_upload[0]");
+        assert!(matches!(&b.body, StepBody::Form { multipart: false, .. }));
+        assert_eq!(t.upload_capture[0].from, CaptureFrom::Json("/stored/path".into()));
+        let mut vars = crate::target::name_vars("f.bin");
+        vars.insert("slot".into(), "42".into());
+        vars.insert("csrf".into(), "c".into());
+        assert_eq!(t.upload_path_with(&vars), "/api/slots/42");
+        vars.insert("where".into(), "/srv/42.bin".into());
+        assert_eq!(t.stored_path_with(&vars).unwrap(), "/srv/42.bin");
+    }
+
+    #[test]
+    fn bad_steps_are_refused_with_the_key_named() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("url = \"/api/slots/{slot}\"", "url = \"/api/slots/{where}\"", "upload.url: unknown placeholder {where}"),
+            ("token = \"{csrf}\"", "token = \"{slot}\"", "before_upload[0].form.token: unknown placeholder {slot}"),
+            ("password = \"{secret}\"", "password = \"{name}\"", "login.json.password: unknown placeholder {name}"),
+            ("capture = { slot = { json = \"/id\" } }", "capture = { name = { json = \"/id\" } }", "{name} is reserved"),
+            ("capture = { slot = { json = \"/id\" } }", "capture = { slot = { json = \"id\" } }", "a JSON pointer starts with /"),
+            ("capture = { slot = { json = \"/id\" } }", "capture = { slot = { json = \"/id\", header = \"X\" } }", "exactly one of"),
+            ("expect = [201]", "expect = [201]\nencoding = \"xml\"", "encoding = \"xml\""),
+            ("url = \"/api/login\"", "url = \"/api/login\"\nmethod = \"GET\"", "a GET has no body"),
+            ("expect_cookie = \"sid\"", "expect_cookie = \"s id\"", "not a cookie name"),
+            ("expect_cookie = \"sid\"", "expect_cookie = \"sid\"\nretries = 3", "unknown field `retries`"),
+            ("stored = \"{where}\"", "stored = \"where\"", "upload.stored"),
+        ];
+        for (from, to, want) in cases {
+            assert!(FLOW.contains(from), "case {from:?} does not apply");
+            let e = p(&FLOW.replacen(from, to, 1)).err().unwrap_or_else(|| panic!("{from:?} -> {to:?} was accepted"));
+            assert!(e.contains(want), "{from:?} -> {to:?}: {e}");
+        }
+    }
+
     #[test]
     fn shipped_profiles_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("targets");
@@ -491,6 +704,6 @@ url = "/files/{name}"
                 n += 1;
             }
         }
-        assert!(n >= 3, "the three real servers are shipped");
+        assert!(n >= 4, "the three real servers and the login one are shipped");
     }
 }

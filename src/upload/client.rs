@@ -19,6 +19,8 @@ pub struct UploadOutcome {
     pub sha256: Option<String>,
     /// The status is one the target's profile counts as stored.
     pub accepted: bool,
+    /// The answer's headers (a profile may read where the file was stored from them).
+    pub response_headers: Vec<(String, String)>,
 }
 
 /// A 2xx answer: the target took the request.
@@ -43,12 +45,14 @@ pub struct Request {
     pub multipart: Option<(String, String)>,
     /// Statuses that mean stored; empty: any 2xx.
     pub success: Vec<u16>,
+    /// The cell's client (its cookies from a login); None: a plain one.
+    pub client: Option<reqwest::Client>,
 }
 
 impl Request {
     /// A plain PUT of the bytes, 2xx meaning stored.
     pub fn put(url: &str) -> Request {
-        Request { method: crate::target::Method::Put, url: url.to_string(), headers: Vec::new(), multipart: None, success: Vec::new() }
+        Request { method: crate::target::Method::Put, url: url.to_string(), headers: Vec::new(), multipart: None, success: Vec::new(), client: None }
     }
 }
 
@@ -109,10 +113,11 @@ pub async fn send(r: &Request, payload: &Payload, transfer: Transfer, sent: Arc<
         }
     });
     let method = match r.method {
+        crate::target::Method::Get => reqwest::Method::GET,
         crate::target::Method::Put => reqwest::Method::PUT,
         crate::target::Method::Post => reqwest::Method::POST,
     };
-    let mut req = http_client().request(method, &r.url);
+    let mut req = r.client.clone().unwrap_or_else(http_client).request(method, &r.url);
     for (k, v) in &r.headers {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -142,8 +147,9 @@ pub async fn send(r: &Request, payload: &Payload, transfer: Transfer, sent: Arc<
     let result = tokio::time::timeout(limit, async {
         let resp = req.send().await?;
         let status = resp.status().as_u16();
+        let headers: Vec<(String, String)> = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
         let body = resp.text().await.unwrap_or_default();
-        Ok::<_, reqwest::Error>((status, body))
+        Ok::<_, reqwest::Error>((status, body, headers))
     })
     .await;
     let duration = started.elapsed();
@@ -156,9 +162,11 @@ pub async fn send(r: &Request, payload: &Payload, transfer: Transfer, sent: Arc<
         timed_out: false,
         sha256: None,
         accepted: false,
+        response_headers: Vec::new(),
     };
     match result {
-        Ok(Ok((status, body))) => {
+        Ok(Ok((status, body, headers))) => {
+            out.response_headers = headers;
             out.status = Some(status);
             out.accepted = if r.success.is_empty() { is_2xx(Some(status)) } else { r.success.contains(&status) };
             out.response_body = body.chars().take(4096).collect();
@@ -196,12 +204,12 @@ impl DownloadOutcome {
 }
 
 /// GET `url`, hashing the body as it streams in (nothing is kept), counting into `received`.
-pub async fn download(url: &str, headers: &[(String, String)], received: Arc<AtomicU64>, limit: Duration) -> DownloadOutcome {
+pub async fn download(client: &reqwest::Client, url: &str, headers: &[(String, String)], received: Arc<AtomicU64>, limit: Duration) -> DownloadOutcome {
     use sha2::{Digest, Sha256};
     let started = Instant::now();
     let mut hasher = Sha256::new();
     let result = tokio::time::timeout(limit, async {
-        let mut req = http_client().get(url);
+        let mut req = client.get(url);
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());
         }

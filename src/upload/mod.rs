@@ -4,3 +4,4 @@ pub mod client;
 pub mod content;
 pub mod files;
 pub mod payload;
+pub mod session;
