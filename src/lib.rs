@@ -7,6 +7,7 @@
 pub mod accel;
 pub mod cloudinit;
 pub mod guest;
+pub mod history;
 pub mod hypervisor;
 pub mod image;
 pub mod paths;

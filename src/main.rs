@@ -22,9 +22,11 @@ async fn dispatch(cli: Cli) -> i32 {
     let res = match cli.command {
         Command::Run(a) => cli::run::run(a, cancel).await,
         Command::Matrix(a) => cli::matrix::run(a, cancel).await,
-        Command::Report { run_dir } => tokio::task::block_in_place(|| report(&run_dir)),
+        Command::Report { run_dir, db } => tokio::task::block_in_place(|| report(&run_dir, db.as_deref())),
         Command::Upload(a) => cli::upload::run(a).await,
         Command::Files(c) => tokio::task::block_in_place(|| cli::files::run(c)),
+        Command::History(a) => tokio::task::block_in_place(|| cli::history::history(&a)),
+        Command::Db(cli::DbCommand::Import { dirs, db }) => tokio::task::block_in_place(|| cli::history::import(&dirs, &db)),
         Command::Target(cli::TargetCommand::List) => cli::target::list(),
         Command::Target(cli::TargetCommand::Check { files }) => cli::target::check(&files),
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
@@ -40,11 +42,14 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-fn report(run_dir: &std::path::Path) -> anyhow::Result<i32> {
+fn report(run_dir: &std::path::Path, db: Option<&std::path::Path>) -> anyhow::Result<i32> {
     if !run_dir.is_dir() {
         return Err(InputError(format!("{} is not a directory", run_dir.display())).into());
     }
-    for p in perfvm::report::write(run_dir).map_err(|e| InputError(format!("{e:#}")))? {
+    // By default the database of the results directory the run lives in.
+    let results_dir = std::path::absolute(run_dir)?.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let db = perfvm::history::db_path(db, &results_dir);
+    for p in perfvm::report::write(run_dir, Some(&db)).map_err(|e| InputError(format!("{e:#}")))? {
         println!("{}", p.display());
     }
     Ok(0)

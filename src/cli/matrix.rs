@@ -117,6 +117,10 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     rams.sort_unstable();
     let exporter = Exporter { run_dir: run_dir.clone(), total_cells: all.len(), rams, sizes };
     exporter.write(&meta, &results, None)?;
+    let db_path = crate::history::db_path(c.db.as_deref(), &c.results_dir);
+    let mut recorder = super::history::Recorder::open(db_path, crate::history::matrix_run(&run_dir, &meta, c.label.as_deref()));
+    // Attempts finished before a resume too: recording is idempotent.
+    recorder.record(&results.iter().collect::<Vec<_>>());
 
     let env = Arc::new(checked.env);
     let reporter = Arc::new(ConsoleReporter::new());
@@ -192,6 +196,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         }
         results.push(r);
         exporter.write(&meta, &results, None)?;
+        recorder.record(&results[results.len() - 1..].iter().collect::<Vec<_>>());
         let remaining = pending.len() + running;
         let mean = wall.iter().sum::<f64>() / wall.len() as f64;
         let eta = mean * remaining as f64 / jobs as f64;
@@ -202,9 +207,11 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     meta.finished = Some(chrono::Utc::now());
     let total = started.elapsed().as_secs_f64();
     exporter.write(&meta, &results, Some(total))?;
+    recorder.run.finished = meta.finished.map(|f| f.to_rfc3339());
+    recorder.record(&[]);
     print!("{}", String::from_utf8_lossy(&std::fs::read(run_dir.join("summary.txt")).unwrap_or_default()));
     // The report is a reading aid: failing to write it never fails the run.
-    if let Err(e) = tokio::task::block_in_place(|| crate::report::write(&run_dir)) {
+    if let Err(e) = tokio::task::block_in_place(|| crate::report::write(&run_dir, Some(recorder.path()))) {
         eprintln!("perfvm: report not written: {e:#}");
     }
     println!("results: {}", run_dir.display());

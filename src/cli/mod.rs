@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod files;
+pub mod history;
 pub mod image;
 pub mod matrix;
 pub mod run;
@@ -44,7 +45,17 @@ pub enum Command {
     Report {
         /// The run directory (results/<run-key> or results/<run-id>).
         run_dir: PathBuf,
+        /// The history database, for trends across runs [default: perfvm.sqlite beside the
+        /// run directory, or PERFVM_DB].
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
     },
+    /// The results history: runs, or one cell's trend across runs (throughput, peak memory).
+    #[command(after_help = "Examples:\n  perfvm history\n  perfvm history --cell 512/1G --target perfvm-target\n  perfvm history --cell 512/1G --format csv > trend.csv\n\nEvery run and matrix records its cells in results/perfvm.sqlite (--db or PERFVM_DB move it).")]
+    History(HistoryArgs),
+    /// The history database: import run directories into it (to rebuild or fill it).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// One upload with perfvm's uploader to a URL on loopback, outside any cell (to check a
     /// target, or compare with curl).
     Upload(UploadArgs),
@@ -148,6 +159,58 @@ pub enum FilesCommand {
         seed: u64,
         #[arg(long, default_value = "test-files")]
         dir: PathBuf,
+    },
+}
+
+/// Where the history database is: `--db`, else `PERFVM_DB`, else `perfvm.sqlite` in the results dir.
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// The history database [default: RESULTS_DIR/perfvm.sqlite, or PERFVM_DB].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// The results directory whose perfvm.sqlite is the default database.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results_dir: PathBuf,
+}
+
+impl DbArgs {
+    pub fn path(&self) -> PathBuf {
+        crate::history::db_path(self.db.as_deref(), &self.results_dir)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HistoryArgs {
+    /// Show one cell's trend across runs, as RAM/SIZE (e.g. 512/1G).
+    #[arg(long, value_name = "RAM/SIZE")]
+    pub cell: Option<String>,
+    /// With --cell: uploads at once of the cell.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub concurrency: u32,
+    /// With --cell: only this target's runs (default: every target, one line each).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Record run directories (a matrix's or a single cell's) in the database; safe to repeat.
+    Import {
+        #[arg(required = true, value_name = "RUN_DIR")]
+        dirs: Vec<PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
@@ -294,6 +357,12 @@ pub struct CellArgs {
     /// and report the download's throughput and memory as a phase of its own.
     #[arg(long)]
     pub download: bool,
+    /// The history database [default: RESULTS_DIR/perfvm.sqlite, or PERFVM_DB].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// A label recorded with the run in the history (e.g. the target's git revision).
+    #[arg(long, value_name = "TEXT")]
+    pub label: Option<String>,
     #[command(flatten)]
     pub conn: ConnArgs,
 }

@@ -246,6 +246,10 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     );
     let reporter = ui::ConsoleReporter::new();
     let result = crate::pipeline::run_cell(&checked.env, &cfg, &run_dir.path, &cancel, &reporter).await;
+    if !result.interrupted {
+        let db = crate::history::db_path(c.db.as_deref(), &c.results_dir);
+        super::history::Recorder::open(db, crate::history::single_run(&run_dir.path, &result, c.label.as_deref())).record(&[&result]);
+    }
     println!("{}", ui::summary(&result, &run_dir.path));
     if args.keep_vm && !cancel.is_cancelled() && result.exit_reason != ExitReason::HarnessError
         && let Some(port) = result.host_port {

@@ -125,6 +125,39 @@ fn cell_section(out: &mut String, c: &ReportCell) {
     out.push_str("</section>\n");
 }
 
+/// Trends across runs from the history database: one line per cell, x = the runs in order.
+fn history_section(out: &mut String, history: &[(String, Vec<crate::history::TrendPoint>)]) {
+    out.push_str("<h2>History</h2>\n<p>Each cell of this run in every recorded run of the same target (mean over its repetitions; x: the runs, oldest first).</p>\n");
+    let series = |y: fn(&crate::history::TrendPoint) -> Option<f64>| -> Vec<Series> {
+        history
+            .iter()
+            .map(|(cell, pts)| Series { label: cell.clone(), points: pts.iter().enumerate().filter_map(|(i, p)| y(p).map(|v| ((i + 1) as f64, v))).collect(), limit: None })
+            .collect()
+    };
+    out.push_str(&svg(&Chart { title: "throughput across runs", x_label: "run", y_label: "MiB/s", series: series(|p| p.throughput_mbps), markers: vec![], size: (900, 300) }));
+    out.push_str(&svg(&Chart { title: "peak memory across runs", x_label: "run", y_label: "MiB", series: series(|p| p.peak_memory_mb), markers: vec![], size: (900, 300) }));
+    out.push_str("<table><tr><th>cell</th><th>run</th><th>started</th><th>label</th><th>passed</th><th>MiB/s</th><th>peak MiB</th></tr>\n");
+    for (cell, pts) in history {
+        for (i, p) in pts.iter().enumerate() {
+            let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>",
+                esc(cell),
+                i + 1,
+                esc(&p.run_id),
+                esc(p.started.as_deref().unwrap_or("")),
+                esc(p.label.as_deref().unwrap_or("")),
+                p.passed,
+                p.repeats,
+                f(p.throughput_mbps),
+                f(p.peak_memory_mb)
+            );
+        }
+    }
+    out.push_str("</table>\n");
+}
+
 pub fn render(rep: &Report) -> String {
     let mut out = String::new();
     let _ = write!(out, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n", esc(&rep.title));
@@ -180,6 +213,9 @@ pub fn render(rep: &Report) -> String {
         markers: vec![],
         size: (900, 360),
     }));
+    if !rep.history.is_empty() {
+        history_section(&mut out, &rep.history);
+    }
     out.push_str("<h2>Cells</h2>\n");
     for c in &rep.cells {
         cell_section(&mut out, c);

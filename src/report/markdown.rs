@@ -46,5 +46,14 @@ pub fn render(rep: &Report) -> String {
             let _ = writeln!(out, "| {} | {}/{} | {} | {pk} | {outl} |", s.shape, s.passed, s.repetitions, st(&s.throughput_mbps));
         }
     }
+    if !rep.history.is_empty() {
+        out.push_str("\n## History (this target, oldest run first)\n\n| cell | run | started | label | passed | MiB/s | peak MiB |\n| --- | --- | --- | --- | ---: | ---: | ---: |\n");
+        for (cell, pts) in &rep.history {
+            for p in pts {
+                let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
+                let _ = writeln!(out, "| {cell} | {} | {} | {} | {}/{} | {} | {} |", p.run_id, p.started.as_deref().unwrap_or(""), p.label.as_deref().unwrap_or(""), p.passed, p.repeats, f(p.throughput_mbps), f(p.peak_memory_mb));
+            }
+        }
+    }
     out
 }

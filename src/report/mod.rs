@@ -40,6 +40,9 @@ pub struct Report {
     pub attempts: usize,
     /// Statistics of repeated cells (`--repeat` > 1).
     pub repeats: Vec<RepeatSummary>,
+    /// From the history database: each cell of this run across runs of its target (only cells
+    /// with two runs or more).
+    pub history: Vec<(String, Vec<crate::history::TrendPoint>)>,
 }
 
 impl Report {
@@ -72,13 +75,13 @@ pub fn load(run_dir: &Path) -> Result<Report> {
             .collect();
         let attempts = doc.cells.len();
         let title = format!("perfvm matrix {}", doc.metadata.run_key);
-        return Ok(Report { title, metadata: Some(doc.metadata), cells, attempts, repeats: doc.repeats });
+        return Ok(Report { title, metadata: Some(doc.metadata), cells, attempts, repeats: doc.repeats, history: Vec::new() });
     }
     let single = run_dir.join("result.json");
     let r: CellResult = serde_json::from_slice(&std::fs::read(&single).with_context(|| format!("{} has neither results.json (a matrix) nor result.json (a cell)", run_dir.display()))?)
         .with_context(|| format!("cannot read {}", single.display()))?;
     let timeline = read_timeline(&run_dir.join("samples.csv"));
-    Ok(Report { title: format!("perfvm run {}", r.run_id), metadata: None, cells: vec![ReportCell { result: r, dir: ".".into(), timeline }], attempts: 1, repeats: Vec::new() })
+    Ok(Report { title: format!("perfvm run {}", r.run_id), metadata: None, cells: vec![ReportCell { result: r, dir: ".".into(), timeline }], attempts: 1, repeats: Vec::new(), history: Vec::new() })
 }
 
 /// The memory columns of a samples.csv; None if it cannot be read.
@@ -103,9 +106,40 @@ pub fn read_timeline(path: &Path) -> Option<Timeline> {
     Some(tl)
 }
 
-/// Write report.html and report.md into the run directory; returns their paths.
-pub fn write(run_dir: &Path) -> Result<Vec<PathBuf>> {
-    let report = load(run_dir)?;
+/// Each distinct cell of the report across the runs in the history database `db` (if it exists
+/// and has two runs or more of a cell).
+pub fn history(report: &Report, db: &Path) -> Result<Vec<(String, Vec<crate::history::TrendPoint>)>> {
+    if !db.is_file() {
+        return Ok(Vec::new());
+    }
+    let db = crate::history::Db::open(db)?;
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for c in &report.cells {
+        let r = &c.result;
+        let k = CellKey::of(r);
+        if !seen.insert((k.ram_mib, k.size.bytes(), k.concurrency, r.target.name.clone())) {
+            continue;
+        }
+        let pts = db.trend(k.ram_mib, k.size.bytes(), k.concurrency.max(1), Some(&r.target.name))?;
+        if pts.len() >= 2 {
+            out.push((k.shape(), pts));
+        }
+    }
+    Ok(out)
+}
+
+/// Write report.html and report.md into the run directory; returns their paths. With a history
+/// database, trends across runs are included.
+pub fn write(run_dir: &Path, db: Option<&Path>) -> Result<Vec<PathBuf>> {
+    let mut report = load(run_dir)?;
+    if let Some(db) = db {
+        // The history is extra: a database that cannot be read leaves it out.
+        match history(&report, db) {
+            Ok(h) => report.history = h,
+            Err(e) => eprintln!("perfvm: history left out of the report: {e:#}"),
+        }
+    }
     let mut out = Vec::new();
     for (name, data) in [("report.html", html::render(&report)), ("report.md", markdown::render(&report))] {
         let p = run_dir.join(name);
@@ -160,7 +194,31 @@ mod tests {
             ],
             attempts: 3,
             repeats: Vec::new(),
+            history: Vec::new(),
         }
+    }
+
+    #[test]
+    fn history_from_the_database_goes_into_both_reports() {
+        let d = tempfile::tempdir().unwrap();
+        let db_path = d.path().join("h.sqlite");
+        let rep = report();
+        let mut db = crate::history::Db::open(&db_path).unwrap();
+        for (i, thr) in [(1, 50.0), (2, 40.0)] {
+            let mut r = rep.cells[1].result.clone();
+            r.throughput_mbps = Some(thr);
+            let run = crate::history::RunRow { id: format!("night{i}"), started: Some(format!("2026-11-2{i}T00:00:00Z")), target: r.target.name.clone(), ..Default::default() };
+            db.record(&run, &[&r]).unwrap();
+        }
+        let mut rep = rep;
+        rep.history = history(&rep, &db_path).unwrap();
+        assert_eq!(rep.history.len(), 1, "only the cell with two runs");
+        assert_eq!(rep.history[0].1.len(), 2);
+        let h = html::render(&rep);
+        assert!(h.contains("<h2>History</h2>") && h.contains("throughput across runs") && h.contains("night2"));
+        assert_eq!(h.matches("<svg").count(), 5, "two more charts");
+        assert!(markdown::render(&rep).contains("| night1 |"));
+        assert!(history(&rep, &d.path().join("none.sqlite")).unwrap().is_empty(), "no database, no history");
     }
 
     #[test]
@@ -208,7 +266,7 @@ mod tests {
         assert_eq!(tl.cgroup_mib, vec![Some(1.0), Some(2.0), None]);
         assert_eq!(tl.qemu_rss_mib[1], Some(10.0));
         assert_eq!(tl.download_start, Some(0.2));
-        let written = write(d.path()).unwrap();
+        let written = write(d.path(), None).unwrap();
         assert_eq!(written.len(), 2);
         assert!(std::fs::read_to_string(d.path().join("report.html")).unwrap().contains("download start"));
         assert!(load(&d.path().join("nope")).is_err());

@@ -1,0 +1,157 @@
+use super::*;
+
+fn sample() -> CellResult {
+    serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap()
+}
+
+fn cell(ram: u64, size: &str, repeat: u32, attempt: u32, thr: f64, peak_mb: u64, ok: bool) -> CellResult {
+    let mut r = sample();
+    let s = crate::size::ByteSize::parse(size).unwrap();
+    r.ram_mb = ram;
+    r.file_size = s.label();
+    r.file_size_bytes = s.bytes();
+    r.concurrency = 1;
+    r.repeat = repeat;
+    r.attempt = attempt;
+    r.throughput_mbps = ok.then_some(thr);
+    r.peak_memory_bytes = Some(peak_mb << 20);
+    r.success = ok;
+    r.exit_reason = if ok { crate::results::model::ExitReason::Success } else { crate::results::model::ExitReason::BootFailed };
+    r
+}
+
+fn run(id: &str, started: &str, label: Option<&str>) -> RunRow {
+    RunRow {
+        id: id.into(),
+        dir: format!("/r/{id}"),
+        kind: "matrix".into(),
+        started: Some(started.into()),
+        target: "perfvm-target".into(),
+        target_mode: "stream".into(),
+        accel: "tcg".into(),
+        image_id: "bookworm-x".into(),
+        perfvm_version: "0.1.0".into(),
+        label: label.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_new_database_gets_every_migration() {
+    let d = tempfile::tempdir().unwrap();
+    let db = Db::open(&d.path().join("sub/h.sqlite")).unwrap();
+    assert_eq!(schema::version(db.conn()).unwrap(), schema::MIGRATIONS.len() as u32);
+    let mode: String = db.conn().pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    // Opening again migrates nothing and keeps the version.
+    drop(db);
+    let db = Db::open(&d.path().join("sub/h.sqlite")).unwrap();
+    assert_eq!(schema::version(db.conn()).unwrap(), 2);
+}
+
+#[test]
+fn a_version_1_database_is_migrated_with_its_rows() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("h.sqlite");
+    {
+        let mut c = Connection::open(&path).unwrap();
+        assert_eq!(schema::migrate_to(&mut c, Some(1)).unwrap(), 1);
+        c.execute_batch(
+            "INSERT INTO runs (id, dir, kind, target, target_mode, accel, image_id, perfvm_version, started)
+               VALUES ('old', '/r/old', 'matrix', 'perfvm-target', 'stream', 'tcg', 'img', '0.0.9', '2026-01-01T00:00:00Z');
+             INSERT INTO cells (run_id, cell, ram_mb, file_size, file_size_bytes, concurrency, repeat, attempt, timestamp, target,
+               image_id, accel, exit_reason, success, duration_seconds, throughput_mbps, peak_memory_bytes, result_json)
+               VALUES ('old', '512-1G', 512, '1G', 1073741824, 1, 1, 1, '2026-01-01T00:00:00Z', 'perfvm-target', 'img', 'tcg', 'success', 1, 20.0, 51.2, 12582912, '{}');",
+        )
+        .unwrap();
+    }
+    let mut db = Db::open(&path).unwrap();
+    assert_eq!(schema::version(db.conn()).unwrap(), 2);
+    let old = db.trend(512, 1 << 30, 1, None).unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].throughput_mbps, Some(51.2));
+    // New rows carry the new columns; old ones have them empty.
+    db.record(&run("new", "2026-02-01T00:00:00Z", None), &[&cell(512, "1G", 1, 1, 60.0, 11, true)]).unwrap();
+    let cpu: Vec<Option<i64>> = db.conn().prepare("SELECT sample_count FROM cells ORDER BY run_id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(cpu[1], None, "the old row");
+    assert!(cpu[0].is_some(), "the new row");
+    assert_eq!(db.trend(512, 1 << 30, 1, Some("perfvm-target")).unwrap().len(), 2);
+}
+
+#[test]
+fn a_database_from_a_newer_perfvm_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("h.sqlite");
+    Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    let e = Db::open(&path).err().unwrap();
+    assert!(format!("{e:#}").contains("schema version 99"), "{e:#}");
+}
+
+#[test]
+fn trend_takes_final_attempts_and_means_over_repeats() {
+    let d = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&d.path().join("h.sqlite")).unwrap();
+    // Night 1: repeat 1 failed once (infrastructure) then passed; repeat 2 passed.
+    let n1 = [cell(512, "1G", 1, 1, 0.0, 0, false), cell(512, "1G", 1, 2, 50.0, 10, true), cell(512, "1G", 2, 1, 70.0, 14, true), cell(256, "1G", 1, 1, 40.0, 9, true)];
+    db.record(&run("night1", "2026-11-28T01:00:00Z", Some("v1.0")), &n1.iter().collect::<Vec<_>>()).unwrap();
+    db.record(&run("night2", "2026-11-29T01:00:00Z", Some("v1.1")), &[&cell(512, "1G", 1, 1, 30.0, 40, true)]).unwrap();
+    let t = db.trend(512, 1 << 30, 1, Some("perfvm-target")).unwrap();
+    assert_eq!(t.iter().map(|p| p.run_id.as_str()).collect::<Vec<_>>(), ["night1", "night2"], "oldest first");
+    assert_eq!((t[0].repeats, t[0].passed), (2, 2));
+    assert_eq!(t[0].throughput_mbps, Some(60.0));
+    assert_eq!(t[0].peak_memory_mb, Some(12.0));
+    assert_eq!(t[0].max_peak_memory_mb, Some(14.0));
+    assert_eq!(t[1].peak_memory_mb, Some(40.0), "the creep shows");
+    assert_eq!(t[1].label.as_deref(), Some("v1.1"));
+    assert!(db.trend(512, 1 << 30, 1, Some("dufs")).unwrap().is_empty());
+    let runs = db.runs().unwrap();
+    assert_eq!(runs[0].0.id, "night2", "newest first");
+    assert_eq!(runs[1].1, RunCounts { cells: 3, passed: 3, failed: 0 });
+    // Recording the same attempt again replaces it, never duplicates.
+    db.record(&run("night2", "2026-11-29T01:00:00Z", None), &[&cell(512, "1G", 1, 1, 31.0, 40, true)]).unwrap();
+    let t = db.trend(512, 1 << 30, 1, None).unwrap();
+    assert_eq!(t[1].throughput_mbps, Some(31.0));
+    assert_eq!(t[1].label.as_deref(), Some("v1.1"), "a later record without a label keeps it");
+}
+
+#[test]
+fn import_reads_single_cell_run_directories() {
+    let d = tempfile::tempdir().unwrap();
+    let run_dir = d.path().join("20261130-010203-512-1G-abcd");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join("result.json"), serde_json::to_vec(&cell(512, "1G", 1, 1, 42.0, 12, true)).unwrap()).unwrap();
+    let mut db = Db::open(&d.path().join("h.sqlite")).unwrap();
+    assert_eq!(import(&mut db, std::slice::from_ref(&run_dir)).unwrap(), (1, 1));
+    let runs = db.runs().unwrap();
+    assert_eq!(runs[0].0.id, "20261130-010203-512-1G-abcd");
+    assert_eq!(runs[0].0.kind, "run");
+    let e = import(&mut db, &[d.path().join("nope")]).unwrap_err();
+    assert!(format!("{e:#}").contains("not a run directory"), "{e:#}");
+}
+
+#[test]
+fn two_writers_at_once_lose_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("h.sqlite");
+    Db::open(&path).unwrap();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut db = Db::open(&path).unwrap();
+                for i in 0..60 {
+                    let cells: Vec<CellResult> = (1..=4).map(|rep| cell(512, "1G", rep, 1, i as f64, 10, true)).collect();
+                    db.record(&run(&format!("w{w}-{i}"), &format!("2026-11-29T00:{:02}:00Z", i), None), &cells.iter().collect::<Vec<_>>()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let db = Db::open(&path).unwrap();
+    let (runs, cells): (i64, i64) = db.conn().query_row("SELECT (SELECT COUNT(*) FROM runs), (SELECT COUNT(*) FROM cells)", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!((runs, cells), (120, 480));
+    let ok: String = db.conn().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+}

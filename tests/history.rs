@@ -1,0 +1,102 @@
+//! The results history: every run records its cells in one SQLite database; `perfvm history`
+//! lists runs and trends; `perfvm db import` rebuilds it from run directories, also from two
+//! processes at once.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+fn fake_run(dir: &Path, name: &str, ram: u64, thr: f64) {
+    let mut r: perfvm::results::model::CellResult = serde_json::from_str(include_str!("data/result-sample.json")).unwrap();
+    r.ram_mb = ram;
+    r.throughput_mbps = Some(thr);
+    r.timestamp = chrono::Utc::now();
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("result.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+}
+
+#[test]
+fn two_importers_at_once_record_every_run_and_history_reads_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("h.sqlite");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for i in 0..40 {
+        fake_run(&a, &format!("run-a-{i:02}"), 512, 50.0 + i as f64);
+        fake_run(&b, &format!("run-b-{i:02}"), 512, 10.0 + i as f64);
+    }
+    let dirs = |p: &Path| -> Vec<String> { run_dirs(p).iter().map(|d| d.display().to_string()).collect() };
+    let spawn = |p: &Path| {
+        let mut c = command();
+        c.args(["db", "import", "--db", db.to_str().unwrap()]).args(dirs(p));
+        c.spawn().unwrap()
+    };
+    let (mut x, mut y) = (spawn(&a), spawn(&b));
+    assert!(x.wait().unwrap().success() && y.wait().unwrap().success());
+    let out = perfvm(&["history", "--db", db.to_str().unwrap(), "--format", "csv"]);
+    assert_eq!(out.status.code(), Some(0));
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(csv.lines().count(), 81, "a header and 80 runs:\n{csv}");
+    // The sample's cell: 512 MiB with its file size, across all 80 runs.
+    let r: perfvm::results::model::CellResult = serde_json::from_str(include_str!("data/result-sample.json")).unwrap();
+    let cell = format!("512/{}", r.file_size);
+    let out = perfvm(&["history", "--db", db.to_str().unwrap(), "--cell", &cell, "--format", "json"]);
+    let pts: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pts.as_array().unwrap().len(), 80);
+    let out = perfvm(&["history", "--db", db.to_str().unwrap(), "--cell", &cell]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("THROUGHPUT MiB/s"));
+    // Importing again changes nothing (the same attempts are replaced, not added).
+    let out = perfvm(&["db", "import", "--db", db.to_str().unwrap(), &dirs(&a)[0]]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = perfvm(&["history", "--db", db.to_str().unwrap(), "--format", "csv"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 81);
+}
+
+#[test]
+fn bad_history_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("none.sqlite");
+    let out = perfvm(&["history", "--db", db.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no history database"));
+    assert!(!db.exists(), "asking does not create it");
+    let out = perfvm(&["history", "--db", db.to_str().unwrap(), "--cell", "512-1G"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use RAM/SIZE"));
+    let out = perfvm(&["db", "import", "--db", db.to_str().unwrap(), tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory"));
+}
+
+/// A real matrix, run twice: `perfvm history` shows the cell's two points, and the second run's
+/// report has the trend.
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn a_matrix_run_twice_makes_a_two_point_trend() {
+    let _one = vm_lock();
+    let results = tempfile::tempdir().unwrap();
+    let rd = results.path().to_str().unwrap();
+    for (i, label) in ["first", "second"].iter().enumerate() {
+        let mut args = vec!["matrix", "--ram", "256", "--file-size", "2M", "--timeout", "300", "--results-dir", rd, "--label", label];
+        if i > 0 {
+            args.push("--fresh");
+        }
+        let out = perfvm(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let db = results.path().join("perfvm.sqlite");
+    assert!(db.is_file(), "recorded in the results directory's database by default");
+    let out = perfvm(&["history", "--results-dir", rd]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains("first") && list.contains("second") && list.contains("2 run(s)"), "{list}");
+    let out = perfvm(&["history", "--results-dir", rd, "--cell", "256/2M", "--format", "json"]);
+    let pts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pts.len(), 2);
+    assert_eq!(pts[0]["label"], "first");
+    assert_eq!(pts[1]["label"], "second");
+    assert!(pts.iter().all(|p| p["passed"] == 1 && p["throughput_mbps"].as_f64().unwrap() > 0.0));
+    let second = run_dirs(results.path()).into_iter().find(|d| d.file_name().unwrap().to_string_lossy().ends_with(".2")).expect("the --fresh run's dir");
+    let html = std::fs::read_to_string(second.join("report.html")).unwrap();
+    assert!(html.contains("<h2>History</h2>") && html.contains("throughput across runs"), "the trend is in the report");
+}
