@@ -25,6 +25,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Report { run_dir, db } => tokio::task::block_in_place(|| report(&run_dir, db.as_deref())),
         Command::Upload(a) => cli::upload::run(a).await,
         Command::Files(c) => tokio::task::block_in_place(|| cli::files::run(c)),
+        Command::Compare(a) => tokio::task::block_in_place(|| cli::compare::run(&a)),
         Command::History(a) => tokio::task::block_in_place(|| cli::history::history(&a)),
         Command::Db(cli::DbCommand::Import { dirs, db }) => tokio::task::block_in_place(|| cli::history::import(&dirs, &db)),
         Command::Target(cli::TargetCommand::List) => cli::target::list(),

@@ -100,3 +100,44 @@ fn a_matrix_run_twice_makes_a_two_point_trend() {
     let html = std::fs::read_to_string(second.join("report.html")).unwrap();
     assert!(html.contains("<h2>History</h2>") && html.contains("throughput across runs"), "the trend is in the report");
 }
+
+/// `perfvm compare` of two runs from the history database, by run id: verdicts from the
+/// permutation test, every format, and the CI gate.
+#[test]
+fn compare_two_recorded_runs_and_gate_on_a_regression() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("h.sqlite");
+    let base: perfvm::results::model::CellResult = serde_json::from_str(include_str!("data/result-sample.json")).unwrap();
+    let mut db = perfvm::history::Db::open(&db_path).unwrap();
+    for (run, thr) in [("night1", 50.0), ("night2", 40.0)] {
+        let cells: Vec<_> = (1..=4)
+            .map(|rep| {
+                let mut r = base.clone();
+                r.repeat = rep;
+                r.success = true;
+                r.throughput_mbps = Some(thr + rep as f64 * 0.5);
+                r
+            })
+            .collect();
+        let row = perfvm::history::RunRow { id: run.into(), target: base.target.name.clone(), ..Default::default() };
+        db.record(&row, &cells.iter().collect::<Vec<_>>()).unwrap();
+    }
+    drop(db);
+    let d = db_path.to_str().unwrap();
+    let out = perfvm(&["compare", "night1", "night2", "--db", d]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "no gate, no failure");
+    assert!(table.contains("-19.") && table.contains("worse (p=0.029)"), "{table}");
+    for (fmt, want) in [("csv", "throughput_verdict"), ("json", "\"verdict\": \"worse\""), ("md", "| cell |"), ("html", "class=\"worse\"")] {
+        let out = perfvm(&["compare", "night1", "night2", "--db", d, "--format", fmt]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains(want), "{fmt}");
+    }
+    let out = perfvm(&["compare", "night1", "night2", "--db", d, "--fail-on-regression", "10"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("significant regression over 10%"));
+    let out = perfvm(&["compare", "night1", "night2", "--db", d, "--fail-on-regression", "25"]);
+    assert_eq!(out.status.code(), Some(0), "under the threshold");
+    let out = perfvm(&["compare", "night1", "no-such-run", "--db", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory, nor a run id"));
+}

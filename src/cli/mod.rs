@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. Every input is checked here, before any
 //! VM starts; errors name the flag and say what would work.
 
+pub mod compare;
 pub mod doctor;
 pub mod files;
 pub mod history;
@@ -50,6 +51,10 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
     },
+    /// Compare two runs cell by cell: change of throughput and peak memory, with a verdict from
+    /// a permutation test on the repetitions.
+    #[command(after_help = "Examples:\n  perfvm compare results/matrix-1a2b3c4d5e6f results/matrix-1a2b3c4d5e6f.2\n  perfvm compare RUN_A RUN_B --format md\n  perfvm compare RUN_A RUN_B --fail-on-regression 10   # exit 1 on a significant regression over 10 %\n\nA run is a run directory or a run id from the history database (`perfvm history`). The test is an exact two-sided permutation test on the passed repetitions (difference of means, p < 0.05); it needs at least 4 repetitions on each side (--repeat 4) to ever call a change significant.")]
+    Compare(CompareArgs),
     /// The results history: runs, or one cell's trend across runs (throughput, peak memory).
     #[command(after_help = "Examples:\n  perfvm history\n  perfvm history --cell 512/1G --target perfvm-target\n  perfvm history --cell 512/1G --format csv > trend.csv\n\nEvery run and matrix records its cells in results/perfvm.sqlite (--db or PERFVM_DB move it).")]
     History(HistoryArgs),
@@ -201,6 +206,31 @@ pub struct HistoryArgs {
     pub format: Format,
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompareArgs {
+    /// The baseline: a run directory or a run id in the history database.
+    pub run_a: String,
+    /// The run compared with it.
+    pub run_b: String,
+    #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
+    pub format: CompareFormat,
+    /// Exit 1 when a cell's throughput fell, or its peak memory rose, significantly by more
+    /// than this many percent (for CI gates).
+    #[arg(long, value_name = "PCT")]
+    pub fail_on_regression: Option<f64>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareFormat {
+    Table,
+    Csv,
+    Json,
+    Md,
+    Html,
 }
 
 #[derive(Subcommand, Debug)]

@@ -188,6 +188,19 @@ impl Db {
     }
 }
 
+impl Db {
+    /// Every recorded attempt of a run, by its id.
+    pub fn run_results(&self, run_id: &str) -> Result<Vec<CellResult>> {
+        let mut st = self.conn.prepare("SELECT result_json FROM cells WHERE run_id = ?1")?;
+        let rows = st.query_map([run_id], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            out.push(serde_json::from_str(&json?).context("a result in the database does not parse")?);
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct RunCounts {
     pub cells: usize,
