@@ -6,7 +6,8 @@ set -euo pipefail
 # openssh-client: the tests log into a guest started with --ssh-key. curl: the uploadserver
 # profile downloads its wheel from PyPI. e2fsprogs: debugfs for `perfvm doctor --image`.
 # grub-pc-bin: the tests make a whole bootable disk for `--image` (tests/data/make-bootable-disk.sh).
-PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client curl e2fsprogs grub-pc-bin)
+# chromium: the tests render report.html headless.
+PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client curl e2fsprogs grub-pc-bin chromium)
 
 log() { printf '[setup] %s\n' "$*"; }
 

@@ -97,8 +97,14 @@ fn a_matrix_run_twice_makes_a_two_point_trend() {
     assert_eq!(pts[1]["label"], "second");
     assert!(pts.iter().all(|p| p["passed"] == 1 && p["throughput_mbps"].as_f64().unwrap() > 0.0));
     let second = run_dirs(results.path()).into_iter().find(|d| d.file_name().unwrap().to_string_lossy().ends_with(".2")).expect("the --fresh run's dir");
-    let html = std::fs::read_to_string(second.join("report.html")).unwrap();
-    assert!(html.contains("<h2>History</h2>") && html.contains("throughput across runs"), "the trend is in the report");
+    // The report as a browser renders it: the charts with their lines and points, every cell.
+    let dom = render_headless(&second.join("report.html"));
+    assert!(dom.contains("<h2>History</h2>") && dom.contains("throughput across runs"), "the trend is in the report");
+    // Throughput, peak memory, two history charts, the cell's memory timeline.
+    assert_eq!(dom.matches("<svg").count(), 5, "charts");
+    assert!(dom.matches("<circle").count() >= 6, "points drawn");
+    assert!(dom.matches("<polyline").count() >= 3, "lines drawn");
+    assert!(dom.contains("id=\"cell-256-2M-r1\"") && dom.contains("href=\"#cell-256-2M-r1\""), "the cell and the grid's link to it");
 }
 
 /// `perfvm compare` of two runs from the history database, by run id: verdicts from the

@@ -280,3 +280,42 @@ fn bring_your_own_bootable_disk_boots_through_its_bootloader() {
     let out = perfvm(&["image", "remove", &r.image_id]);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// Hooks run in order: on the host before the cell, in the guest before the upload and after
+/// collection (a profile's), on the host after teardown; each one's output is saved. A failing
+/// hook fails the cell as the harness's error.
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn hooks_run_in_order_and_a_failing_one_fails_the_cell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string("tests/data/profiles/leaky.toml").unwrap().replace(
+        "[upload]",
+        "[hooks]\nguest_setup = \"echo set-up-ran > /run/perfvm-hook; cat /run/perfvm-hook\"\nguest_teardown = \"cat /run/perfvm-hook; ls /var/lib/leaky\"\n\n[upload]",
+    );
+    let profile = tmp.path().join("hooked.toml");
+    std::fs::write(&profile, text).unwrap();
+    let log = tmp.path().join("host-hooks.log");
+    let before = format!("echo before $PERFVM_CELL $PERFVM_RAM_MB $PERFVM_TARGET >> {}", log.display());
+    let after = format!("echo after $PERFVM_EXIT_REASON $(test -f $PERFVM_RESULT && echo has-result) >> {}", log.display());
+    let (r, dir, _) = cell(&["--ram", "256", "--file-size", "2M", "--target", profile.to_str().unwrap(), "--hook-before-cell", &before, "--hook-after-cell", &after]);
+    assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    let names: Vec<&str> = r.hooks.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["hook-before-cell", "guest-setup", "guest-teardown", "hook-after-cell"]);
+    assert!(r.hooks.windows(2).all(|w| w[0].at_seconds <= w[1].at_seconds), "{:?}", r.hooks);
+    assert!(r.hooks.iter().all(|h| h.exit_code == Some(0)));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "before 256-2M 256 leaky\nafter success has-result\n");
+    assert_eq!(std::fs::read_to_string(dir.join("guest-setup.log")).unwrap(), "set-up-ran\n");
+    let teardown = std::fs::read_to_string(dir.join("guest-teardown.log")).unwrap();
+    assert!(teardown.starts_with("set-up-ran\n") && teardown.contains("perfvm-upload.bin"), "teardown ran after the upload: {teardown}");
+
+    // A failing host hook before the cell: nothing boots.
+    let results = tmp.path().join("results");
+    let out = perfvm(&["run", "--ram", "256", "--file-size", "1M", "--hook-before-cell", "echo refusing; exit 7", "--results-dir", results.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(69));
+    let run = run_dirs(&results).pop().unwrap();
+    let r = read_result(&run.join("result.json"));
+    assert_eq!(r.exit_reason, ExitReason::HarnessError);
+    assert!(r.error.as_deref().unwrap().contains("hook-before-cell failed with exit status 7"), "{:?}", r.error);
+    assert!(r.phases.boot.is_none(), "no guest was started");
+    assert_eq!(std::fs::read_to_string(run.join("hook-before-cell.log")).unwrap(), "refusing\n");
+}

@@ -393,6 +393,15 @@ pub struct CellArgs {
     /// A label recorded with the run in the history (e.g. the target's git revision).
     #[arg(long, value_name = "TEXT")]
     pub label: Option<String>,
+    /// A shell command run on the host before each cell, with the cell's facts in PERFVM_CELL,
+    /// PERFVM_RAM_MB, PERFVM_FILE_SIZE(_BYTES), PERFVM_CONCURRENCY, PERFVM_REPEAT,
+    /// PERFVM_ATTEMPT, PERFVM_TARGET, PERFVM_DOMAIN, PERFVM_RUN_ID, PERFVM_CELL_DIR. Its output
+    /// goes to hook-before-cell.log; a non-zero exit fails the cell (harness_error).
+    #[arg(long, value_name = "CMD")]
+    pub hook_before_cell: Option<String>,
+    /// Likewise after each cell (after teardown), also with PERFVM_EXIT_REASON and PERFVM_RESULT.
+    #[arg(long, value_name = "CMD")]
+    pub hook_after_cell: Option<String>,
     #[command(flatten)]
     pub conn: ConnArgs,
 }

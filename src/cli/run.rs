@@ -123,6 +123,8 @@ pub fn cell_config(c: &super::CellArgs, accel: Accel, run_id: &str, ram: u64, si
         ssh_key: None,
         repeat: 1,
         attempt: 1,
+        hook_before: c.hook_before_cell.clone(),
+        hook_after: c.hook_after_cell.clone(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod boot;
 pub mod collect;
+pub mod hooks;
 pub mod prepare;
 pub mod ready;
 pub mod workload;
@@ -58,6 +59,9 @@ pub struct CellConfig {
     pub ssh_key: Option<crate::cloudinit::seed::SshKey>,
     pub repeat: u32,
     pub attempt: u32,
+    /// `--hook-before-cell` / `--hook-after-cell`: host shell commands around the cell.
+    pub hook_before: Option<String>,
+    pub hook_after: Option<String>,
 }
 
 /// What cells share: the libvirt connection, the image, the target, the templates.
@@ -238,7 +242,8 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
         res.exit_reason = e.reason;
         res.success = false;
         res.interrupted = cancel.is_cancelled();
-        res.error = Some(format!("{phase}: {}", e.message));
+        // A step's own error may name the phase already (`login: POST /login answered …`).
+        res.error = Some(if e.message.starts_with(&format!("{phase}:")) { e.message } else { format!("{phase}: {}", e.message) });
         // The journal explains most failures after the agent came up; fetch it if not yet saved.
         if res.journal.is_none() && !cancel.is_cancelled()
             && let Some(agent) = held.agent.clone() {
@@ -288,6 +293,24 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
         errors
     });
     res.phases.teardown = Some(round3(t.elapsed().as_secs_f64()));
+    if let Some(cmd) = cfg.hook_after.as_ref().filter(|_| !cancel.is_cancelled()) {
+        let _ = write_result(out_dir, &res);
+        let mut env_vars = hooks::env(cfg, &env.target.name, out_dir);
+        env_vars.push(("PERFVM_EXIT_REASON", res.exit_reason.as_str().to_string()));
+        env_vars.push(("PERFVM_RESULT", out_dir.join("result.json").display().to_string()));
+        let (rec, r) = hooks::host("hook-after-cell", cmd, &env_vars, out_dir, t0).await;
+        res.hooks.push(rec);
+        if let Err(e) = r {
+            res.error = Some(match res.error.take() {
+                Some(prev) => format!("{prev}; {}", e.message),
+                None => e.message,
+            });
+            if res.success {
+                res.success = false;
+                res.exit_reason = ExitReason::HarnessError;
+            }
+        }
+    }
     res.harness_peak_rss_bytes = crate::proc::own_peak_rss_bytes();
     if !teardown_errors.is_empty() {
         let msg = teardown_errors.join("; ");
@@ -421,6 +444,7 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         restarts: None,
         bytes_sent: None,
         phases: PhaseTimes::default(),
+        hooks: Vec::new(),
         host_qemu_peak_rss_bytes: None,
         harness_peak_rss_bytes: None,
         guest_min_mem_available_bytes: None,
@@ -463,6 +487,13 @@ async fn steps(
         held.phase = Some(p);
         rep.phase(&cfg.cell, p);
     };
+
+    let t0 = deadline - cfg.timeout;
+    if let Some(cmd) = &cfg.hook_before {
+        let (rec, r) = hooks::host("hook-before-cell", cmd, &hooks::env(cfg, &env.target.name, out_dir), out_dir, t0).await;
+        res.hooks.push(rec);
+        r?;
+    }
 
     enter(held, Phase::Prepare);
     let t = Instant::now();
@@ -512,6 +543,13 @@ async fn steps(
         .map_err(|e| CellError::new(ExitReason::HttpError, e))?;
     if has_steps {
         res.phases.login = secs(t);
+    }
+
+    if let Some(cmd) = env.target.guest_setup.clone() {
+        let (a, dir) = (agent.clone(), out_dir.to_path_buf());
+        let (rec, r) = blocking(move || Ok(hooks::guest(&a, "guest-setup", &cmd, &dir, t0))).await?;
+        res.hooks.push(rec);
+        r?;
     }
 
     enter(held, Phase::Upload);
@@ -696,6 +734,16 @@ async fn steps(
         notes.extend(c.notes.iter().cloned());
     }
     notes.extend(capture_notes);
+    if let Some(cmd) = env.target.guest_teardown.clone() {
+        let (a, dir) = (agent.clone(), out_dir.to_path_buf());
+        let (rec, r) = blocking(move || Ok(hooks::guest(&a, "guest-teardown", &cmd, &dir, t0))).await?;
+        res.hooks.push(rec);
+        if let Err(e) = r {
+            res.success = false;
+            res.exit_reason = ExitReason::HarnessError;
+            notes.push(e.message);
+        }
+    }
     if !notes.is_empty() {
         res.error = Some(notes.join("; "));
     }

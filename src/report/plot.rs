@@ -59,6 +59,10 @@ pub fn svg(c: &Chart) -> String {
                     .draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2)))?
                     .label(s.label.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], colour.stroke_width(2)));
+                // Points too: a series of one point (one cell, one run) has no line to show.
+                if s.points.len() <= 12 {
+                    chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
+                }
                 if let Some(l) = s.limit {
                     // Dashes: short segments along the limit.
                     let n = 40;
@@ -106,6 +110,7 @@ mod tests {
         assert!(s.starts_with("<svg"), "{}", &s[..80]);
         assert!(s.contains("Peak memory") && s.contains("256 MiB") && s.contains("upload end"));
         assert!(s.matches("<polyline").count() >= 2, "two series lines");
+        assert_eq!(s.matches("<circle").count(), 3, "every point marked, also a series of one");
     }
 
     #[test]

@@ -71,6 +71,19 @@ pub struct PhaseTimes {
     pub teardown: Option<f64>,
 }
 
+/// A hook that ran around or in the cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookRecord {
+    /// `hook-before-cell`, `guest-setup`, `guest-teardown`, `hook-after-cell`.
+    pub name: String,
+    /// When it started, seconds after the cell started.
+    pub at_seconds: f64,
+    /// None: it could not run or was killed.
+    pub exit_code: Option<i32>,
+    /// Its output, beside result.json.
+    pub output: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetInfo {
     pub name: String,
@@ -144,6 +157,9 @@ pub struct CellResult {
     pub restarts: Option<u64>,
     pub bytes_sent: Option<u64>,
     pub phases: PhaseTimes,
+    /// Hooks that ran, in order (`--hook-before-cell`, the profile's guest_setup, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookRecord>,
     pub host_qemu_peak_rss_bytes: Option<u64>,
     /// perfvm's own peak RSS (VmHWM) when the cell ended: the harness must stay small whatever
     /// the file size. In a matrix it covers every cell run so far by this process.

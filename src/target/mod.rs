@@ -206,6 +206,10 @@ pub struct TargetSpec {
     pub before_upload: Vec<Step>,
     /// Values from each upload's response (where the file was stored), usable in `stored`.
     pub upload_capture: Vec<Capture>,
+    /// Shell commands run in the guest through the agent: after the target is healthy (and
+    /// logged in to), before the upload; and after collection.
+    pub guest_setup: Option<String>,
+    pub guest_teardown: Option<String>,
 }
 
 pub const REFERENCE_NAME: &str = "perfvm-target";
@@ -252,6 +256,8 @@ impl TargetSpec {
             login: None,
             before_upload: Vec::new(),
             upload_capture: Vec::new(),
+            guest_setup: None,
+            guest_teardown: None,
         }
     }
 

@@ -25,12 +25,21 @@ struct Raw {
     #[serde(default)]
     health: Option<RawHealth>,
     #[serde(default)]
+    hooks: RawHooks,
+    #[serde(default)]
     login: Option<RawStep>,
     #[serde(default)]
     before_upload: Vec<RawStep>,
     upload: RawUpload,
     #[serde(default)]
     download: Option<RawDownload>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHooks {
+    guest_setup: Option<String>,
+    guest_teardown: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -243,6 +252,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
         Some(m) => Some(crate::size::ByteSize::parse(m).map_err(|e| format!("service.memory_max = {m:?}: {e}"))?.bytes()),
     };
 
+    for (k, v) in [("hooks.guest_setup", &raw.hooks.guest_setup), ("hooks.guest_teardown", &raw.hooks.guest_teardown)] {
+        if let Some(v) = v {
+            if v.trim().is_empty() {
+                return Err(format!("{k} is empty"));
+            }
+            template::check(k, v, &[])?;
+        }
+    }
     let health = match raw.health {
         None | Some(RawHealth { path: None, .. }) => Health::Tcp,
         Some(RawHealth { path: Some(p), status }) => {
@@ -376,6 +393,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
         login,
         before_upload,
         upload_capture,
+        guest_setup: raw.hooks.guest_setup.clone(),
+        guest_teardown: raw.hooks.guest_teardown.clone(),
     };
     Ok(Profile {
         path: path.to_path_buf(),

@@ -230,3 +230,14 @@ pub fn base_image() -> perfvm::image::Image {
     let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap();
     perfvm::image::build::ensure(&perfvm::paths::cache_dir(), &base).unwrap()
 }
+
+/// The DOM of an HTML file as headless Chromium renders it (scripts, if any, have run).
+pub fn render_headless(html: &Path) -> String {
+    let out = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"])
+        .arg(format!("file://{}", std::path::absolute(html).unwrap().display()))
+        .output()
+        .expect("chromium (installed by scripts/setup.sh) renders the report");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
