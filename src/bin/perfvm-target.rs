@@ -218,24 +218,8 @@ fn password_in(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     text.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        (k == "password").then(|| percent_decode(&v.replace('+', " ")))
+        (k == "password").then(|| perfvm::upload::session::percent_decode(&v.replace('+', " ")))
     })?
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            out.push(u8::from_str_radix(std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// `POST /login`: the right password gets a session cookie; a wrong one 403.

@@ -72,7 +72,7 @@ pub fn render(rows: &[Row], format: CompareFormat, a: &str, b: &str) -> Result<S
         }
         CompareFormat::Table => {
             let _ = writeln!(out, "A = {a}\nB = {b}");
-            let _ = writeln!(out, "{:<14} {:>7} {:>7}  {:>20} {:>8}  {:<34} {:>18} {:>8}  {}", "CELL", "A PASS", "B PASS", "MiB/s A → B", "CHANGE", "THROUGHPUT", "PEAK MiB A → B", "CHANGE", "PEAK MEMORY");
+            let _ = writeln!(out, "{:<14} {:>7} {:>7}  {:>20} {:>8}  {:<34} {:>18} {:>8}  PEAK MEMORY", "CELL", "A PASS", "B PASS", "MiB/s A → B", "CHANGE", "THROUGHPUT", "PEAK MiB A → B", "CHANGE");
             for r in rows {
                 let (t, m) = (&r.throughput_mbps, &r.peak_memory_mb);
                 let _ = writeln!(

@@ -129,7 +129,8 @@ pub fn capture(c: &Capture, headers: &[(String, String)], body: &str) -> Result<
     percent_decode(&path).ok_or_else(|| format!("capture {}: {path:?} is not valid percent-encoded UTF-8", c.var))
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+/// `%XX` escapes decoded; None for a bad escape or bytes that are not UTF-8. Pure.
+pub fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
