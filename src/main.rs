@@ -25,6 +25,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Report { run_dir, db } => tokio::task::block_in_place(|| report(&run_dir, db.as_deref())),
         Command::Upload(a) => cli::upload::run(a).await,
         Command::Files(c) => tokio::task::block_in_place(|| cli::files::run(c)),
+        Command::Snapshot { run_dir, output } => tokio::task::block_in_place(|| snapshot(&run_dir, &output)),
         Command::Compare(a) => tokio::task::block_in_place(|| cli::compare::run(&a)),
         Command::History(a) => tokio::task::block_in_place(|| cli::history::history(&a)),
         Command::Db(cli::DbCommand::Import { dirs, db }) => tokio::task::block_in_place(|| cli::history::import(&dirs, &db)),
@@ -53,6 +54,23 @@ fn report(run_dir: &std::path::Path, db: Option<&std::path::Path>) -> anyhow::Re
     for p in perfvm::report::write(run_dir, Some(&db)).map_err(|e| InputError(format!("{e:#}")))? {
         println!("{}", p.display());
     }
+    Ok(0)
+}
+
+fn snapshot(run_dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<i32> {
+    let m = perfvm::results::snapshot::create(run_dir, &perfvm::paths::recipe_dir(), &perfvm::paths::cloud_init_dir(), out)
+        .map_err(|e| InputError(format!("{e:#}")))?;
+    let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "{}: snapshot of {} ({} cells × {} RAM sizes, target {}), {}",
+        out.display(),
+        m.run,
+        m.metadata.definition.file_sizes.len(),
+        m.metadata.definition.ram_mib.len(),
+        m.metadata.target,
+        perfvm::size::human(size)
+    );
+    println!("run it again: perfvm matrix --from {}", out.display());
     Ok(0)
 }
 

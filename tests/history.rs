@@ -55,6 +55,18 @@ fn two_importers_at_once_record_every_run_and_history_reads_them() {
 
 #[test]
 fn bad_history_input_is_refused() {
+    let junk = tempfile::tempdir().unwrap();
+    let out = perfvm(&["snapshot", junk.path().to_str().unwrap(), "-o", junk.path().join("x.tar.zst").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a matrix run directory"));
+    let bogus = junk.path().join("bogus.tar.zst");
+    std::fs::write(&bogus, b"not an archive").unwrap();
+    let out = perfvm(&["matrix", "--from", bogus.to_str().unwrap(), "--results-dir", junk.path().join("r").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from"));
+    let out = perfvm(&["matrix", "--from", bogus.to_str().unwrap(), "--ram", "256"]);
+    assert_eq!(out.status.code(), Some(2), "--from replaces the cells of the command line");
+
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("none.sqlite");
     let out = perfvm(&["history", "--db", db.to_str().unwrap()]);
@@ -105,6 +117,26 @@ fn a_matrix_run_twice_makes_a_two_point_trend() {
     assert!(dom.matches("<circle").count() >= 6, "points drawn");
     assert!(dom.matches("<polyline").count() >= 3, "lines drawn");
     assert!(dom.contains("id=\"cell-256-2M-r1\"") && dom.contains("href=\"#cell-256-2M-r1\""), "the cell and the grid's link to it");
+
+    // A snapshot of the run, and its cells run again from it in another results directory.
+    let archive = results.path().join("run.tar.zst");
+    let out = perfvm(&["snapshot", second.to_str().unwrap(), "-o", archive.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = std::process::Command::new("tar").args(["--zstd", "-tf"]).arg(&archive).output().unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout).into_owned();
+    for want in ["snapshot.json", "inputs/vm-images/recipe.toml", "inputs/cloud-init/user-data.yaml", "results/results.json", "results/cells/256-2M-r1/a1/result.json"] {
+        assert!(names.lines().any(|l| l == want), "{want} in\n{names}");
+    }
+    assert!(names.lines().all(|l| l == "snapshot.json" || l.starts_with("inputs/") || l.starts_with("results/")), "{names}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = perfvm(&["matrix", "--from", archive.to_str().unwrap(), "--results-dir", elsewhere.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let replay = run_dirs(elsewhere.path()).pop().unwrap();
+    let finals = attempt_results(&replay);
+    assert_eq!(finals.len(), 1);
+    let r = read_result(&finals[0]);
+    assert!(r.success && r.ram_mb == 256 && r.file_size == "2M", "{:?}", r.error);
+    assert_eq!(replay.file_name(), second.file_name().map(|n| n.to_string_lossy().trim_end_matches(".2").to_string()).as_deref().map(std::ffi::OsStr::new), "the same definition, the same run key");
 }
 
 /// `perfvm compare` of two runs from the history database, by run id: verdicts from the

@@ -20,7 +20,54 @@ use tokio_util::sync::CancellationToken;
 /// Memory kept back from the budget for the host itself (perfvm, libvirtd, page cache).
 const HOST_RESERVE_MIB: u64 = 1024;
 
+/// `--from SNAPSHOT`: the snapshot's definition and inputs in place of the command line's.
+fn from_snapshot(mut args: MatrixArgs, archive: &Path) -> Result<MatrixArgs> {
+    let name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dest = crate::paths::cache_dir().join("snapshots").join(format!("{}-{}", name.trim_end_matches(".tar.zst"), std::process::id()));
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest)?;
+    }
+    let x = crate::results::snapshot::extract(archive, &dest).map_err(|e| InputError(format!("--from: {e:#}")))?;
+    let d = &x.manifest.metadata.definition;
+    eprintln!("perfvm: snapshot {} of run {} (perfvm {}), extracted to {}", archive.display(), x.manifest.run, x.manifest.perfvm_version, dest.display());
+    args.ram = d.ram_mib.clone();
+    args.file_size = d.file_sizes.iter().map(|s| crate::size::ByteSize::parse(s)).collect::<Result<_, _>>().map_err(|e| InputError(format!("--from: {e}")))?;
+    args.repeat = d.repeat;
+    args.concurrency = d.concurrency.clone();
+    let c = &mut args.common;
+    match &x.profile {
+        Some(p) => c.target = p.display().to_string(),
+        None => {
+            c.target = d.target.clone();
+            c.target_mode = match d.target_mode.as_str() {
+                "memory" => Some(crate::target::TargetMode::Memory),
+                _ => Some(crate::target::TargetMode::Stream),
+            };
+        }
+    }
+    c.accel = match d.accel.as_str() {
+        "kvm" => crate::accel::AccelChoice::Kvm,
+        _ => crate::accel::AccelChoice::Tcg,
+    };
+    c.cpus = d.cpus;
+    c.timeout = d.timeout_s;
+    c.seed = d.seed;
+    c.sample_interval = d.sample_interval_ms;
+    c.sample_memory_only = d.sample_memory_only;
+    c.kind = crate::upload::content::ContentKind::parse(&d.content_kind).map_err(|e| InputError(format!("--from: {e}")))?;
+    c.chunked = d.chunked;
+    c.download = d.download;
+    c.inputs = Some(super::Inputs { recipe_dir: x.recipe_dir, cloud_init_dir: x.cloud_init_dir });
+    // Always a new run: the snapshot's cells run again, none are resumed.
+    args.fresh = true;
+    Ok(args)
+}
+
 pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
+    let args = match args.from.clone() {
+        Some(f) => tokio::task::block_in_place(|| from_snapshot(args, &f))?,
+        None => args,
+    };
     let c = args.common.clone();
     let all = expand::expand(&args.ram, &args.file_size, &args.concurrency, args.repeat).map_err(|e| InputError(e.to_string()))?;
     let only = expand::parse_patterns(&args.only).map_err(|e| InputError(e.to_string()))?;
@@ -333,6 +380,7 @@ fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started:
         started,
         finished: None,
         definition: def.clone(),
+        target_profile: env.target.profile_path.as_ref().map(|p| p.display().to_string()),
     }
 }
 

@@ -51,6 +51,16 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         db: Option<PathBuf>,
     },
+    /// Pack a matrix run's inputs (definition, target profile, image recipe, cloud-init
+    /// templates, perfvm version) and results into one .tar.zst; `perfvm matrix --from` runs
+    /// its cells again elsewhere. Never holds secrets.
+    Snapshot {
+        /// The matrix run directory.
+        run_dir: PathBuf,
+        /// The archive to write.
+        #[arg(short, long, value_name = "FILE.tar.zst")]
+        output: PathBuf,
+    },
     /// Compare two runs cell by cell: change of throughput and peak memory, with a verdict from
     /// a permutation test on the repetitions.
     #[command(after_help = "Examples:\n  perfvm compare results/matrix-1a2b3c4d5e6f results/matrix-1a2b3c4d5e6f.2\n  perfvm compare RUN_A RUN_B --format md\n  perfvm compare RUN_A RUN_B --fail-on-regression 10   # exit 1 on a significant regression over 10 %\n\nA run is a run directory or a run id from the history database (`perfvm history`). The test is an exact two-sided permutation test on the passed repetitions (difference of means, p < 0.05); it needs at least 4 repetitions on each side (--repeat 4) to ever call a change significant.")]
@@ -302,11 +312,15 @@ pub struct RunArgs {
 #[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n  perfvm matrix --ram 1024 --file-size 64M --concurrency 1,4 --target-mode memory\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
 pub struct MatrixArgs {
     /// Guest RAM sizes in MiB, comma-separated.
-    #[arg(long, value_name = "MiB,...", value_delimiter = ',', required = true)]
+    #[arg(long, value_name = "MiB,...", value_delimiter = ',', required_unless_present = "from")]
     pub ram: Vec<u64>,
     /// File sizes, comma-separated (units as in `perfvm run --help`).
-    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_size, required = true)]
+    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_size, required_unless_present = "from")]
     pub file_size: Vec<ByteSize>,
+    /// Run the cells of a snapshot (`perfvm snapshot`) again, here: its definition, target
+    /// profile, image recipe and cloud-init templates; a new run in --results-dir.
+    #[arg(long, value_name = "SNAPSHOT.tar.zst", conflicts_with_all = ["ram", "file_size", "concurrency", "repeat", "target", "target_mode", "image"])]
+    pub from: Option<PathBuf>,
     /// Uploads at once, comma-separated: a third dimension (`--concurrency 1,4`); each upload
     /// sends the whole file under its own name.
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1")]
@@ -404,6 +418,16 @@ pub struct CellArgs {
     pub hook_after_cell: Option<String>,
     #[command(flatten)]
     pub conn: ConnArgs,
+    /// The image recipe and cloud-init templates to use instead of the project's (a snapshot's).
+    #[arg(skip)]
+    pub inputs: Option<Inputs>,
+}
+
+/// Where a run's inputs come from when not from the project directory (`matrix --from`).
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub recipe_dir: PathBuf,
+    pub cloud_init_dir: PathBuf,
 }
 
 fn parse_kind(s: &str) -> Result<ContentKind, String> {

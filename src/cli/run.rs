@@ -152,7 +152,11 @@ fn file_size_of(p: &std::path::Path) -> Result<ByteSize, InputError> {
 pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Result<Checked> {
     let probe = KvmProbe::read();
     let accel = accel::resolve(common.accel, &probe).map_err(InputError)?;
-    let loaded = recipe::load(&crate::paths::recipe_dir()).map_err(|e| InputError(e.to_string()))?;
+    let (recipe_dir, cloud_init_dir) = match &common.inputs {
+        Some(i) => (i.recipe_dir.clone(), i.cloud_init_dir.clone()),
+        None => (crate::paths::recipe_dir(), crate::paths::cloud_init_dir()),
+    };
+    let loaded = recipe::load(&recipe_dir).map_err(|e| InputError(e.to_string()))?;
     let byo = common.image.source();
     let root_size_gib = match &byo {
         Some(src) => crate::image::import::check(src).map_err(|e| InputError(format!("{e:#}")))?.virtual_size / ByteSize::GIB,
@@ -184,7 +188,7 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
             return Err(InputError(format!("{} is missing: build it with `cargo build --release` (it is built beside perfvm)", bin.display())).into());
         }
     }
-    let templates = crate::cloudinit::seed::load_templates(&crate::paths::cloud_init_dir()).map_err(|e| InputError(format!("{e:#}")))?;
+    let templates = crate::cloudinit::seed::load_templates(&cloud_init_dir).map_err(|e| InputError(format!("{e:#}")))?;
     let conn = crate::hypervisor::conn::open(&common.conn.connect).map_err(|e| InputError(e.to_string()))?;
     // Last of the checks, since it creates the results directory.
     crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;

@@ -53,7 +53,19 @@ impl Db {
         let mut conn = Connection::open(path).with_context(|| format!("cannot open the history database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(30))?;
         // WAL: readers never block the writer and a crash mid-write loses only that transaction.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching to it needs the database to itself, and SQLite answers "locked" at once
+        // (without waiting) when another process holds it: retry for a while.
+        let started = std::time::Instant::now();
+        loop {
+            let mode: rusqlite::Result<String> = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0));
+            match mode {
+                Ok(_) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < Duration::from_secs(30) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot use WAL mode in {}", path.display())),
+            }
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn).with_context(|| format!("cannot migrate {}", path.display()))?;

@@ -187,6 +187,8 @@ pub struct TargetSpec {
     pub mode: String,
     /// sha256 of the profile file (part of a matrix's run key), None for the reference target.
     pub profile_sha256: Option<String>,
+    /// The profile file, for snapshots (`perfvm snapshot` packs its directory).
+    pub profile_path: Option<PathBuf>,
     /// systemd unit name, with `.service`.
     pub unit: String,
     pub guest_port: u16,
@@ -236,6 +238,7 @@ impl TargetSpec {
             name: REFERENCE_NAME.into(),
             mode: mode.as_str().into(),
             profile_sha256: None,
+            profile_path: None,
             unit: "perfvm-target.service".into(),
             guest_port: 8080,
             health: Health::Http { path: "/health".into(), status: 200 },

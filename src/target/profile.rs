@@ -374,6 +374,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
         name: raw.name.clone(),
         mode: "profile".into(),
         profile_sha256: Some(hex::encode(Sha256::digest(text.as_bytes()))),
+        profile_path: Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
         unit: format!("perfvm-{}.service", raw.name),
         guest_port: raw.port,
         health,

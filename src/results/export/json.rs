@@ -21,6 +21,9 @@ pub struct RunMetadata {
     pub started: chrono::DateTime<chrono::Utc>,
     pub finished: Option<chrono::DateTime<chrono::Utc>>,
     pub definition: crate::matrix::expand::RunDefinition,
+    /// The target's profile file, when the target came from one (for `perfvm snapshot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_profile: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
