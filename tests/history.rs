@@ -109,6 +109,16 @@ fn a_matrix_run_twice_makes_a_two_point_trend() {
     assert_eq!(pts[1]["label"], "second");
     assert!(pts.iter().all(|p| p["passed"] == 1 && p["throughput_mbps"].as_f64().unwrap() > 0.0));
     let second = run_dirs(results.path()).into_iter().find(|d| d.file_name().unwrap().to_string_lossy().ends_with(".2")).expect("the --fresh run's dir");
+    // The two real runs compared: a table with a verdict per cell.
+    let first = run_dirs(results.path()).into_iter().find(|d| !d.file_name().unwrap().to_string_lossy().ends_with(".2")).unwrap();
+    let out = perfvm(&["compare", first.to_str().unwrap(), second.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("256-2M") && table.contains("not tested (needs repeats)"), "{table}");
+    let out = perfvm(&["compare", "--results-dir", rd, &first.file_name().unwrap().to_string_lossy(), &second.file_name().unwrap().to_string_lossy(), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["cells"][0]["throughput_mbps"]["verdict"], "not_tested", "run ids from the history database work too");
+
     // The report as a browser renders it: the charts with their lines and points, every cell.
     let dom = render_headless(&second.join("report.html"));
     assert!(dom.contains("<h2>History</h2>") && dom.contains("throughput across runs"), "the trend is in the report");
