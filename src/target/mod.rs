@@ -216,10 +216,6 @@ pub struct TargetSpec {
 
 pub const REFERENCE_NAME: &str = "perfvm-target";
 
-fn values<'a>(pairs: &[(&'a str, &str)]) -> BTreeMap<&'a str, String> {
-    pairs.iter().map(|(k, v)| (*k, v.to_string())).collect()
-}
-
 /// Fill a template from owned variables (`{name}`, `{secret}`, captured values).
 pub fn fill_vars(text: &str, vars: &BTreeMap<String, String>) -> String {
     let v: BTreeMap<&str, String> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -264,10 +260,6 @@ impl TargetSpec {
         }
     }
 
-    pub fn upload_path(&self, file_name: &str) -> String {
-        template::fill(&self.upload.url, &values(&[("name", file_name)]))
-    }
-
     /// The upload's URL path with `{name}` and captured values filled in.
     pub fn upload_path_with(&self, vars: &BTreeMap<String, String>) -> String {
         fill_vars(&self.upload.url, vars)
@@ -280,16 +272,6 @@ impl TargetSpec {
 
     pub fn download_path_with(&self, vars: &BTreeMap<String, String>) -> Option<String> {
         self.download.as_ref().map(|d| fill_vars(d, vars))
-    }
-
-    /// Where the file can be fetched back (`--download`).
-    pub fn download_path(&self, file_name: &str) -> Option<String> {
-        self.download.as_ref().map(|d| template::fill(d, &values(&[("name", file_name)])))
-    }
-
-    /// Where the target stores an uploaded file inside the guest (for sha256 verification).
-    pub fn stored_path(&self, file_name: &str) -> Option<String> {
-        self.stored.as_ref().map(|s| template::fill(s, &values(&[("name", file_name)])))
     }
 
     /// Whether an answer means the target stored the file.
@@ -391,9 +373,10 @@ mod tests {
         assert!(unit.contains("Restart=on-failure"));
         assert!(unit.contains("MemoryAccounting=yes"));
         assert!(!unit.contains("Environment=") && !unit.contains("MemoryMax"));
-        assert_eq!(t.stored_path("f.bin").unwrap(), "/var/lib/perfvm-target/files/f.bin");
-        assert_eq!(t.upload_path("f.bin"), "/upload/f.bin");
-        assert_eq!(t.download_path("f.bin").unwrap(), "/files/f.bin");
+        let v = name_vars("f.bin");
+        assert_eq!(t.stored_path_with(&v).unwrap(), "/var/lib/perfvm-target/files/f.bin");
+        assert_eq!(t.upload_path_with(&v), "/upload/f.bin");
+        assert_eq!(t.download_path_with(&v).unwrap(), "/files/f.bin");
         assert_eq!(t.cgroup_dir(), "/sys/fs/cgroup/system.slice/perfvm-target.service");
         assert!(t.accepts(Some(201)) && t.accepts(Some(204)) && !t.accepts(Some(413)) && !t.accepts(None));
     }

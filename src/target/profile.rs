@@ -584,9 +584,10 @@ url = "/files/{name}"
         assert_eq!(t.health, Health::Http { path: "/ping".into(), status: 200 });
         assert_eq!(t.upload.method, Method::Post);
         assert_eq!(t.upload.shape, Shape::Multipart { field: "file".into() });
-        assert_eq!(t.upload_path("x.bin"), "/api/upload");
-        assert_eq!(t.stored_path("x.bin").unwrap(), "/var/lib/demo/x.bin");
-        assert_eq!(t.download_path("x.bin").unwrap(), "/files/x.bin");
+        let v = crate::target::name_vars("x.bin");
+        assert_eq!(t.upload_path_with(&v), "/api/upload");
+        assert_eq!(t.stored_path_with(&v).unwrap(), "/var/lib/demo/x.bin");
+        assert_eq!(t.download_path_with(&v).unwrap(), "/files/x.bin");
         assert_eq!(t.files[0].host, PathBuf::from("/var/cache/perfvm/demo/server"));
         assert_eq!(t.files[0].mode, 0o755);
         assert_eq!(prof.prepare_command(&host).unwrap(), "make -C /profiles out=/var/cache/perfvm/demo");
