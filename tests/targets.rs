@@ -165,11 +165,11 @@ fn broken_profiles_are_refused_with_the_problem_named() {
     }
     let out = perfvm(&["run", "--ram", "256", "--file-size", "1M", "--target", "no-such-target"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("known: perfvm-target, dufs, nginx-webdav, uploadserver"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("known: perfvm-target, copyparty, dufs, nginx-webdav, uploadserver"));
     let out = perfvm(&["target", "list"]);
     assert_eq!(out.status.code(), Some(0));
     let list = String::from_utf8_lossy(&out.stdout);
-    for t in ["perfvm-target", "nginx-webdav", "dufs", "uploadserver"] {
+    for t in ["perfvm-target", "nginx-webdav", "dufs", "uploadserver", "copyparty"] {
         assert!(list.contains(t), "{list}");
     }
 }
