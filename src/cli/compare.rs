@@ -4,7 +4,7 @@ use super::run::InputError;
 use super::{CompareArgs, CompareFormat};
 use crate::results::compare::{self, Metric, Row};
 use crate::results::model::CellResult;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -12,20 +12,7 @@ use std::path::Path;
 fn load(run: &str, db: &Path) -> Result<Vec<CellResult>> {
     let dir = Path::new(run);
     if dir.is_dir() {
-        let matrix = dir.join("results.json");
-        if matrix.is_file() {
-            #[derive(serde::Deserialize)]
-            struct Doc {
-                cells: Vec<CellResult>,
-            }
-            let doc: Doc = serde_json::from_slice(&std::fs::read(&matrix)?).with_context(|| format!("cannot read {}", matrix.display()))?;
-            return Ok(doc.cells);
-        }
-        let single = dir.join("result.json");
-        if single.is_file() {
-            return Ok(vec![serde_json::from_slice(&std::fs::read(&single)?).with_context(|| format!("cannot read {}", single.display()))?]);
-        }
-        return Err(InputError(format!("{run}: a directory without results.json or result.json")).into());
+        return crate::results::export::json::read_run(dir).map(|(_, cells)| cells).map_err(|e| InputError(format!("{run}: {e:#}")).into());
     }
     if !db.is_file() {
         return Err(InputError(format!("{run}: not a run directory, and there is no history database at {} to look it up", db.display())).into());

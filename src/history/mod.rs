@@ -128,14 +128,19 @@ impl Db {
         Ok(())
     }
 
-    /// Runs, newest first, with counts of their final cells.
+    /// Runs, newest first, with counts of their final cells (the last attempt of each cell
+    /// and repetition decides), in one query.
     pub fn runs(&self) -> Result<Vec<(RunRow, RunCounts)>> {
         let mut st = self.conn.prepare(
-            "SELECT id, dir, kind, run_key, started, finished, target, target_mode, accel, image_id, host, perfvm_version, label, git_rev
-             FROM runs ORDER BY started DESC, id DESC",
+            "SELECT r.id, r.dir, r.kind, r.run_key, r.started, r.finished, r.target, r.target_mode, r.accel, r.image_id, r.host,
+                    r.perfvm_version, r.label, r.git_rev, COUNT(c.cell), COALESCE(SUM(c.success), 0)
+             FROM runs r LEFT JOIN cells c ON c.run_id = r.id
+               AND c.attempt = (SELECT MAX(attempt) FROM cells d WHERE d.run_id = c.run_id AND d.cell = c.cell AND d.repeat = c.repeat)
+             GROUP BY r.id
+             ORDER BY r.started DESC, r.id DESC",
         )?;
         let rows = st.query_map([], |row| {
-            Ok(RunRow {
+            let run = RunRow {
                 id: row.get(0)?,
                 dir: row.get(1)?,
                 kind: row.get(2)?,
@@ -150,26 +155,11 @@ impl Db {
                 perfvm_version: row.get(11)?,
                 label: row.get(12)?,
                 git_rev: row.get(13)?,
-            })
+            };
+            let (cells, passed): (i64, i64) = (row.get(14)?, row.get(15)?);
+            Ok((run, RunCounts { cells: cells as usize, passed: passed as usize, failed: (cells - passed) as usize }))
         })?;
-        let mut out = Vec::new();
-        for run in rows {
-            let run = run?;
-            let counts = self.counts(&run.id)?;
-            out.push((run, counts));
-        }
-        Ok(out)
-    }
-
-    fn counts(&self, run_id: &str) -> Result<RunCounts> {
-        // The final attempt of each cell and repetition decides.
-        let (cells, passed): (i64, i64) = self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(success), 0) FROM cells c
-             WHERE run_id = ?1 AND attempt = (SELECT MAX(attempt) FROM cells d WHERE d.run_id = c.run_id AND d.cell = c.cell AND d.repeat = c.repeat)",
-            [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        Ok(RunCounts { cells: cells as usize, passed: passed as usize, failed: (cells - passed) as usize })
+        rows.map(|r| r.map_err(Into::into)).collect()
     }
 
     /// The same cell (RAM, size, uploads at once) of one target across runs, oldest first: the
@@ -288,24 +278,14 @@ fn dir_name(run_dir: &Path) -> String {
 pub fn import(db: &mut Db, dirs: &[PathBuf]) -> Result<(usize, usize)> {
     let mut cells = 0;
     for dir in dirs {
-        let matrix = dir.join("results.json");
-        if matrix.is_file() {
-            #[derive(serde::Deserialize)]
-            struct Doc {
-                metadata: crate::results::export::json::RunMetadata,
-                cells: Vec<CellResult>,
-            }
-            let doc: Doc = serde_json::from_slice(&std::fs::read(&matrix)?).with_context(|| format!("cannot read {}", matrix.display()))?;
-            let run = matrix_run(dir, &doc.metadata, None);
-            db.record(&run, &doc.cells.iter().collect::<Vec<_>>())?;
-            cells += doc.cells.len();
-        } else {
-            let single = dir.join("result.json");
-            let r: CellResult = serde_json::from_slice(&std::fs::read(&single).with_context(|| format!("{} is not a run directory (no results.json or result.json)", dir.display()))?)
-                .with_context(|| format!("cannot read {}", single.display()))?;
-            db.record(&single_run(dir, &r, None), &[&r])?;
-            cells += 1;
-        }
+        let (meta, attempts) = crate::results::export::json::read_run(dir)?;
+        let run = match (&meta, attempts.first()) {
+            (Some(m), _) => matrix_run(dir, m, None),
+            (None, Some(r)) => single_run(dir, r, None),
+            (None, None) => continue,
+        };
+        db.record(&run, &attempts.iter().collect::<Vec<_>>())?;
+        cells += attempts.len();
     }
     Ok((dirs.len(), cells))
 }

@@ -153,12 +153,12 @@ pub struct Secret(String);
 
 impl Secret {
     pub fn generate() -> Secret {
-        use rand_core::{Rng, SeedableRng};
-        let mut seed = [0u8; 32];
-        getrandom_seed(&mut seed);
-        let mut rng = rand_chacha::ChaCha20Rng::from_seed(seed);
+        use std::io::Read;
+        let mut raw = [0u8; 24];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut raw)).expect("read /dev/urandom");
+        // 56 unambiguous characters; the modulo's bias is irrelevant for a one-cell password.
         const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-        Secret((0..24).map(|_| ALPHABET[(rng.next_u32() as usize) % ALPHABET.len()] as char).collect())
+        Secret(raw.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
     }
     pub fn expose(&self) -> &str {
         &self.0
@@ -173,11 +173,6 @@ impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<hidden>)")
     }
-}
-
-fn getrandom_seed(buf: &mut [u8]) {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("read /dev/urandom");
 }
 
 #[derive(Debug, Clone)]

@@ -157,7 +157,6 @@ struct RawDownload {
 pub struct Profile {
     pub path: PathBuf,
     pub description: String,
-    pub sha256: String,
     /// `[host] prepare`: a host command that makes missing `files` (build, download).
     pub prepare: Option<String>,
     /// Files with their host path templates (`{cache}`, `{profile_dir}`, `{perfvm_bin_dir}`).
@@ -400,7 +399,6 @@ pub fn parse(text: &str, path: &Path) -> Result<Profile, String> {
     Ok(Profile {
         path: path.to_path_buf(),
         description: raw.description,
-        sha256: spec.profile_sha256.clone().unwrap_or_default(),
         prepare: raw.host.prepare,
         file_templates,
         spec,
@@ -596,7 +594,7 @@ url = "/files/{name}"
         let unit = t.unit_file(&secret);
         assert!(unit.contains(&format!("ExecStart=/usr/local/bin/demo --port 9000 --token {}\n", secret.expose())));
         assert!(unit.contains("User=nobody\n") && unit.contains("MemoryMax=268435456\n") && unit.contains("Environment=\"DEMO_HOME=/var/lib/demo\"\n"));
-        assert_eq!(prof.sha256.len(), 64);
+        assert_eq!(prof.spec.profile_sha256.as_ref().map(String::len), Some(64));
     }
 
     #[test]
