@@ -8,6 +8,7 @@ pub mod accel;
 pub mod cloudinit;
 pub mod guest;
 pub mod history;
+pub mod hosts;
 pub mod hypervisor;
 pub mod image;
 pub mod paths;

@@ -5,7 +5,8 @@
 use super::MatrixArgs;
 use super::run::{InputError, exit, preflight, qemu_overhead_mib};
 use crate::matrix::expand::{self, CellKey, RunDefinition};
-use crate::matrix::schedule::{self, Budget};
+use crate::hosts::spec::Access;
+use crate::matrix::schedule::{self, Budget, Slot};
 use crate::matrix::{lock, state};
 use crate::pipeline::CellEnv;
 use crate::results::export;
@@ -85,36 +86,52 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let checked = tokio::task::block_in_place(|| preflight(&c, &shapes))?;
     let accel = checked.accel;
     let cost = |k: &CellKey| k.ram_mib + qemu_overhead_mib(accel);
-    let available_mib = crate::proc::host_memory().map(|(_, a)| a >> 20).unwrap_or(0);
-    let budget = Budget::from_available(available_mib, HOST_RESERVE_MIB);
     let max_cost = selected.iter().map(cost).max().unwrap_or(0);
-    if max_cost > budget.total_mib {
+    // The first host is open already; the others are opened now, and remote ones get the image.
+    let super::run::Checked { hosts, shared, env: first, .. } = checked;
+    let mut envs = vec![first];
+    for spec in &hosts[1..] {
+        let conn = crate::hypervisor::conn::open(&spec.uri).map_err(|e| InputError(e.to_string()))?;
+        envs.push(tokio::task::block_in_place(|| super::run::on_host(spec, conn, &shared))?);
+    }
+    let mut slots = Vec::new();
+    for (spec, env) in hosts.iter().zip(&envs) {
+        let (available_mib, cores) = host_room(spec, &env.conn);
+        let budget = match spec.memory_mib {
+            Some(m) => Budget { total_mib: m, used_mib: 0 },
+            None => Budget::from_available(available_mib, HOST_RESERVE_MIB),
+        };
+        let jobs = spec.jobs.or(args.jobs).unwrap_or_else(|| schedule::default_jobs(&budget, max_cost, cores, c.cpus as usize));
+        slots.push(Slot { budget, jobs, running: 0, bad: false });
+    }
+    if slots.iter().all(|s| max_cost > s.budget.total_mib) {
+        let budgets: Vec<String> = hosts.iter().zip(&slots).map(|(h, s)| format!("{} {} MiB", h.name, s.budget.total_mib)).collect();
         return Err(InputError(format!(
-            "the memory budget ({} MiB: {available_mib} MiB available minus {HOST_RESERVE_MIB} MiB reserve) is too small for the largest cell ({max_cost} MiB with qemu overhead)",
-            budget.total_mib
+            "the memory budget ({}; available memory minus a {HOST_RESERVE_MIB} MiB reserve unless hosts.toml sets memory_mib) is too small for the largest cell ({max_cost} MiB with qemu overhead)",
+            budgets.join(", ")
         ))
         .into());
     }
+    let jobs: usize = slots.iter().map(|s| s.jobs).sum();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let jobs = args.jobs.unwrap_or_else(|| schedule::default_jobs(&budget, max_cost, cores, c.cpus as usize));
-    if jobs * c.cpus as usize > cores {
+    let local_jobs: usize = hosts.iter().zip(&slots).filter(|(h, _)| h.access == Access::Local).map(|(_, s)| s.jobs).sum();
+    if local_jobs * c.cpus as usize > cores {
         eprintln!(
-            "perfvm: warning: {jobs} cells × {} vCPUs on {cores} cores: parallel guests compete for CPU and change what they measure (docs/parallel.md)",
+            "perfvm: warning: {local_jobs} cells × {} vCPUs on {cores} cores: parallel guests compete for CPU and change what they measure (docs/parallel.md)",
             c.cpus
         );
     }
-
     let def = RunDefinition {
         ram_mib: args.ram.clone(),
         file_sizes: args.file_size.iter().map(|s| s.label()).collect(),
         repeat: args.repeat,
-        target: checked.env.target.name.clone(),
+        target: envs[0].target.name.clone(),
         // A profile's content is part of the definition: an edited profile starts a new run.
-        target_mode: match &checked.env.target.profile_sha256 {
+        target_mode: match &envs[0].target.profile_sha256 {
             Some(h) => format!("profile-{}", &h[..12]),
-            None => checked.env.target.mode.clone(),
+            None => envs[0].target.mode.clone(),
         },
-        image_id: checked.env.image.id.clone(),
+        image_id: envs[0].image.id.clone(),
         accel: accel.to_string(),
         cpus: c.cpus,
         timeout_s: c.timeout,
@@ -146,14 +163,19 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     }
     let already = selected.len() - pending.len();
     let meta_started = read_started(&run_dir).unwrap_or_else(chrono::Utc::now);
-    let mut meta = metadata(&checked.env, &def, &key, jobs, meta_started);
+    let mut meta = metadata(&envs[0], &def, &key, jobs, meta_started);
+    meta.hosts = hosts.iter().zip(&slots).map(|(h, s)| format!("{} ({}, {}): {} job(s), budget {} MiB", h.name, h.uri, h.access.as_str(), s.jobs, s.budget.total_mib)).collect();
+    let room = if slots.len() == 1 {
+        format!("{jobs} job(s), budget {} MiB", slots[0].budget.total_mib)
+    } else {
+        format!("hosts: {}", meta.hosts.join("; "))
+    };
     eprintln!(
-        "perfvm: matrix {} — {} cells selected, {already} already finished{}, {} to run; {jobs} job(s), budget {} MiB, {accel}",
+        "perfvm: matrix {} — {} cells selected, {already} already finished{}, {} to run; {room}, {accel}",
         run_dir.display(),
         selected.len(),
         if discarded > 0 { format!(" ({discarded} unfinished attempt(s) discarded)") } else { String::new() },
         pending.len(),
-        budget.total_mib,
     );
     let sizes: Vec<(u64, String)> = {
         let mut v: Vec<_> = args.file_size.iter().map(|s| (s.bytes(), s.label())).collect();
@@ -169,12 +191,10 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     // Attempts finished before a resume too: recording is idempotent.
     recorder.record(&results.iter().collect::<Vec<_>>());
 
-    let env = Arc::new(checked.env);
+    let envs: Vec<Arc<CellEnv>> = envs.into_iter().map(Arc::new).collect();
     let reporter = Arc::new(ConsoleReporter::new());
     let started = Instant::now();
-    let mut budget = budget;
-    let mut running = 0usize;
-    let mut set: tokio::task::JoinSet<(CellKey, u32, u64, CellResult, f64)> = tokio::task::JoinSet::new();
+    let mut set: tokio::task::JoinSet<(usize, CellKey, u32, u64, CellResult, f64)> = tokio::task::JoinSet::new();
     let mut stop = false;
     let mut lost_during: Option<String> = None;
     let (mut done_now, mut failed_now, mut wall) = (0usize, 0usize, Vec::<f64>::new());
@@ -183,18 +203,18 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     loop {
         while !stop && !cancel.is_cancelled() {
             let costs: Vec<u64> = pending.iter().map(|(k, _)| cost(k)).collect();
-            let Some(i) = schedule::pick(&costs, running, jobs, &budget) else { break };
+            let Some((h, i)) = schedule::pick_host(&costs, &slots) else { break };
             let (k, attempt) = pending.remove(i);
             let cell_cost = costs[i];
-            budget.take(cell_cost);
-            running += 1;
+            slots[h].budget.take(cell_cost);
+            slots[h].running += 1;
             let out = state::attempt_dir(&run_dir, &k, attempt);
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let mut cfg = super::run::cell_config(&c, accel, &key, k.ram_mib, k.size, &k.id(), &format!("a{attempt}-{domain_tag}"));
             cfg.repeat = k.repeat;
             cfg.concurrency = k.concurrency;
             cfg.attempt = attempt;
-            let (env, rep, cancel) = (env.clone(), reporter.clone(), cancel.clone());
+            let (env, rep, cancel) = (envs[h].clone(), reporter.clone(), cancel.clone());
             set.spawn(async move {
                 use futures_util::FutureExt;
                 let t = Instant::now();
@@ -209,27 +229,45 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
                         let _ = crate::paths::write_atomic(&out.join("result.json"), &serde_json::to_vec_pretty(&r).unwrap_or_default());
                         r
                     });
-                (k, attempt, cell_cost, r, t.elapsed().as_secs_f64())
+                (h, k, attempt, cell_cost, r, t.elapsed().as_secs_f64())
             });
         }
         let Some(joined) = set.join_next().await else { break };
-        let (k, attempt, cell_cost, r, secs) = joined.context("a cell task failed")?;
-        running -= 1;
-        budget.give(cell_cost);
+        let (h, k, attempt, cell_cost, r, secs) = joined.context("a cell task failed")?;
+        slots[h].running -= 1;
+        slots[h].budget.give(cell_cost);
         if r.interrupted {
             continue;
         }
         wall.push(secs);
-        // Without libvirtd no later cell can run: stop, keep what is finished, say how to resume.
-        let lost = r.exit_reason.is_infrastructure() && !crate::hypervisor::conn::alive(&env.conn);
-        if lost && lost_during.is_none() {
-            reporter.line(&format!("perfvm: {} failed: {}; no new cells start", k.id(), crate::pipeline::LIBVIRT_LOST));
-            lost_during = Some(k.id());
-            stop = true;
+        // A host whose libvirtd is gone gets no more cells; its cells go to the other hosts.
+        // Without any host left no cell can run: stop, keep what is finished, say how to resume.
+        let lost = r.exit_reason.is_infrastructure() && !crate::hypervisor::conn::alive(&envs[h].conn);
+        let mut moved = false;
+        if lost {
+            let others = slots.iter().enumerate().any(|(i, s)| i != h && !s.bad);
+            if !slots[h].bad {
+                slots[h].bad = true;
+                reporter.line(&format!(
+                    "perfvm: host {} lost during {}: {}{}",
+                    envs[h].host.name,
+                    k.id(),
+                    crate::pipeline::LIBVIRT_LOST,
+                    if others { "; its cells go to the other hosts" } else { "; no new cells start" }
+                ));
+            }
+            if others && !cancel.is_cancelled() {
+                moved = true;
+            } else if lost_during.is_none() {
+                lost_during = Some(k.id());
+                stop = true;
+            }
         }
-        let retry = !lost && r.exit_reason.is_infrastructure() && attempt <= args.retries && !cancel.is_cancelled();
+        let retry = moved || (!lost && r.exit_reason.is_infrastructure() && attempt <= args.retries && !cancel.is_cancelled());
         if retry {
-            reporter.line(&format!("perfvm: {} attempt {attempt} failed ({}): retrying", k.id(), r.exit_reason));
+            if !moved {
+                reporter.line(&format!("perfvm: {} attempt {attempt} failed ({}): retrying", k.id(), r.exit_reason));
+            }
             pending.insert(0, (k, attempt + 1));
         } else {
             done_now += 1;
@@ -244,7 +282,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         results.push(r);
         exporter.write(&meta, &results, None)?;
         recorder.record(&results[results.len() - 1..].iter().collect::<Vec<_>>());
-        let remaining = pending.len() + running;
+        let remaining = pending.len() + slots.iter().map(|s| s.running).sum::<usize>();
         let mean = wall.iter().sum::<f64>() / wall.len() as f64;
         let eta = mean * remaining as f64 / jobs as f64;
         reporter.matrix_progress(already + done_now, failed_now, selected.len(), remaining, &fmt_secs(eta));
@@ -293,6 +331,22 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         });
     }
     Ok(exit::SUCCESS)
+}
+
+/// What a host has for cells: available memory (MiB) and cores. This machine reads its own;
+/// a remote host says through libvirt (its free memory, which leaves out reclaimable cache:
+/// set memory_mib in hosts.toml to give more).
+fn host_room(spec: &crate::hosts::spec::HostSpec, conn: &virt::connect::Connect) -> (u64, usize) {
+    match spec.access {
+        Access::Local => (
+            crate::proc::host_memory().map(|(_, a)| a >> 20).unwrap_or(0),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        ),
+        Access::Ssh(_) => (
+            conn.free_memory().map(|b| b >> 20).unwrap_or(0),
+            conn.node_info().map(|n| n.cpus as usize).unwrap_or(1),
+        ),
+    }
 }
 
 struct Exporter {
@@ -381,6 +435,7 @@ fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started:
         finished: None,
         definition: def.clone(),
         target_profile: env.target.profile_path.as_ref().map(|p| p.display().to_string()),
+        hosts: Vec::new(),
     }
 }
 

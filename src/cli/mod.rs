@@ -96,6 +96,32 @@ pub struct ConnArgs {
     pub connect: String,
 }
 
+/// Which libvirt hosts run cells.
+#[derive(Args, Debug, Clone)]
+pub struct HostsArgs {
+    /// libvirt connection URI. Give it several times to spread a matrix over hosts; another
+    /// machine is reached as qemu+ssh://USER@HOST/system (README: "Several hosts").
+    #[arg(long, value_name = "URI", default_value = crate::hypervisor::conn::DEFAULT_URI, env = "PERFVM_CONNECT")]
+    pub connect: Vec<String>,
+    /// A hosts.toml listing hosts ([[host]] with uri, and optionally name, memory_mib, jobs,
+    /// pool_path) instead of --connect.
+    #[arg(long, value_name = "FILE", conflicts_with = "connect")]
+    pub hosts: Option<PathBuf>,
+}
+
+impl HostsArgs {
+    pub fn specs(&self) -> Result<Vec<crate::hosts::spec::HostSpec>, run::InputError> {
+        let r = match &self.hosts {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| run::InputError(format!("--hosts {}: {e}", p.display())))?;
+                crate::hosts::spec::parse_file(&text, p)
+            }
+            None => crate::hosts::spec::from_uris(&self.connect).map_err(|e| format!("--connect {e}")),
+        };
+        r.map_err(run::InputError)
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DoctorArgs {
     #[command(flatten)]
@@ -417,7 +443,7 @@ pub struct CellArgs {
     #[arg(long, value_name = "CMD")]
     pub hook_after_cell: Option<String>,
     #[command(flatten)]
-    pub conn: ConnArgs,
+    pub hosts: HostsArgs,
     /// The image recipe and cloud-init templates to use instead of the project's (a snapshot's).
     #[arg(skip)]
     pub inputs: Option<Inputs>,

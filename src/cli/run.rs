@@ -131,6 +131,9 @@ pub fn cell_config(c: &super::CellArgs, accel: Accel, run_id: &str, ram: u64, si
 /// Everything `run` needs, checked: the resolved accel, recipe, target and libvirt connection.
 pub struct Checked {
     pub accel: Accel,
+    /// Every host given; `env` is the first one's.
+    pub hosts: Vec<crate::hosts::spec::HostSpec>,
+    pub shared: Shared,
     pub env: CellEnv,
 }
 
@@ -189,13 +192,10 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
         }
     }
     let templates = crate::cloudinit::seed::load_templates(&cloud_init_dir).map_err(|e| InputError(format!("{e:#}")))?;
-    let conn = crate::hypervisor::conn::open(&common.conn.connect).map_err(|e| InputError(e.to_string()))?;
+    let hosts = common.hosts.specs()?;
+    let first = crate::hypervisor::conn::open(&hosts[0].uri).map_err(|e| InputError(e.to_string()))?;
     // Last of the checks, since it creates the results directory.
     crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;
-    let removed = crate::hypervisor::conn::remove_orphans(&conn)?;
-    if !removed.is_empty() {
-        eprintln!("perfvm: removed {} domain(s) left by dead perfvm processes: {}", removed.len(), removed.join(", "));
-    }
     let cache = crate::paths::cache_dir();
     let target = super::target::spec(&choice, common.target_mode, &cache)?;
     if common.download && target.download.is_none() {
@@ -216,7 +216,47 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
         // A profile's packages make an image variant, built once and cached like the base.
         None => image::build::ensure(&cache, &loaded.with_packages(&target.packages))?,
     };
-    Ok(Checked { accel, env: CellEnv { conn, cache, image, target, templates } })
+    let shared = Shared { cache, image, target, templates };
+    let env = on_host(&hosts[0], first, &shared)?;
+    Ok(Checked { accel, hosts, shared, env })
+}
+
+/// What every host's cells share.
+pub struct Shared {
+    pub cache: std::path::PathBuf,
+    pub image: crate::image::Image,
+    pub target: crate::target::TargetSpec,
+    pub templates: (String, String),
+}
+
+/// Cells' environment on one host: a local host as it is; a remote one gets the pool and the
+/// image's volumes first (uploaded once per image id). Leftovers of dead perfvm processes are
+/// removed on local hosts only: on a shared remote host a pid means nothing here.
+pub fn on_host(spec: &crate::hosts::spec::HostSpec, conn: virt::connect::Connect, s: &Shared) -> Result<CellEnv> {
+    use crate::hosts::spec::Access;
+    let remote = match &spec.access {
+        Access::Local => {
+            let removed = crate::hypervisor::conn::remove_orphans(&conn)?;
+            if !removed.is_empty() {
+                eprintln!("perfvm: removed {} domain(s) left by dead perfvm processes on {}: {}", removed.len(), spec.name, removed.join(", "));
+            }
+            None
+        }
+        Access::Ssh(ssh) => {
+            let say = |m: String| eprintln!("perfvm: {m}");
+            let r = crate::hosts::prepare_remote(&conn, ssh.clone(), &spec.pool_path, &s.image, &say)
+                .with_context(|| format!("host {} ({})", spec.name, spec.uri))?;
+            Some(std::sync::Arc::new(r))
+        }
+    };
+    Ok(CellEnv {
+        conn,
+        host: crate::hosts::HostInfo { name: spec.name.clone(), uri: spec.uri.clone(), remote },
+        cache: s.cache.clone(),
+        image: s.image.clone(),
+        target: s.target.clone(),
+        templates: s.templates.clone(),
+    })
 }
 
 pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
@@ -233,6 +273,13 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
         (None, Some(s)) => (s, None),
         (None, None) => return Err(InputError("give --file-size SIZE or --file PATH".into()).into()),
     };
+    let hosts = c.hosts.specs()?;
+    if hosts.len() > 1 {
+        return Err(InputError(format!("perfvm run runs one cell on one host; {} hosts were given (spread cells with `perfvm matrix`)", hosts.len())).into());
+    }
+    if hosts[0].access != crate::hosts::spec::Access::Local && (args.keep_vm || args.ssh_key.is_some()) {
+        return Err(InputError("--keep-vm and --ssh-key need a local host: a remote guest's ports are reached through a tunnel that ends with the cell".into()).into());
+    }
     let checked = tokio::task::block_in_place(|| preflight(c, &[(args.ram, size, args.concurrency)]))?;
     let key = crate::matrix::expand::CellKey { ram_mib: args.ram, size, concurrency: args.concurrency, repeat: 1 };
     let cell = key.shape();
@@ -263,7 +310,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
                 "The guest {} is still running. Target: http://127.0.0.1:{port}/{}\nStop it: virsh -c {} destroy {}; then `perfvm cleanup` removes its overlay and seed.",
                 cfg.domain_name,
                 result.ssh_port.map(|p| format!("\nLog in: ssh -p {p} root@127.0.0.1")).unwrap_or_default(),
-                c.conn.connect,
+                checked.env.host.uri,
                 cfg.domain_name
             );
         }

@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod domain_xml;
 pub mod guard;
+pub mod pool;
 
 /// Every domain perfvm creates is named with this prefix and tagged with [`METADATA_NS`].
 pub const NAME_PREFIX: &str = "perfvm-";

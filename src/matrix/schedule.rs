@@ -1,5 +1,6 @@
 //! The memory budget: a cell costs its guest RAM plus qemu's own memory (large under TCG), and a
-//! cell starts only when its cost fits in what is left. Pure.
+//! cell starts only when its cost fits in what is left. With several hosts each has its own
+//! budget and jobs, and a host that failed gets no more cells. Pure.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -33,12 +34,30 @@ pub fn default_jobs(budget: &Budget, max_cost: u64, cores: usize, cpus_per_guest
     by_memory.min(by_cpu).max(1)
 }
 
-/// Index of the first pending cell that may start now, if any: jobs free and its cost fits.
-pub fn pick(pending_costs: &[u64], running: usize, jobs: usize, budget: &Budget) -> Option<usize> {
-    if running >= jobs {
-        return None;
+/// One host's room for cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub budget: Budget,
+    pub jobs: usize,
+    pub running: usize,
+    /// Lost (libvirtd gone, unreachable): no new cells.
+    pub bad: bool,
+}
+
+/// The next cell to start and the host for it: the first pending cell that fits on some good
+/// host, on the good host with the most free jobs (the first of equals).
+pub fn pick_host(pending_costs: &[u64], slots: &[Slot]) -> Option<(usize, usize)> {
+    for (i, &c) in pending_costs.iter().enumerate() {
+        let best = slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.bad && s.running < s.jobs && s.budget.fits(c))
+            .max_by_key(|(h, s)| (s.jobs - s.running, std::cmp::Reverse(*h)));
+        if let Some((h, _)) = best {
+            return Some((h, i));
+        }
     }
-    pending_costs.iter().position(|&c| budget.fits(c))
+    None
 }
 
 #[cfg(test)]
@@ -58,18 +77,34 @@ mod tests {
 
     #[test]
     fn cells_wait_rather_than_overcommit() {
-        let mut b = Budget { total_mib: 3000, used_mib: 0 };
-        let costs = [2000, 2000, 500];
-        let i = pick(&costs, 0, 3, &b).unwrap();
-        assert_eq!(i, 0);
-        b.take(costs[i]);
+        let one = |total, used, jobs, running| [Slot { budget: Budget { total_mib: total, used_mib: used }, jobs, running, bad: false }];
+        assert_eq!(pick_host(&[2000, 2000, 500], &one(3000, 0, 3, 0)), Some((0, 0)));
         // The second 2000 does not fit; the 500 behind it does.
-        assert_eq!(pick(&costs[1..], 1, 3, &b), Some(1));
-        b.take(500);
-        assert_eq!(pick(&[2000], 2, 3, &b), None);
+        assert_eq!(pick_host(&[2000, 500], &one(3000, 2000, 3, 1)), Some((0, 1)));
+        assert_eq!(pick_host(&[2000], &one(3000, 2500, 3, 2)), None);
         // Job limit.
-        assert_eq!(pick(&[1], 3, 3, &Budget { total_mib: 10_000, used_mib: 0 }), None);
-        b.give(2000);
-        assert_eq!(pick(&[2000], 1, 3, &b), Some(0));
+        assert_eq!(pick_host(&[1], &one(10_000, 0, 3, 3)), None);
+        assert_eq!(pick_host(&[2000], &one(3000, 500, 3, 1)), Some((0, 0)));
+    }
+
+    #[test]
+    fn hosts_share_the_cells_and_a_bad_host_gets_none() {
+        let slot = |total, jobs| Slot { budget: Budget { total_mib: total, used_mib: 0 }, jobs, running: 0, bad: false };
+        let mut slots = [slot(4000, 1), slot(4000, 1)];
+        assert_eq!(pick_host(&[1000, 1000], &slots), Some((0, 0)));
+        slots[0].running = 1;
+        assert_eq!(pick_host(&[1000], &slots), Some((1, 0)));
+        slots[1].running = 1;
+        assert_eq!(pick_host(&[1000], &slots), None);
+        // A cell too big for one host goes to the one it fits.
+        let slots = [slot(1500, 2), slot(8000, 1)];
+        assert_eq!(pick_host(&[3000, 1000], &slots), Some((1, 0)));
+        // The host with more free jobs first.
+        let mut slots = [slot(9000, 1), slot(9000, 3)];
+        assert_eq!(pick_host(&[10], &slots), Some((1, 0)));
+        slots[1].bad = true;
+        assert_eq!(pick_host(&[10], &slots), Some((0, 0)));
+        slots[0].bad = true;
+        assert_eq!(pick_host(&[10], &slots), None);
     }
 }

@@ -7,16 +7,21 @@ use crate::hypervisor::guard::DomainGuard;
 use super::prepare::Prepared;
 
 pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
+    // A remote host's libvirtd opens its own copies of the files, by its own paths.
+    let (boot, disk, seed, console_log) = match (&env.host.remote, &p.remote) {
+        (Some(r), Some((files, _))) => (r.boot.clone(), files.overlay.clone().into(), files.seed.clone().into(), files.console.clone().into()),
+        _ => (env.image.boot(), p.work.overlay(), p.work.seed(), p.work.console_log()),
+    };
     DomainSpec {
         name: cfg.domain_name.clone(),
         accel: cfg.accel,
         ram_mib: cfg.ram_mib,
         cpus: cfg.cpus,
-        boot: env.image.boot(),
-        disk: p.work.overlay(),
-        seed: p.work.seed(),
-        console_log: p.work.console_log(),
-        host_port: p.host_port,
+        boot,
+        disk,
+        seed,
+        console_log,
+        host_port: p.forward_port,
         guest_port: env.target.guest_port,
         ssh_port: p.ssh_port,
         owner_pid: std::process::id(),

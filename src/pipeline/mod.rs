@@ -67,6 +67,8 @@ pub struct CellConfig {
 /// What cells share: the libvirt connection, the image, the target, the templates.
 pub struct CellEnv {
     pub conn: Connect,
+    /// Which host `conn` reaches, and (remote) its copy of the image.
+    pub host: crate::hosts::HostInfo,
     pub cache: PathBuf,
     pub image: Image,
     pub target: TargetSpec,
@@ -140,6 +142,8 @@ struct Held {
     domain: Option<DomainGuard>,
     work: Option<WorkDir>,
     agent: Option<Agent>,
+    /// A remote host's cell files and the tunnel to its guest.
+    remote: Option<(crate::hosts::RemoteCell, crate::hosts::tunnel::Tunnel)>,
 }
 
 /// Part of the error of a cell during which libvirtd went away.
@@ -259,7 +263,13 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
             }
     }
 
-    // Console log: the first thing to read when a cell fails.
+    // Console log: the first thing to read when a cell fails. A remote host's is fetched first.
+    if let (Some(work), Some((files, _))) = (&held.work, &held.remote) {
+        let dest = work.console_log();
+        if let Err(e) = tokio::task::block_in_place(|| files.fetch_console(&dest)) {
+            tracing::debug!("console log from {}: {e}", env.host.name);
+        }
+    }
     if let Some(work) = &held.work
         && let Ok(text) = std::fs::read(work.console_log()) {
             save_text(out_dir, "console.log", &redact(&held, &String::from_utf8_lossy(&text)), &mut res.console_log);
@@ -286,6 +296,12 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
             && let Err(e) = d.destroy() {
                 errors.push(e);
             }
+        if let Some((mut files, tunnel)) = held.remote.take() {
+            drop(tunnel);
+            if let Err(e) = files.remove() {
+                errors.push(e);
+            }
+        }
         if let Some(mut w) = held.work.take()
             && let Err(e) = w.remove() {
                 errors.push(format!("cannot remove {}: {e}", w.path.display()));
@@ -469,6 +485,9 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         host_port: None,
         ssh_port: None,
         domain: Some(cfg.domain_name.clone()),
+        host: Some(env.host.name.clone()),
+        host_uri: Some(env.host.uri.clone()),
+        access: Some(env.host.access().to_string()),
     }
 }
 
@@ -503,7 +522,9 @@ async fn steps(
     res.host_port = Some(prepared.host_port);
     res.ssh_port = prepared.ssh_port;
     let spec = boot::spec(env, cfg, &prepared);
+    let local_port = prepared.host_port;
     held.work = Some(prepared.work);
+    held.remote = prepared.remote;
     res.phases.prepare = secs(t);
 
     enter(held, Phase::Boot);
@@ -526,7 +547,7 @@ async fn steps(
 
     enter(held, Phase::Healthy);
     let t = Instant::now();
-    let base = format!("http://127.0.0.1:{}", spec.host_port);
+    let base = format!("http://127.0.0.1:{local_port}");
     ready::wait_healthy(&env.target, &base, &dom, &agent, cfg.accel, deadline).await?;
     res.phases.healthy = secs(t);
 
@@ -554,7 +575,9 @@ async fn steps(
 
     enter(held, Phase::Upload);
     let size = cfg.file_size.bytes();
-    let sources = Sources::new(dom.clone(), agent.clone(), env.target.cgroup_dir(), boot::qemu_pid(&cfg.domain_name));
+    // qemu's own process is only visible when it runs here.
+    let qemu_pid = if env.host.remote.is_none() { boot::qemu_pid(&cfg.domain_name) } else { None };
+    let sources = Sources::new(dom.clone(), agent.clone(), env.target.cgroup_dir(), qemu_pid);
     let progress = crate::sampler::Progress::default();
     rep.upload(&cfg.cell, size * names.len() as u64, progress.uploaded.clone());
     let shown = UploadShown { rep, cell: &cfg.cell };

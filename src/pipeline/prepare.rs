@@ -47,8 +47,13 @@ pub struct Prepared {
     pub work: WorkDir,
     /// Made for this cell; the target gets it through its unit, the uploads through auth.
     pub secret: crate::target::Secret,
+    /// Where perfvm reaches the target: 127.0.0.1 here (the forward itself, or the tunnel's end).
     pub host_port: u16,
+    /// The forward's port on the hypervisor host's loopback (= host_port on a local host).
+    pub forward_port: u16,
     pub ssh_port: Option<u16>,
+    /// On a remote host: the overlay, seed and console log in its pool, and the ssh tunnel.
+    pub remote: Option<(crate::hosts::RemoteCell, crate::hosts::tunnel::Tunnel)>,
 }
 
 pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
@@ -69,14 +74,17 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     // Lets `perfvm cleanup` tell a live cell's files from a dead process's.
     std::fs::write(work.path.join("owner.pid"), std::process::id().to_string()).map_err(|e| err(format!("cannot write owner.pid: {e}")))?;
 
-    let out = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-        .arg(env.image.disk())
-        .arg(work.overlay())
-        .output()
-        .map_err(|e| err(format!("cannot run qemu-img: {e}")))?;
-    if !out.status.success() {
-        return Err(err(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+    // A remote host makes the overlay itself, on its copy of the image.
+    if env.host.remote.is_none() {
+        let out = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(env.image.disk())
+            .arg(work.overlay())
+            .output()
+            .map_err(|e| err(format!("cannot run qemu-img: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
     }
 
     // A fresh instance-id per cell makes cloud-init treat every boot as a first boot.
@@ -86,12 +94,20 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &files, &instance_id, cfg.ssh_key.as_ref(), &secret)
         .map_err(|e| err(format!("cloud-init: {e:#}")))?;
     seed::write_iso(&docs, &files, &work.path, &work.seed()).map_err(|e| err(format!("seed: {e:#}")))?;
-    let host_port = free_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
     let ssh_port = match &cfg.ssh_key {
         Some(_) => Some(free_port().map_err(|e| err(format!("no free loopback port: {e}")))?),
         None => None,
     };
-    Ok(Prepared { work, secret, host_port, ssh_port })
+    let Some(remote) = &env.host.remote else {
+        let host_port = free_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
+        return Ok(Prepared { work, secret, host_port, forward_port: host_port, ssh_port, remote: None });
+    };
+    let files = crate::hosts::RemoteCell::create(&env.conn, remote, &cfg.domain_name, &work.seed())
+        .map_err(|e| err(format!("files on host {}: {e}", env.host.name)))?;
+    let forward_port = crate::hosts::remote_port();
+    let tunnel = crate::hosts::tunnel::Tunnel::open(&remote.ssh, forward_port, &work.path.join("ssh-tunnel.log"), std::time::Duration::from_secs(30))
+        .map_err(|e| err(format!("tunnel to host {}: {e}", env.host.name)))?;
+    Ok(Prepared { work, secret, host_port: tunnel.local_port, forward_port, ssh_port, remote: Some((files, tunnel)) })
 }
 
 /// Ask the kernel for a free port on 127.0.0.1. qemu binds it moments later; a clash with

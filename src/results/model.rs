@@ -212,6 +212,14 @@ pub struct CellResult {
     #[serde(default)]
     pub ssh_port: Option<u16>,
     pub domain: Option<String>,
+    /// The libvirt host that ran the cell (`local` for qemu:///system), its URI, and how perfvm
+    /// reached the guest: `local` (loopback forward here) or `ssh-tunnel`.
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub host_uri: Option<String>,
+    #[serde(default)]
+    pub access: Option<String>,
 }
 
 /// What sampling itself cost during the upload.

@@ -17,7 +17,7 @@ pub const SEED_COLUMNS: [&str; 9] = [
     "result_file",
 ];
 
-pub const EXTRA_COLUMNS: [&str; 36] = [
+pub const EXTRA_COLUMNS: [&str; 37] = [
     "concurrency",
     "repeat",
     "attempt",
@@ -53,6 +53,7 @@ pub const EXTRA_COLUMNS: [&str; 36] = [
     "download_throughput_mbps",
     "download_peak_memory_mb",
     "download_verified",
+    "host",
     "error",
 ];
 
@@ -116,6 +117,7 @@ pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -
             num(r.download.as_ref().and_then(|d| d.throughput_mbps)),
             num(r.download.as_ref().and_then(|d| d.peak_memory_mb)),
             num(r.download.as_ref().and_then(|d| d.verified)),
+            r.host.clone().unwrap_or_default(),
             r.error.clone().unwrap_or_default().replace(['\n', '\r'], " "),
         ];
         w.write_record(&row).expect("csv in memory");

@@ -24,6 +24,9 @@ pub struct RunMetadata {
     /// The target's profile file, when the target came from one (for `perfvm snapshot`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_profile: Option<String>,
+    /// The libvirt hosts of the run, with jobs and budget each.
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -1,0 +1,198 @@
+//! Several libvirt hosts. `spec` says which hosts and how each is reached (pure); this file makes
+//! a remote host ready for cells (its pool and the image's volumes, uploaded once and keyed by
+//! image id) and holds a remote cell's files; `tunnel` reaches a remote guest's port over ssh.
+//! A local host needs none of it: its files are passed by path, as with one host.
+
+pub mod spec;
+pub mod tunnel;
+
+use crate::hypervisor::conn::VirtError;
+use crate::hypervisor::pool;
+use crate::image::{Boot, Image};
+use spec::SshTarget;
+use std::path::Path;
+use virt::connect::Connect;
+use virt::storage_pool::StoragePool;
+
+/// Which host a cell runs on, as its result records it.
+#[derive(Debug, Clone)]
+pub struct HostInfo {
+    pub name: String,
+    pub uri: String,
+    pub remote: Option<std::sync::Arc<Remote>>,
+}
+
+impl HostInfo {
+    pub fn local(uri: &str) -> HostInfo {
+        HostInfo { name: "local".into(), uri: uri.to_string(), remote: None }
+    }
+    pub fn access(&self) -> &'static str {
+        if self.remote.is_some() { "ssh-tunnel" } else { "local" }
+    }
+}
+
+/// A remote host ready for cells: the pool, and the image as the host sees it.
+#[derive(Debug)]
+pub struct Remote {
+    pub ssh: SshTarget,
+    pub pool: StoragePool,
+    /// The pool's directory on the host.
+    pub pool_path: String,
+    /// The base image volume and its virtual size (for overlays).
+    pub disk: String,
+    pub virtual_size: u64,
+    /// The image's boot with the host's paths.
+    pub boot: Boot,
+}
+
+/// The virtual size in a qcow2 header (big-endian u64 at byte 24, after the magic "QFI\xfb").
+pub fn qcow2_virtual_size(header: &[u8]) -> Option<u64> {
+    if header.len() < 32 || &header[..4] != b"QFI\xfb" {
+        return None;
+    }
+    Some(u64::from_be_bytes(header[24..32].try_into().ok()?))
+}
+
+/// The `<path>` of a pool's XML.
+fn pool_path_of(xml: &str) -> Option<String> {
+    let t = &xml[xml.find("<target>")?..];
+    let s = t.find("<path>")? + 6;
+    let e = t[s..].find("</path>")? + s;
+    Some(t[s..e].to_string())
+}
+
+/// Volume names of an image on a host: keyed by image id, so a new image is a new upload and
+/// the same image is uploaded once per host.
+fn image_volume(id: &str, what: &str) -> String {
+    format!("image-{id}.{what}")
+}
+
+/// Prepare a remote host: define the pool if needed and upload the image's files unless a
+/// complete upload of the same image id is there (the manifest volume is uploaded last and
+/// marks it complete). `say` reports what is uploaded.
+pub fn prepare_remote(conn: &Connect, ssh: SshTarget, pool_path: &str, image: &Image, say: &dyn Fn(String)) -> Result<Remote, VirtError> {
+    let pool = pool::ensure_pool(conn, pool_path)?;
+    let actual_path = pool_path_of(&pool.xml_desc(0)?).unwrap_or_else(|| pool_path.to_string());
+    let header = {
+        use std::io::Read;
+        let mut h = [0u8; 32];
+        std::fs::File::open(image.disk()).and_then(|mut f| f.read_exact(&mut h)).map_err(|e| VirtError::Call(format!("{}: {e}", image.disk().display())))?;
+        h
+    };
+    let virtual_size = qcow2_virtual_size(&header).ok_or_else(|| VirtError::Call(format!("{} is not a qcow2 image", image.disk().display())))?;
+    let direct = matches!(image.boot(), Boot::Direct { .. });
+    let mut files: Vec<(String, std::path::PathBuf)> = vec![(image_volume(&image.id, "qcow2"), image.disk())];
+    if direct {
+        files.push((image_volume(&image.id, "vmlinuz"), image.kernel()));
+        files.push((image_volume(&image.id, "initrd"), image.initrd()));
+    }
+    let marker = image_volume(&image.id, "manifest.json");
+    let complete = pool::lookup(&pool, &marker).is_some() && files.iter().all(|(n, _)| pool::lookup(&pool, n).is_some());
+    if !complete {
+        let t = std::time::Instant::now();
+        let bytes: u64 = files.iter().filter_map(|(_, p)| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+        say(format!("uploading image {} ({}) to the {} pool on {}", image.id, crate::size::human(bytes), pool::POOL_NAME, ssh.host));
+        let _ = pool::delete(&pool, &marker);
+        for (name, path) in &files {
+            pool::upload(conn, &pool, name, path)?;
+        }
+        let manifest = if image.manifest_path().is_file() { image.manifest_path() } else { image.disk() };
+        pool::upload(conn, &pool, &marker, &manifest)?;
+        say(format!("image {} uploaded to {} in {:.1} s", image.id, ssh.host, t.elapsed().as_secs_f64()));
+    }
+    let path = |name: &str| format!("{}/{}", actual_path.trim_end_matches('/'), name);
+    let boot = match image.boot() {
+        Boot::Direct { cmdline, .. } => Boot::Direct {
+            kernel: path(&image_volume(&image.id, "vmlinuz")).into(),
+            initrd: path(&image_volume(&image.id, "initrd")).into(),
+            cmdline,
+        },
+        Boot::Firmware => Boot::Firmware,
+    };
+    Ok(Remote { ssh, disk: path(&image_volume(&image.id, "qcow2")), pool, pool_path: actual_path, virtual_size, boot })
+}
+
+/// A port on the remote host's loopback for a guest's forward. The controller cannot ask that
+/// host's kernel for a free one; ports below Linux's ephemeral range (32768) are never handed
+/// out to outgoing connections, and a clash fails the domain's start (retried as a boot failure).
+pub fn remote_port() -> u16 {
+    let mut b = [0u8; 2];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    20_000 + (u16::from_le_bytes(b) % 12_000)
+}
+
+/// A remote cell's files in the host's pool: overlay, seed and console log. Removed when dropped.
+pub struct RemoteCell {
+    conn: Connect,
+    pool: StoragePool,
+    names: Vec<String>,
+    console_name: String,
+    pub overlay: String,
+    pub seed: String,
+    pub console: String,
+}
+
+impl RemoteCell {
+    pub fn create(conn: &Connect, remote: &Remote, domain: &str, local_seed: &Path) -> Result<RemoteCell, VirtError> {
+        let (ov, seed, console) = (format!("cell-{domain}.qcow2"), format!("cell-{domain}.seed.iso"), format!("cell-{domain}.console.log"));
+        let path = |n: &str| format!("{}/{n}", remote.pool_path.trim_end_matches('/'));
+        let mut cell = RemoteCell {
+            conn: conn.clone(),
+            pool: remote.pool.clone(),
+            names: Vec::new(),
+            console_name: console.clone(),
+            overlay: path(&ov),
+            seed: path(&seed),
+            console: path(&console),
+        };
+        // Registered before creation, so a failure halfway removes what was made.
+        cell.names = vec![ov.clone(), seed.clone(), console];
+        virt::storage_vol::StorageVol::create_xml(&remote.pool, &pool::overlay_volume_xml(&ov, remote.virtual_size, &remote.disk), 0)?;
+        pool::upload(conn, &remote.pool, &seed, local_seed)?;
+        Ok(cell)
+    }
+
+    /// Copy the console log here (it is written on the host by qemu's log daemon).
+    pub fn fetch_console(&self, dest: &Path) -> Result<u64, VirtError> {
+        pool::download(&self.conn, &self.pool, &self.console_name, dest)
+    }
+
+    pub fn remove(&mut self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for n in std::mem::take(&mut self.names) {
+            if let Err(e) = pool::delete(&self.pool, &n) {
+                errors.push(format!("{n}: {e}"));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(format!("cannot remove volumes on the host: {}", errors.join("; "))) }
+    }
+}
+
+impl Drop for RemoteCell {
+    fn drop(&mut self) {
+        if let Err(e) = self.remove() {
+            eprintln!("perfvm: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qcow2_header_and_pool_path() {
+        let mut h = b"QFI\xfb".to_vec();
+        h.resize(32, 0);
+        h[24..32].copy_from_slice(&(24u64 << 30).to_be_bytes());
+        assert_eq!(qcow2_virtual_size(&h), Some(24 << 30));
+        assert_eq!(qcow2_virtual_size(&[0u8; 32]), None);
+        assert_eq!(qcow2_virtual_size(b"QFI"), None);
+        let xml = "<pool type='dir'>\n  <name>perfvm</name>\n  <source>\n  </source>\n  <target>\n    <path>/srv/p</path>\n  </target>\n</pool>";
+        assert_eq!(pool_path_of(xml).as_deref(), Some("/srv/p"));
+        for _ in 0..100 {
+            assert!((20_000..32_000).contains(&remote_port()));
+        }
+        assert_eq!(image_volume("bookworm-1", "qcow2"), "image-bookworm-1.qcow2");
+    }
+}
