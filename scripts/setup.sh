@@ -6,8 +6,9 @@ set -euo pipefail
 # openssh-client: the tests log into a guest started with --ssh-key. curl: the uploadserver
 # profile downloads its wheel from PyPI. e2fsprogs: debugfs for `perfvm doctor --image`.
 # grub-pc-bin: the tests make a whole bootable disk for `--image` (tests/data/make-bootable-disk.sh).
-# chromium: the tests render report.html headless.
-PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client curl e2fsprogs grub-pc-bin chromium)
+# chromium: the tests render report.html headless. openssh-server: the multi-host test runs a
+# second libvirt host behind sshd on 127.0.0.1 (scripts/second-host.sh); it is not started here.
+PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client curl e2fsprogs grub-pc-bin chromium openssh-server)
 
 log() { printf '[setup] %s\n' "$*"; }
 

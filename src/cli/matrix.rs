@@ -87,13 +87,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let accel = checked.accel;
     let cost = |k: &CellKey| k.ram_mib + qemu_overhead_mib(accel);
     let max_cost = selected.iter().map(cost).max().unwrap_or(0);
-    // The first host is open already; the others are opened now, and remote ones get the image.
-    let super::run::Checked { hosts, shared, env: first, .. } = checked;
-    let mut envs = vec![first];
-    for spec in &hosts[1..] {
-        let conn = crate::hypervisor::conn::open(&spec.uri).map_err(|e| InputError(e.to_string()))?;
-        envs.push(tokio::task::block_in_place(|| super::run::on_host(spec, conn, &shared))?);
-    }
+    let (hosts, envs): (Vec<_>, Vec<_>) = checked.envs.into_iter().unzip();
     let mut slots = Vec::new();
     for (spec, env) in hosts.iter().zip(&envs) {
         let (available_mib, cores) = host_room(spec, &env.conn);
@@ -165,6 +159,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let meta_started = read_started(&run_dir).unwrap_or_else(chrono::Utc::now);
     let mut meta = metadata(&envs[0], &def, &key, jobs, meta_started);
     meta.hosts = hosts.iter().zip(&slots).map(|(h, s)| format!("{} ({}, {}): {} job(s), budget {} MiB", h.name, h.uri, h.access.as_str(), s.jobs, s.budget.total_mib)).collect();
+    meta.hosts.extend(checked.skipped.iter().map(|s| format!("skipped: {s}")));
     let room = if slots.len() == 1 {
         format!("{jobs} job(s), budget {} MiB", slots[0].budget.total_mib)
     } else {

@@ -131,10 +131,10 @@ pub fn cell_config(c: &super::CellArgs, accel: Accel, run_id: &str, ram: u64, si
 /// Everything `run` needs, checked: the resolved accel, recipe, target and libvirt connection.
 pub struct Checked {
     pub accel: Accel,
-    /// Every host given; `env` is the first one's.
-    pub hosts: Vec<crate::hosts::spec::HostSpec>,
-    pub shared: Shared,
-    pub env: CellEnv,
+    /// The hosts ready for cells, in the order given (at least one).
+    pub envs: Vec<(crate::hosts::spec::HostSpec, CellEnv)>,
+    /// Hosts given but not usable, with the reason.
+    pub skipped: Vec<String>,
 }
 
 /// The size of a file given with `--file`: a readable regular file, not empty.
@@ -192,8 +192,18 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
         }
     }
     let templates = crate::cloudinit::seed::load_templates(&cloud_init_dir).map_err(|e| InputError(format!("{e:#}")))?;
-    let hosts = common.hosts.specs()?;
-    let first = crate::hypervisor::conn::open(&hosts[0].uri).map_err(|e| InputError(e.to_string()))?;
+    // Hosts that cannot be reached are skipped with a warning, as long as one can.
+    let mut reachable = Vec::new();
+    let mut skipped = Vec::new();
+    for spec in common.hosts.specs()? {
+        match crate::hypervisor::conn::open(&spec.uri) {
+            Ok(conn) => reachable.push((spec, conn)),
+            Err(e) => skipped.push(format!("{}: {e}", spec.name)),
+        }
+    }
+    if reachable.is_empty() {
+        return Err(InputError(skipped.join("; ")).into());
+    }
     // Last of the checks, since it creates the results directory.
     crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;
     let cache = crate::paths::cache_dir();
@@ -217,22 +227,34 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
         None => image::build::ensure(&cache, &loaded.with_packages(&target.packages))?,
     };
     let shared = Shared { cache, image, target, templates };
-    let env = on_host(&hosts[0], first, &shared)?;
-    Ok(Checked { accel, hosts, shared, env })
+    let mut envs = Vec::new();
+    for (spec, conn) in reachable {
+        match on_host(&spec, conn, &shared) {
+            Ok(env) => envs.push((spec, env)),
+            Err(e) => skipped.push(format!("{}: {e:#}", spec.name)),
+        }
+    }
+    if envs.is_empty() {
+        anyhow::bail!("no host can run cells: {}", skipped.join("; "));
+    }
+    for s in &skipped {
+        eprintln!("perfvm: warning: host skipped: {s}");
+    }
+    Ok(Checked { accel, envs, skipped })
 }
 
 /// What every host's cells share.
-pub struct Shared {
-    pub cache: std::path::PathBuf,
-    pub image: crate::image::Image,
-    pub target: crate::target::TargetSpec,
-    pub templates: (String, String),
+struct Shared {
+    cache: std::path::PathBuf,
+    image: crate::image::Image,
+    target: crate::target::TargetSpec,
+    templates: (String, String),
 }
 
 /// Cells' environment on one host: a local host as it is; a remote one gets the pool and the
 /// image's volumes first (uploaded once per image id). Leftovers of dead perfvm processes are
 /// removed on local hosts only: on a shared remote host a pid means nothing here.
-pub fn on_host(spec: &crate::hosts::spec::HostSpec, conn: virt::connect::Connect, s: &Shared) -> Result<CellEnv> {
+fn on_host(spec: &crate::hosts::spec::HostSpec, conn: virt::connect::Connect, s: &Shared) -> Result<CellEnv> {
     use crate::hosts::spec::Access;
     let remote = match &spec.access {
         Access::Local => {
@@ -280,7 +302,8 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     if hosts[0].access != crate::hosts::spec::Access::Local && (args.keep_vm || args.ssh_key.is_some()) {
         return Err(InputError("--keep-vm and --ssh-key need a local host: a remote guest's ports are reached through a tunnel that ends with the cell".into()).into());
     }
-    let checked = tokio::task::block_in_place(|| preflight(c, &[(args.ram, size, args.concurrency)]))?;
+    let mut checked = tokio::task::block_in_place(|| preflight(c, &[(args.ram, size, args.concurrency)]))?;
+    let env = checked.envs.remove(0).1;
     let key = crate::matrix::expand::CellKey { ram_mib: args.ram, size, concurrency: args.concurrency, repeat: 1 };
     let cell = key.shape();
     let run_id = crate::results::store::new_run_id(&cell);
@@ -295,10 +318,10 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     cfg.ssh_key = ssh_key;
     eprintln!(
         "perfvm: cell {cell} ({} MiB RAM, {} vCPU, {}, target {} {}, image {})",
-        cfg.ram_mib, cfg.cpus, cfg.accel, checked.env.target.name, checked.env.target.mode.as_str(), checked.env.image.id
+        cfg.ram_mib, cfg.cpus, cfg.accel, env.target.name, env.target.mode.as_str(), env.image.id
     );
     let reporter = ui::ConsoleReporter::new();
-    let result = crate::pipeline::run_cell(&checked.env, &cfg, &run_dir.path, &cancel, &reporter).await;
+    let result = crate::pipeline::run_cell(&env, &cfg, &run_dir.path, &cancel, &reporter).await;
     if !result.interrupted {
         let db = crate::history::db_path(c.db.as_deref(), &c.results_dir);
         super::history::Recorder::open(db, crate::history::single_run(&run_dir.path, &result, c.label.as_deref())).record(&[&result]);
@@ -310,7 +333,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
                 "The guest {} is still running. Target: http://127.0.0.1:{port}/{}\nStop it: virsh -c {} destroy {}; then `perfvm cleanup` removes its overlay and seed.",
                 cfg.domain_name,
                 result.ssh_port.map(|p| format!("\nLog in: ssh -p {p} root@127.0.0.1")).unwrap_or_default(),
-                checked.env.host.uri,
+                env.host.uri,
                 cfg.domain_name
             );
         }
