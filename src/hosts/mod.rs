@@ -134,7 +134,7 @@ pub struct RemoteCell {
 
 impl RemoteCell {
     pub fn create(conn: &Connect, remote: &Remote, domain: &str, local_seed: &Path) -> Result<RemoteCell, VirtError> {
-        let (ov, seed, console) = (format!("cell-{domain}.qcow2"), format!("cell-{domain}.seed.iso"), format!("cell-{domain}.console.log"));
+        let [ov, seed, console] = pool::cell_volumes(domain);
         let path = |n: &str| format!("{}/{n}", remote.pool_path.trim_end_matches('/'));
         let mut cell = RemoteCell {
             conn: conn.clone(),

@@ -99,9 +99,16 @@ pub fn orphaned_work_dirs(conn: &Connect) -> Result<Vec<std::path::PathBuf>, Vir
 pub fn remove_orphans(conn: &Connect) -> Result<Vec<String>, VirtError> {
     let cells = crate::paths::cells_dir(&crate::paths::cache_dir());
     let mut removed = Vec::new();
+    // A remote host keeps a cell's files as volumes in perfvm's pool.
+    let pool = conn.lookup_storage_pool_by_name(super::pool::POOL_NAME).ok();
     for d in orphaned_domains(conn)? {
         let _ = d.domain.destroy();
         let _ = d.domain.undefine();
+        if let Some(p) = &pool {
+            for v in super::pool::cell_volumes(&d.name) {
+                let _ = super::pool::delete(p, &v);
+            }
+        }
         if let Some(o) = &d.owner {
             // Only ever a direct child of perfvm's own cells directory.
             if o.work_dir.parent() == Some(cells.as_path()) {

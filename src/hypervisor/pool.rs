@@ -29,6 +29,11 @@ pub fn overlay_volume_xml(name: &str, virtual_size: u64, backing: &str) -> Strin
     )
 }
 
+/// A cell's volumes on a remote host: overlay, seed, console log.
+pub fn cell_volumes(domain: &str) -> [String; 3] {
+    [format!("cell-{domain}.qcow2"), format!("cell-{domain}.seed.iso"), format!("cell-{domain}.console.log")]
+}
+
 pub fn pool_xml(path: &str) -> String {
     format!("<pool type='dir'><name>{POOL_NAME}</name><target><path>{}</path></target></pool>", super::domain_xml::escape(path))
 }
