@@ -76,7 +76,7 @@ fn snapshot(run_dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<
 
 fn cleanup(uri: &str) -> anyhow::Result<i32> {
     let conn = perfvm::hypervisor::conn::open(uri).map_err(|e| InputError(e.to_string()))?;
-    let removed = perfvm::hypervisor::conn::remove_orphans(&conn)?;
+    let removed = perfvm::hypervisor::conn::remove_orphans(&conn, uri == perfvm::hypervisor::conn::DEFAULT_URI)?;
     if removed.is_empty() {
         println!("nothing to clean up");
     } else {

@@ -48,6 +48,16 @@ pub fn cpu_seconds(pid: i32) -> Option<f64> {
     Some((st.utime + st.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
+/// This machine's identity for domain ownership: /etc/machine-id, else the host name.
+pub fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| nix::sys::utsname::uname().ok().map(|u| u.nodename().to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,14 +144,15 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
 
     // What is already there: finished attempts are kept; interrupted or half-written ones go.
     let mut results: Vec<CellResult> = Vec::new();
-    let mut pending: Vec<(CellKey, u32)> = Vec::new();
+    // (cell, attempt, moves): moves off a lost host do not count against --retries.
+    let mut pending: Vec<(CellKey, u32, u32)> = Vec::new();
     let mut discarded = 0;
     for k in &all {
         discarded += state::discard_unfinished(&run_dir, k);
         let fin = state::finished_attempts(&run_dir, k);
         if selected.contains(k)
             && let state::Next::Run(a) = state::next(&fin, args.retries) {
-                pending.push((*k, a));
+                pending.push((*k, a, 0));
             }
         results.extend(fin);
     }
@@ -189,7 +190,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let envs: Vec<Arc<CellEnv>> = envs.into_iter().map(Arc::new).collect();
     let reporter = Arc::new(ConsoleReporter::new());
     let started = Instant::now();
-    let mut set: tokio::task::JoinSet<(usize, CellKey, u32, u64, CellResult, f64)> = tokio::task::JoinSet::new();
+    let mut set: tokio::task::JoinSet<(usize, CellKey, u32, u32, u64, CellResult, f64)> = tokio::task::JoinSet::new();
     let mut stop = false;
     let mut lost_during: Option<String> = None;
     let (mut done_now, mut failed_now, mut wall) = (0usize, 0usize, Vec::<f64>::new());
@@ -197,9 +198,9 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let domain_tag = format!("{}-{}", &key.trim_start_matches("matrix-")[..4], std::process::id());
     loop {
         while !stop && !cancel.is_cancelled() {
-            let costs: Vec<u64> = pending.iter().map(|(k, _)| cost(k)).collect();
+            let costs: Vec<u64> = pending.iter().map(|(k, _, _)| cost(k)).collect();
             let Some((h, i)) = schedule::pick_host(&costs, &slots) else { break };
-            let (k, attempt) = pending.remove(i);
+            let (k, attempt, moves) = pending.remove(i);
             let cell_cost = costs[i];
             slots[h].budget.take(cell_cost);
             slots[h].running += 1;
@@ -224,11 +225,19 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
                         let _ = crate::paths::write_atomic(&out.join("result.json"), &serde_json::to_vec_pretty(&r).unwrap_or_default());
                         r
                     });
-                (h, k, attempt, cell_cost, r, t.elapsed().as_secs_f64())
+                (h, k, attempt, moves, cell_cost, r, t.elapsed().as_secs_f64())
             });
         }
-        let Some(joined) = set.join_next().await else { break };
-        let (h, k, attempt, cell_cost, r, secs) = joined.context("a cell task failed")?;
+        let Some(joined) = set.join_next().await else {
+            // Nothing runs and nothing can start: the cells left fit no host that remains.
+            if !pending.is_empty() && !stop && !cancel.is_cancelled() && lost_during.is_none() {
+                let ids: Vec<String> = pending.iter().map(|(k, _, _)| k.id()).collect();
+                reporter.line(&format!("perfvm: {} cell(s) fit no host that is left: {}", ids.len(), ids.join(", ")));
+                lost_during = Some(ids[0].clone());
+            }
+            break;
+        };
+        let (h, k, attempt, moves, cell_cost, r, secs) = joined.context("a cell task failed")?;
         slots[h].running -= 1;
         slots[h].budget.give(cell_cost);
         if r.interrupted {
@@ -258,12 +267,12 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
                 stop = true;
             }
         }
-        let retry = moved || (!lost && r.exit_reason.is_infrastructure() && attempt <= args.retries && !cancel.is_cancelled());
+        let retry = moved || (!lost && r.exit_reason.is_infrastructure() && attempt - moves <= args.retries && !cancel.is_cancelled());
         if retry {
             if !moved {
                 reporter.line(&format!("perfvm: {} attempt {attempt} failed ({}): retrying", k.id(), r.exit_reason));
             }
-            pending.insert(0, (k, attempt + 1));
+            pending.insert(0, (k, attempt + 1, moves + moved as u32));
         } else {
             done_now += 1;
             if !r.success {
@@ -279,7 +288,8 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         recorder.record(&results[results.len() - 1..].iter().collect::<Vec<_>>());
         let remaining = pending.len() + slots.iter().map(|s| s.running).sum::<usize>();
         let mean = wall.iter().sum::<f64>() / wall.len() as f64;
-        let eta = mean * remaining as f64 / jobs as f64;
+        let good_jobs: usize = slots.iter().filter(|s| !s.bad).map(|s| s.jobs).sum();
+        let eta = mean * remaining as f64 / good_jobs.max(1) as f64;
         reporter.matrix_progress(already + done_now, failed_now, selected.len(), remaining, &fmt_secs(eta));
     }
     reporter.finish();
@@ -303,8 +313,9 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let unfinished = selected.len() - finals.len();
     if let Some(cell) = lost_during {
         anyhow::bail!(
-            "{} during cell {cell}. {} of {} cells finished and on disk in {}. Start libvirtd (scripts/setup.sh), run `perfvm cleanup` to remove guests left running, then the same command to resume.",
+            "{}{} during cell {cell}. {} of {} cells finished and on disk in {}. Start libvirtd (scripts/setup.sh), run `perfvm cleanup` to remove guests left running, then the same command to resume.",
             crate::pipeline::LIBVIRT_LOST,
+            if envs.len() > 1 { " on every host that could run the cells left" } else { "" },
             finals.len(),
             selected.len(),
             run_dir.display()

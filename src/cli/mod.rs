@@ -105,12 +105,18 @@ pub struct HostsArgs {
     pub connect: Vec<String>,
     /// A hosts.toml listing hosts ([[host]] with uri, and optionally name, memory_mib, jobs,
     /// pool_path) instead of --connect.
-    #[arg(long, value_name = "FILE", conflicts_with = "connect")]
+    #[arg(long, value_name = "FILE")]
     pub hosts: Option<PathBuf>,
 }
 
 impl HostsArgs {
     pub fn specs(&self) -> Result<Vec<crate::hosts::spec::HostSpec>, run::InputError> {
+        // Not a clap conflict: PERFVM_CONNECT in the environment must not make --hosts an error.
+        let from_env = std::env::var("PERFVM_CONNECT").ok();
+        let given = self.connect.iter().any(|u| u != crate::hypervisor::conn::DEFAULT_URI && Some(u) != from_env.as_ref());
+        if self.hosts.is_some() && given {
+            return Err(run::InputError("--connect and --hosts: give the hosts one way (--hosts takes precedence over PERFVM_CONNECT)".into()));
+        }
         let r = match &self.hosts {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| run::InputError(format!("--hosts {}: {e}", p.display())))?;

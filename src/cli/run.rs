@@ -252,18 +252,16 @@ struct Shared {
 }
 
 /// Cells' environment on one host: a local host as it is; a remote one gets the pool and the
-/// image's volumes first (uploaded once per image id). Leftovers of dead perfvm processes are
-/// removed on local hosts only: on a shared remote host a pid means nothing here.
+/// image's volumes first (uploaded once per image id). Leftovers of this machine's dead perfvm
+/// processes are removed on every host (domains record the machine that made them).
 fn on_host(spec: &crate::hosts::spec::HostSpec, conn: virt::connect::Connect, s: &Shared) -> Result<CellEnv> {
     use crate::hosts::spec::Access;
+    let removed = crate::hypervisor::conn::remove_orphans(&conn, spec.uri == crate::hypervisor::conn::DEFAULT_URI)?;
+    if !removed.is_empty() {
+        eprintln!("perfvm: removed {} domain(s) left by dead perfvm processes on {}: {}", removed.len(), spec.name, removed.join(", "));
+    }
     let remote = match &spec.access {
-        Access::Local => {
-            let removed = crate::hypervisor::conn::remove_orphans(&conn)?;
-            if !removed.is_empty() {
-                eprintln!("perfvm: removed {} domain(s) left by dead perfvm processes on {}: {}", removed.len(), spec.name, removed.join(", "));
-            }
-            None
-        }
+        Access::Local => None,
         Access::Ssh(ssh) => {
             let say = |m: String| eprintln!("perfvm: {m}");
             let r = crate::hosts::prepare_remote(&conn, ssh.clone(), &spec.pool_path, &s.image, &say)

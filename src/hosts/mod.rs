@@ -36,8 +36,6 @@ impl HostInfo {
 pub struct Remote {
     pub ssh: SshTarget,
     pub pool: StoragePool,
-    /// The pool's directory on the host.
-    pub pool_path: String,
     /// The base image volume and its virtual size (for overlays).
     pub disk: String,
     pub virtual_size: u64,
@@ -53,14 +51,6 @@ pub fn qcow2_virtual_size(header: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(header[24..32].try_into().ok()?))
 }
 
-/// The `<path>` of a pool's XML.
-fn pool_path_of(xml: &str) -> Option<String> {
-    let t = &xml[xml.find("<target>")?..];
-    let s = t.find("<path>")? + 6;
-    let e = t[s..].find("</path>")? + s;
-    Some(t[s..e].to_string())
-}
-
 /// Volume names of an image on a host: keyed by image id, so a new image is a new upload and
 /// the same image is uploaded once per host.
 fn image_volume(id: &str, what: &str) -> String {
@@ -72,7 +62,6 @@ fn image_volume(id: &str, what: &str) -> String {
 /// marks it complete). `say` reports what is uploaded.
 pub fn prepare_remote(conn: &Connect, ssh: SshTarget, pool_path: &str, image: &Image, say: &dyn Fn(String)) -> Result<Remote, VirtError> {
     let pool = pool::ensure_pool(conn, pool_path)?;
-    let actual_path = pool_path_of(&pool.xml_desc(0)?).unwrap_or_else(|| pool_path.to_string());
     let header = {
         use std::io::Read;
         let mut h = [0u8; 32];
@@ -96,20 +85,24 @@ pub fn prepare_remote(conn: &Connect, ssh: SshTarget, pool_path: &str, image: &I
         for (name, path) in &files {
             pool::upload(conn, &pool, name, path)?;
         }
-        let manifest = if image.manifest_path().is_file() { image.manifest_path() } else { image.disk() };
-        pool::upload(conn, &pool, &marker, &manifest)?;
+        if image.manifest_path().is_file() {
+            pool::upload(conn, &pool, &marker, &image.manifest_path())?;
+        } else {
+            pool::create_empty(&pool, &marker)?;
+        }
         say(format!("image {} uploaded to {} in {:.1} s", image.id, ssh.host, t.elapsed().as_secs_f64()));
     }
-    let path = |name: &str| format!("{}/{}", actual_path.trim_end_matches('/'), name);
+    // Paths as the host sees them (the pool may be an older one, elsewhere than pool_path).
+    let path = |name: &str| -> Result<String, VirtError> { Ok(pool.lookup_storage_vol_by_name(name)?.path()?) };
     let boot = match image.boot() {
         Boot::Direct { cmdline, .. } => Boot::Direct {
-            kernel: path(&image_volume(&image.id, "vmlinuz")).into(),
-            initrd: path(&image_volume(&image.id, "initrd")).into(),
+            kernel: path(&image_volume(&image.id, "vmlinuz"))?.into(),
+            initrd: path(&image_volume(&image.id, "initrd"))?.into(),
             cmdline,
         },
         Boot::Firmware => Boot::Firmware,
     };
-    Ok(Remote { ssh, disk: path(&image_volume(&image.id, "qcow2")), pool, pool_path: actual_path, virtual_size, boot })
+    Ok(Remote { ssh, disk: path(&image_volume(&image.id, "qcow2"))?, pool, virtual_size, boot })
 }
 
 /// A port on the remote host's loopback for a guest's forward. The controller cannot ask that
@@ -135,20 +128,21 @@ pub struct RemoteCell {
 impl RemoteCell {
     pub fn create(conn: &Connect, remote: &Remote, domain: &str, local_seed: &Path) -> Result<RemoteCell, VirtError> {
         let [ov, seed, console] = pool::cell_volumes(domain);
-        let path = |n: &str| format!("{}/{n}", remote.pool_path.trim_end_matches('/'));
         let mut cell = RemoteCell {
             conn: conn.clone(),
             pool: remote.pool.clone(),
-            names: Vec::new(),
+            // Registered before creation, so a failure halfway removes what was made.
+            names: vec![ov.clone(), seed.clone(), console.clone()],
             console_name: console.clone(),
-            overlay: path(&ov),
-            seed: path(&seed),
-            console: path(&console),
+            overlay: String::new(),
+            seed: String::new(),
+            console: String::new(),
         };
-        // Registered before creation, so a failure halfway removes what was made.
-        cell.names = vec![ov.clone(), seed.clone(), console];
-        virt::storage_vol::StorageVol::create_xml(&remote.pool, &pool::overlay_volume_xml(&ov, remote.virtual_size, &remote.disk), 0)?;
-        pool::upload(conn, &remote.pool, &seed, local_seed)?;
+        cell.overlay = virt::storage_vol::StorageVol::create_xml(&remote.pool, &pool::overlay_volume_xml(&ov, remote.virtual_size, &remote.disk), 0)?.path()?;
+        cell.seed = pool::upload(conn, &remote.pool, &seed, local_seed)?.path()?;
+        // Made here, so libvirt knows it without a pool refresh (which fails while another
+        // cell's volume job runs); qemu's log daemon writes into it.
+        cell.console = pool::create_empty(&remote.pool, &console)?.path()?;
         Ok(cell)
     }
 
@@ -181,15 +175,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn qcow2_header_and_pool_path() {
+    fn qcow2_header_and_ports() {
         let mut h = b"QFI\xfb".to_vec();
         h.resize(32, 0);
         h[24..32].copy_from_slice(&(24u64 << 30).to_be_bytes());
         assert_eq!(qcow2_virtual_size(&h), Some(24 << 30));
         assert_eq!(qcow2_virtual_size(&[0u8; 32]), None);
         assert_eq!(qcow2_virtual_size(b"QFI"), None);
-        let xml = "<pool type='dir'>\n  <name>perfvm</name>\n  <source>\n  </source>\n  <target>\n    <path>/srv/p</path>\n  </target>\n</pool>";
-        assert_eq!(pool_path_of(xml).as_deref(), Some("/srv/p"));
         for _ in 0..100 {
             assert!((20_000..32_000).contains(&remote_port()));
         }

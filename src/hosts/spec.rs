@@ -53,9 +53,11 @@ pub struct SshTarget {
 
 impl SshTarget {
     /// Arguments of `ssh` for a tunnel from 127.0.0.1:`local` here to 127.0.0.1:`remote` on the
-    /// host. BatchMode: never a password prompt in an unattended run.
+    /// host. BatchMode: never a password prompt in an unattended run. The remote command reads
+    /// ssh's stdin, a pipe from perfvm: if perfvm dies, even by SIGKILL, the pipe closes, the
+    /// command ends and so does ssh (with -N it would run on forever).
     pub fn tunnel_args(&self, local: u16, remote: u16) -> Vec<String> {
-        let mut a: Vec<String> = ["-N", "-T", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
+        let mut a: Vec<String> = ["-T", "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3"]
             .iter()
             .map(|s| s.to_string())
             .collect();
@@ -71,7 +73,7 @@ impl SshTarget {
         if self.no_verify {
             a.extend(["-o".into(), "StrictHostKeyChecking=no".into(), "-o".into(), "UserKnownHostsFile=/dev/null".into()]);
         }
-        a.extend(["-L".into(), format!("127.0.0.1:{local}:127.0.0.1:{remote}"), self.host.clone()]);
+        a.extend(["-L".into(), format!("127.0.0.1:{local}:127.0.0.1:{remote}"), "--".into(), self.host.clone(), "cat >/dev/null".into()]);
         a
     }
 }
@@ -88,7 +90,7 @@ pub fn access_of(uri: &str) -> Result<Access, String> {
         "qemu+ssh" => {
             let q = |k: &str| u.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned());
             Ok(Access::Ssh(SshTarget {
-                user: Some(u.username()).filter(|s| !s.is_empty()).map(str::to_string),
+                user: Some(u.username()).filter(|s| !s.is_empty()).map(|s| crate::upload::session::percent_decode(s).unwrap_or_else(|| s.to_string())),
                 host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
                 port: u.port(),
                 keyfile: q("keyfile"),
@@ -196,9 +198,11 @@ mod tests {
         let args = t.tunnel_args(40000, 21000).join(" ");
         assert!(args.contains("-p 2299 -l root -i /k/id"), "{args}");
         assert!(args.contains("StrictHostKeyChecking=no"));
-        assert!(args.ends_with("-L 127.0.0.1:40000:127.0.0.1:21000 127.0.0.1"), "{args}");
+        assert!(args.ends_with("-L 127.0.0.1:40000:127.0.0.1:21000 -- 127.0.0.1 cat >/dev/null"), "{args}");
         assert!(args.contains("BatchMode=yes") && args.contains("ExitOnForwardFailure=yes"));
         // Plain: the user's own ssh config decides user, port and key.
+        let Access::Ssh(t) = access_of("qemu+ssh://ops%2Bci@hv2.lab/system").unwrap() else { panic!() };
+        assert_eq!(t.user.as_deref(), Some("ops+ci"));
         let Access::Ssh(t) = access_of("qemu+ssh://hv2.lab/system").unwrap() else { panic!() };
         let args = t.tunnel_args(1, 2).join(" ");
         assert!(!args.contains("-p ") && !args.contains("-l ") && !args.contains("-i ") && !args.contains("StrictHostKeyChecking"), "{args}");

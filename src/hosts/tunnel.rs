@@ -3,6 +3,7 @@
 
 use super::spec::SshTarget;
 use std::path::Path;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,11 @@ impl Tunnel {
         let err = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let child = Command::new("ssh")
             .args(ssh.tunnel_args(local_port, remote_port))
-            .stdin(Stdio::null())
+            // Held open by perfvm for the tunnel's life (see tunnel_args).
+            .stdin(Stdio::piped())
+            // Its own process group: Ctrl-C on the terminal is perfvm's to handle; the tunnel
+            // must outlive it until the cell is torn down.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()

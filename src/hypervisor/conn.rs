@@ -63,13 +63,15 @@ pub fn perfvm_domains(conn: &Connect) -> Result<Vec<OwnedDomain>, VirtError> {
     Ok(out)
 }
 
-/// Domains left behind by perfvm processes that no longer exist (killed with SIGKILL, crashed).
-/// A domain of a live perfvm process is never included.
+/// Domains left behind by perfvm processes of this machine that no longer exist (killed with
+/// SIGKILL, crashed). A domain of a live perfvm process, or of another machine's perfvm on a
+/// shared host, is never included.
 pub fn orphaned_domains(conn: &Connect) -> Result<Vec<OwnedDomain>, VirtError> {
+    let me = crate::proc::machine_id();
     Ok(perfvm_domains(conn)?
         .into_iter()
         .filter(|d| match &d.owner {
-            Some(o) => !o.keep && !crate::proc::pid_alive(o.pid as i32),
+            Some(o) => !o.keep && o.machine.as_ref().is_none_or(|m| *m == me) && !crate::proc::pid_alive(o.pid as i32),
             None => false,
         })
         .collect())
@@ -94,9 +96,10 @@ pub fn orphaned_work_dirs(conn: &Connect) -> Result<Vec<std::path::PathBuf>, Vir
     Ok(out)
 }
 
-/// Destroy orphaned domains and remove their work directories, then the orphaned work
-/// directories without a domain. Returns what was removed.
-pub fn remove_orphans(conn: &Connect) -> Result<Vec<String>, VirtError> {
+/// Destroy orphaned domains and remove their work directories, then (with `work_dirs`) the
+/// orphaned work directories without a domain: only judged against this machine's own libvirtd
+/// (`qemu:///system`), since a cell of another host has no domain here. Returns what was removed.
+pub fn remove_orphans(conn: &Connect, work_dirs: bool) -> Result<Vec<String>, VirtError> {
     let cells = crate::paths::cells_dir(&crate::paths::cache_dir());
     let mut removed = Vec::new();
     // A remote host keeps a cell's files as volumes in perfvm's pool.
@@ -117,7 +120,7 @@ pub fn remove_orphans(conn: &Connect) -> Result<Vec<String>, VirtError> {
         }
         removed.push(d.name);
     }
-    for dir in orphaned_work_dirs(conn)? {
+    for dir in if work_dirs { orphaned_work_dirs(conn)? } else { Vec::new() } {
         if std::fs::remove_dir_all(&dir).is_ok() {
             removed.push(format!("{} (files)", dir.file_name().unwrap_or_default().to_string_lossy()));
         }

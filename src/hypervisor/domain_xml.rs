@@ -18,8 +18,10 @@ pub struct DomainSpec {
     pub guest_port: u16,
     /// `--ssh-key`: a second loopback forward to the guest's sshd.
     pub ssh_port: Option<u16>,
-    /// Owner facts in `<metadata>`, so leftovers of dead processes can be found and removed.
+    /// Owner facts in `<metadata>`, so leftovers of dead processes can be found and removed:
+    /// the pid and the machine it belongs to (a pid means nothing on another machine).
     pub owner_pid: u32,
+    pub owner_machine: String,
     pub run_id: String,
     pub work_dir: PathBuf,
     /// `--keep-vm`: the guest outlives its perfvm process and is not an orphan.
@@ -62,6 +64,7 @@ pub fn render(s: &DomainSpec) -> String {
   <metadata>
     <perfvm:cell xmlns:perfvm='{ns}'>
       <pid>{pid}</pid>
+      <machine>{machine}</machine>
       <run>{run}</run>
       <workdir>{workdir}</workdir>
       <keep>{keep}</keep>
@@ -114,6 +117,7 @@ pub fn render(s: &DomainSpec) -> String {
         name = escape(&s.name),
         ns = super::METADATA_NS,
         pid = s.owner_pid,
+        machine = escape(&s.owner_machine),
         run = escape(&s.run_id),
         workdir = p(&s.work_dir),
         keep = s.keep,
@@ -139,6 +143,8 @@ pub fn render(s: &DomainSpec) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellOwner {
     pub pid: u32,
+    /// None in metadata written before machines were recorded (then: this machine's).
+    pub machine: Option<String>,
     pub run_id: String,
     pub work_dir: PathBuf,
     pub keep: bool,
@@ -155,6 +161,7 @@ pub fn parse_owner(metadata: &str) -> Option<CellOwner> {
     };
     Some(CellOwner {
         pid: tag(metadata, "pid")?.trim().parse().ok()?,
+        machine: tag(metadata, "machine").map(|m| unescape(m.trim())),
         run_id: unescape(tag(metadata, "run")?),
         work_dir: PathBuf::from(unescape(tag(metadata, "workdir")?)),
         keep: tag(metadata, "keep").is_some_and(|k| k.trim() == "true"),
@@ -179,6 +186,7 @@ mod tests {
             guest_port: 8080,
             ssh_port: None,
             owner_pid: 4242,
+            owner_machine: "m1".into(),
             run_id: "run<&>".into(),
             work_dir: "/c/cells/x".into(),
             keep: false,
@@ -231,7 +239,7 @@ mod tests {
         let start = x.find("<perfvm:cell").unwrap();
         let end = x.find("</perfvm:cell>").unwrap();
         let owner = parse_owner(&x[start..end]).unwrap();
-        assert_eq!(owner, CellOwner { pid: 4242, run_id: "run<&>".into(), work_dir: "/c/cells/x".into(), keep: false });
+        assert_eq!(owner, CellOwner { pid: 4242, machine: Some("m1".into()), run_id: "run<&>".into(), work_dir: "/c/cells/x".into(), keep: false });
         let mut kept = spec(Accel::Tcg);
         kept.keep = true;
         assert!(parse_owner(&render(&kept)).unwrap().keep);

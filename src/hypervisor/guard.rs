@@ -32,7 +32,8 @@ impl DomainGuard {
         match d.destroy() {
             Ok(()) => Ok(()),
             // Already gone (qemu died, or someone else destroyed it): nothing left to clean.
-            Err(e) if d.is_active().map(|a| !a).unwrap_or(true) => {
+            // (An error asking is not "gone": the connection may be lost, the guest running.)
+            Err(e) if d.is_active().is_ok_and(|a| !a) => {
                 tracing::debug!("destroy {}: {}", self.name, e.message());
                 Ok(())
             }

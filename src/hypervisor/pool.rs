@@ -13,9 +13,10 @@ use virt::stream::Stream;
 pub const POOL_NAME: &str = "perfvm";
 
 /// The volume XML of a plain file of `bytes` bytes (uploads: kernel, initrd, seed, base disk).
+/// Allocation 0: libvirt would otherwise write the whole size before the upload does.
 pub fn raw_volume_xml(name: &str, bytes: u64) -> String {
     format!(
-        "<volume><name>{}</name><capacity unit='bytes'>{bytes}</capacity><target><format type='raw'/><permissions><mode>0644</mode></permissions></target></volume>",
+        "<volume><name>{}</name><capacity unit='bytes'>{bytes}</capacity><allocation unit='bytes'>0</allocation><target><format type='raw'/><permissions><mode>0644</mode></permissions></target></volume>",
         super::domain_xml::escape(name)
     )
 }
@@ -44,7 +45,10 @@ pub fn ensure_pool(conn: &Connect, path: &str) -> Result<StoragePool, VirtError>
         Ok(p) => p,
         Err(_) => {
             let p = conn.define_storage_pool_xml(&pool_xml(path), 0)?;
-            p.build(0)?;
+            if let Err(e) = p.build(0) {
+                let _ = p.undefine();
+                return Err(e.into());
+            }
             let _ = p.set_autostart(true);
             p
         }
@@ -52,7 +56,8 @@ pub fn ensure_pool(conn: &Connect, path: &str) -> Result<StoragePool, VirtError>
     if !pool.is_active()? {
         pool.create(0)?;
     }
-    pool.refresh(0)?;
+    // Only needed for files made outside libvirt; it fails while another perfvm's upload runs.
+    let _ = pool.refresh(0);
     Ok(pool)
 }
 
@@ -60,70 +65,99 @@ pub fn lookup(pool: &StoragePool, name: &str) -> Option<StorageVol> {
     pool.lookup_storage_vol_by_name(name).ok()
 }
 
+/// An empty volume (a marker, or a file qemu's log daemon fills).
+pub fn create_empty(pool: &StoragePool, name: &str) -> Result<StorageVol, VirtError> {
+    if let Some(old) = lookup(pool, name) {
+        old.delete(0)?;
+    }
+    Ok(StorageVol::create_xml(pool, &raw_volume_xml(name, 0), 0)?)
+}
+
 /// Upload a local file as a new volume (replacing one of the same name).
 pub fn upload(conn: &Connect, pool: &StoragePool, name: &str, path: &Path) -> Result<StorageVol, VirtError> {
-    let call = |e: std::io::Error| VirtError::Call(format!("{}: {e}", path.display()));
-    let len = std::fs::metadata(path).map_err(call)?.len();
+    let len = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
     if let Some(old) = lookup(pool, name) {
         old.delete(0)?;
     }
     let vol = StorageVol::create_xml(pool, &raw_volume_xml(name, len), 0)?;
-    let sent = (|| {
-        let stream = Stream::new(conn, 0)?;
-        vol.upload(&stream, 0, len, 0)?;
-        let mut f = std::fs::File::open(path).map_err(call)?;
+    match send_file(conn, &vol, path, len) {
+        Ok(()) => Ok(vol),
+        Err(e) => {
+            let _ = vol.delete(0);
+            Err(e)
+        }
+    }
+}
+
+fn io(path: &Path, e: std::io::Error) -> VirtError {
+    VirtError::Call(format!("{}: {e}", path.display()))
+}
+
+/// A stream that is not finished must be aborted, or the host keeps the volume busy.
+fn finish_or_abort(stream: Stream, r: Result<(), VirtError>) -> Result<(), VirtError> {
+    match r {
+        Ok(()) => Ok(stream.finish()?),
+        Err(e) => {
+            let _ = stream.abort();
+            Err(e)
+        }
+    }
+}
+
+fn send_file(conn: &Connect, vol: &StorageVol, path: &Path, len: u64) -> Result<(), VirtError> {
+    let mut f = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let stream = Stream::new(conn, 0)?;
+    vol.upload(&stream, 0, len, 0)?;
+    let pumped = (|| {
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = f.read(&mut buf).map_err(call)?;
+            let n = f.read(&mut buf).map_err(|e| io(path, e))?;
             if n == 0 {
-                break;
+                return Ok(());
             }
             let mut off = 0;
             while off < n {
-                match stream.send(&buf[off..n]) {
-                    Ok(k) if k > 0 => off += k as usize,
-                    Ok(_) => return Err(VirtError::Call(format!("upload of {name}: the stream took no bytes"))),
-                    Err(e) => {
-                        let _ = stream.abort();
-                        return Err(e.into());
-                    }
+                match stream.send(&buf[off..n])? {
+                    k if k > 0 => off += k as usize,
+                    _ => return Err(VirtError::Call(format!("upload of {}: the stream took no bytes", path.display()))),
                 }
             }
         }
-        stream.finish()?;
-        Ok(())
     })();
-    if let Err(e) = sent {
-        let _ = vol.delete(0);
-        return Err(e);
-    }
-    Ok(vol)
+    finish_or_abort(stream, pumped)
 }
 
-/// Download a volume (a file libvirt did not create is found after a pool refresh) to `dest`.
+/// Download a volume to `dest`. A file libvirt did not create is found after a pool refresh.
 pub fn download(conn: &Connect, pool: &StoragePool, name: &str, dest: &Path) -> Result<u64, VirtError> {
-    pool.refresh(0)?;
-    let vol = pool.lookup_storage_vol_by_name(name)?;
-    let stream = Stream::new(conn, 0)?;
-    vol.download(&stream, 0, 0, 0)?;
-    let mut f = std::fs::File::create(dest).map_err(|e| VirtError::Call(format!("{}: {e}", dest.display())))?;
-    let mut buf = vec![0u8; 1 << 16];
-    let mut total = 0u64;
-    loop {
-        let n = stream.recv(&mut buf)?;
-        if n <= 0 {
-            break;
+    let vol = match lookup(pool, name) {
+        Some(v) => v,
+        None => {
+            pool.refresh(0)?;
+            pool.lookup_storage_vol_by_name(name)?
         }
-        f.write_all(&buf[..n as usize]).map_err(|e| VirtError::Call(format!("{}: {e}", dest.display())))?;
-        total += n as u64;
-    }
-    stream.finish()?;
+    };
+    let mut f = std::fs::File::create(dest).map_err(|e| io(dest, e))?;
+    let stream = Stream::new(conn, 0)?;
+    // Length 0: to the end of the file as it is now (the volume's recorded size may be older).
+    vol.download(&stream, 0, 0, 0)?;
+    let mut total = 0u64;
+    let pumped = (|| {
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = stream.recv(&mut buf)?;
+            if n <= 0 {
+                return Ok(());
+            }
+            f.write_all(&buf[..n as usize]).map_err(|e| io(dest, e))?;
+            total += n as u64;
+        }
+    })();
+    finish_or_abort(stream, pumped)?;
     Ok(total)
 }
 
-/// Delete a volume if it exists (after a refresh, for files qemu or virtlogd made).
+/// Delete a volume if it exists.
 pub fn delete(pool: &StoragePool, name: &str) -> Result<(), VirtError> {
-    let _ = pool.refresh(0);
     match lookup(pool, name) {
         Some(v) => Ok(v.delete(0)?),
         None => Ok(()),
@@ -142,6 +176,7 @@ mod tests {
         assert!(x.contains("<target><format type='qcow2'/>"));
         let r = raw_volume_xml("seed.iso", 1024);
         assert!(r.contains("<name>seed.iso</name>") && r.contains("<format type='raw'/>") && r.contains(">1024<"));
+        assert!(r.contains("<allocation unit='bytes'>0</allocation>"));
         assert_eq!(pool_xml("/srv/p"), "<pool type='dir'><name>perfvm</name><target><path>/srv/p</path></target></pool>");
     }
 }

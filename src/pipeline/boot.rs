@@ -25,6 +25,7 @@ pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
         guest_port: env.target.guest_port,
         ssh_port: p.ssh_port,
         owner_pid: std::process::id(),
+        owner_machine: crate::proc::machine_id(),
         run_id: cfg.run_id.clone(),
         work_dir: p.work.path.clone(),
         keep: cfg.keep_vm,

@@ -595,6 +595,14 @@ async fn steps(
     };
     let report = workload::upload_while_sampling(sources, plan, progress).await;
     drop(shown);
+    // A remote guest is reached through ssh: a tunnel that died fails the harness, not the target.
+    if let Some((_, tunnel)) = held.remote.as_mut()
+        && !tunnel.alive() {
+            if let Some(w) = &held.work {
+                let _ = std::fs::copy(w.path.join("ssh-tunnel.log"), out_dir.join("ssh-tunnel.log"));
+            }
+            return Err(CellError::new(ExitReason::HarnessError, format!("the ssh tunnel to host {} ended (see ssh-tunnel.log)", env.host.name)));
+        }
     let report = report?;
     let up_secs = report.wall.as_secs_f64();
     res.phases.upload = Some(round3(up_secs));
