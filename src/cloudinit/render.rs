@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 pub enum RenderError {
     #[error("template {template}: placeholder {{{{{name}}}}} has no value")]
     Missing { template: String, name: String },
-    #[error("template {template}: value for inline {{{{{name}}}}} must match [A-Za-z0-9._@:-]+, got {value:?}")]
+    #[error("template {template}: value for inline {{{{{name}}}}} must match [A-Za-z0-9._@:-]+, start with a letter or digit and not end with ':', got {value:?}")]
     UnsafeInline { template: String, name: String, value: String },
     #[error("template {template}: unterminated placeholder")]
     Unterminated { template: String },
@@ -20,10 +20,12 @@ pub enum RenderError {
 }
 
 /// Inline values: a conservative alphabet, starting with a letter or digit (YAML indicators such
-/// as `@`, `-`, `:` may not start a plain scalar).
+/// as `@`, `-`, `:` may not start a plain scalar) and not ending with `:` (before a line break it
+/// makes the value a mapping key).
 pub fn is_safe_inline(v: &str) -> bool {
     v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && v.chars().all(|c| c.is_ascii_alphanumeric() || "._@:-".contains(c))
+        && !v.ends_with(':')
 }
 
 /// Why a block value cannot go into a literal block unchanged, if it cannot: YAML has no escapes
@@ -119,7 +121,7 @@ mod tests {
     fn inline_values_are_restricted() {
         let t = "id: {{id}}\n";
         assert_eq!(render("t", t, &vals(&[("id", "perfvm-abc.1")])).unwrap(), "id: perfvm-abc.1\n");
-        for bad in ["a b", "x\ny: 1", "'q'", "a#b", "{x}", "", "@x", "-x", ":x"] {
+        for bad in ["a b", "x\ny: 1", "'q'", "a#b", "{x}", "", "@x", "-x", ":x", "A:"] {
             let e = render("t", t, &vals(&[("id", bad)])).unwrap_err();
             assert!(matches!(e, RenderError::UnsafeInline { .. }), "{bad:?} -> {e:?}");
         }
