@@ -2,7 +2,8 @@
 //!
 //! Guest side: `perfvm-probe` (started in the guest through the agent) appends the target unit's
 //! cgroup files (memory, CPU, I/O, pressure) and guest-wide /proc files to a file once per
-//! interval; each tick here reads what is new with one agent call. Host side: the qemu process's
+//! interval; the host reads what is new with one agent call about twice a second and writes one
+//! row per probe tick (its guest time in `probe_t_seconds`). Host side: the qemu process's
 //! RSS and CPU time (procfs) and libvirt's balloon stats. Rows go to the samples CSV as they are
 //! taken, so a crash keeps what was sampled. If the probe cannot start, memory.current and
 //! MemAvailable are read directly through the agent instead, and the other columns stay empty.
@@ -101,6 +102,9 @@ pub struct SampleSummary {
     io_w: Option<u64>,
     stall_usec: Option<u64>,
     last: Counters,
+    /// Probe time of the first and the latest row, and the rows that had one.
+    probe_span: Option<(f64, f64)>,
+    probe_rows: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -143,10 +147,15 @@ fn accumulate(total: &mut Option<u64>, last: &mut Option<u64>, cur: Option<u64>)
 }
 
 impl SampleSummary {
-    /// Close a phase that lasted `seconds`: the achieved mean interval.
+    /// Close a phase that lasted `seconds`: the achieved mean interval, on the probe's clock
+    /// when every row is a probe tick (rows are ticks, fetched in batches), else on the host's.
     fn finish_phase(&mut self, seconds: f64) {
         if self.count > 1 {
-            self.mean_interval_seconds = Some(seconds / (self.count - 1) as f64);
+            let span = match self.probe_span {
+                Some((a, b)) if self.probe_rows == self.count => b - a,
+                _ => seconds,
+            };
+            self.mean_interval_seconds = Some(span / (self.count - 1) as f64);
         }
     }
 
@@ -182,6 +191,10 @@ impl SampleSummary {
         self.target_io_write_bytes = self.io_w;
         self.memory_stall_some_seconds = self.stall_usec.map(|u| u as f64 / 1e6);
         self.count += 1;
+        if let Some(t) = s.probe_t_seconds {
+            self.probe_rows += 1;
+            self.probe_span = Some((self.probe_span.map_or(t, |(a, _)| a), t));
+        }
         // `Option::max` keeps a known value over None; the minimum needs care (None < Some).
         self.peak_cgroup_memory_bytes = self.peak_cgroup_memory_bytes.max(s.cgroup_memory_current_bytes);
         self.min_guest_mem_available_bytes = opt_min(self.min_guest_mem_available_bytes, s.guest_mem_available_bytes);
@@ -208,14 +221,41 @@ pub struct Sources {
 struct Probe {
     handle: i64,
     buf: Vec<u8>,
-    last: Option<ProbeTick>,
-    /// `t` of the tick the previous row used: a tick is used once.
-    used_t: Option<f64>,
-    /// Rows in a row without a new tick.
+    /// The probe's CPU time in the newest tick read.
+    last_cpu: Option<f64>,
+    /// Host ticks since the probe's file was last read, and how many host ticks one read
+    /// serves: the guest agent's CPU is per call, so the ticks are fetched in batches.
+    since_pull: usize,
+    pull_every: usize,
+    /// Host-side readings since the last read, to pair with the ticks it brings.
+    host: Vec<Sample>,
+    /// Ticks read while starting, for the first rows.
+    carry: Vec<ProbeTick>,
+    /// Host ticks in a row without a new probe tick.
     stale: u32,
     /// Guest-wide (busy, total) jiffies at the previous row, for the busy percentage.
     prev_jiffies: Option<(u64, u64)>,
     first_cpu: Option<f64>,
+}
+
+/// How often the probe's file is read: about twice a second, every host tick when the
+/// interval is longer than that. Pure.
+pub fn pull_every(interval: Duration) -> usize {
+    ((500 / interval.as_millis().max(1)) as usize).clamp(1, 10)
+}
+
+/// The host reading to pair with each tick of a batch read at host time `now`. The newest tick
+/// was written just before `now`; the others, earlier by their distance on the probe's clock.
+/// Each gets the reading nearest that estimate. Pure.
+pub fn pair(tick_ts: &[f64], host_ts: &[f64], now: f64) -> Vec<usize> {
+    let Some(&newest) = tick_ts.last() else { return Vec::new() };
+    tick_ts
+        .iter()
+        .map(|&t| {
+            let est = now - (newest - t);
+            (0..host_ts.len()).min_by(|&a, &b| (host_ts[a] - est).abs().total_cmp(&(host_ts[b] - est).abs())).unwrap_or(0)
+        })
+        .collect()
 }
 
 impl Sources {
@@ -247,26 +287,42 @@ impl Sources {
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         };
-        let mut p = Probe { handle, buf: Vec::new(), last: None, used_t: None, stale: 0, prev_jiffies: None, first_cpu: None };
-        while p.last.is_none() {
+        let mut p = Probe {
+            handle,
+            buf: Vec::new(),
+            last_cpu: None,
+            since_pull: 0,
+            pull_every: pull_every(interval),
+            host: Vec::new(),
+            carry: Vec::new(),
+            stale: 0,
+            prev_jiffies: None,
+            first_cpu: None,
+        };
+        while p.carry.is_empty() {
             if t0.elapsed() > Duration::from_secs(10) {
                 a.close(handle);
                 stop();
                 return Err("the probe wrote no complete line".into());
             }
-            Self::pull(a, &mut p);
+            p.carry = Self::pull(a, &mut p);
             std::thread::sleep(Duration::from_millis(20));
         }
-        p.first_cpu = p.last.as_ref().and_then(|t| t.probe_cpu_seconds);
+        p.first_cpu = p.last_cpu;
         self.probe = Some(p);
         Ok(())
     }
 
-    fn pull(agent: &Agent, p: &mut Probe) {
+    /// The ticks written since the last read, oldest first.
+    fn pull(agent: &Agent, p: &mut Probe) -> Vec<ProbeTick> {
         p.buf.extend(agent.read_new(p.handle));
-        if let Some(tick) = probe::take_lines(&mut p.buf).iter().rev().find_map(|l| probe::parse_line(l)) {
-            p.last = Some(tick);
+        p.since_pull = 0;
+        let mut ticks = std::mem::take(&mut p.carry);
+        ticks.extend(probe::take_lines(&mut p.buf).iter().filter_map(|l| probe::parse_line(l)));
+        if let Some(c) = ticks.iter().rev().find_map(|t| t.probe_cpu_seconds) {
+            p.last_cpu = Some(c);
         }
+        ticks
     }
 
     /// Stop the probe (it sees the stop file within one interval) and close its file.
@@ -277,55 +333,76 @@ impl Sources {
         std::thread::sleep(Duration::from_millis(200));
         Self::pull(&self.agent, &mut p);
         self.agent.close(p.handle);
-        match (p.first_cpu, p.last.and_then(|t| t.probe_cpu_seconds)) {
+        match (p.first_cpu, p.last_cpu) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
         }
     }
 
-    /// Take one sample now.
-    pub fn sample(&mut self, t_seconds: f64, uploaded: u64) -> Sample {
-        let mut s = Sample { t_seconds: (t_seconds * 1000.0).round() / 1000.0, uploaded_bytes: uploaded, ..Default::default() };
-        let mut direct = self.probe.is_none();
-        if let Some(p) = self.probe.as_mut() {
-            Self::pull(&self.agent, p);
-            match &p.last {
-                Some(t) if p.used_t != Some(t.t) => {
-                    fill_from_probe(&mut s, t, &mut p.prev_jiffies);
-                    p.used_t = Some(t.t);
-                    p.stale = 0;
-                }
-                _ => p.stale += 1,
-            }
-            // No new tick for many rows: the probe died (or the guest is stalled); keep
-            // measuring memory directly rather than leave the rows empty.
-            direct = p.stale >= 10;
-        }
-        if direct {
-            s.cgroup_memory_current_bytes = self
-                .agent
-                .read_string(&format!("{}/memory.current", self.cgroup_dir))
-                .ok()
-                .and_then(|t| memory::cgroup_number(&t));
-            s.guest_mem_available_bytes = self.agent.read_string("/proc/meminfo").ok().and_then(|t| memory::mem_available(&t));
-        }
+    /// Take the host-side readings now; return the rows that are complete. With the probe, a
+    /// row is one probe tick (its guest time in `probe_t_seconds`) with the host reading
+    /// nearest to it, and ticks are fetched every [`pull_every`] host ticks, or now with `drain`
+    /// (the end, a phase change): so most calls return no row, and one call a batch. Without
+    /// the probe every call is a row, read directly.
+    pub fn samples(&mut self, t_seconds: f64, uploaded: u64, drain: bool) -> Vec<Sample> {
+        let mut host = Sample { t_seconds: (t_seconds * 1000.0).round() / 1000.0, uploaded_bytes: uploaded, ..Default::default() };
         if let Some(pid) = self.qemu_pid {
-            s.host_qemu_rss_bytes = crate::proc::rss_bytes(pid);
-            s.host_qemu_cpu_seconds = crate::proc::cpu_seconds(pid);
+            host.host_qemu_rss_bytes = crate::proc::rss_bytes(pid);
+            host.host_qemu_cpu_seconds = crate::proc::cpu_seconds(pid);
         }
         if let Ok(stats) = self.domain.memory_stats(0) {
             for st in stats {
                 // libvirt reports KiB; tags from virDomainMemoryStatTags.
                 let v = Some(st.val * 1024);
                 match st.tag {
-                    virt::sys::VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON => s.balloon_actual_bytes = v,
-                    virt::sys::VIR_DOMAIN_MEMORY_STAT_USABLE => s.balloon_usable_bytes = v,
-                    virt::sys::VIR_DOMAIN_MEMORY_STAT_RSS => s.balloon_rss_bytes = v,
+                    virt::sys::VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON => host.balloon_actual_bytes = v,
+                    virt::sys::VIR_DOMAIN_MEMORY_STAT_USABLE => host.balloon_usable_bytes = v,
+                    virt::sys::VIR_DOMAIN_MEMORY_STAT_RSS => host.balloon_rss_bytes = v,
                     _ => {}
                 }
             }
         }
-        s
+        let Some(p) = self.probe.as_mut() else {
+            self.direct(&mut host);
+            return vec![host];
+        };
+        p.host.push(host);
+        if !drain && p.since_pull + 1 < p.pull_every {
+            p.since_pull += 1;
+            return Vec::new();
+        }
+        let ticks = Self::pull(&self.agent, p);
+        let host_ts: Vec<f64> = p.host.iter().map(|h| h.t_seconds).collect();
+        let tick_ts: Vec<f64> = ticks.iter().map(|t| t.t).collect();
+        let mut rows = Vec::new();
+        for (tick, i) in ticks.iter().zip(pair(&tick_ts, &host_ts, t_seconds)) {
+            let mut s = p.host[i].clone();
+            fill_from_probe(&mut s, tick, &mut p.prev_jiffies);
+            rows.push(s);
+        }
+        let newest = p.host.pop().expect("pushed above");
+        p.host.clear();
+        if rows.is_empty() {
+            p.stale += p.pull_every as u32;
+            // No new tick for a while: the probe died (or the guest is stalled); keep measuring
+            // memory directly rather than leave the rows out.
+            if p.stale >= 10 || drain {
+                let mut s = newest;
+                if p.stale >= 10 {
+                    self.direct(&mut s);
+                }
+                rows.push(s);
+            }
+        } else {
+            p.stale = 0;
+        }
+        rows
+    }
+
+    /// memory.current and MemAvailable read through the agent, without the probe.
+    fn direct(&self, s: &mut Sample) {
+        s.cgroup_memory_current_bytes = self.agent.read_string(&format!("{}/memory.current", self.cgroup_dir)).ok().and_then(|t| memory::cgroup_number(&t));
+        s.guest_mem_available_bytes = self.agent.read_string("/proc/meminfo").ok().and_then(|t| memory::mem_available(&t));
     }
 }
 
@@ -432,7 +509,17 @@ impl Sampler {
                     // Let the probe write one more line, so the last row sees the upload's end.
                     std::thread::sleep(interval.min(Duration::from_secs(1)));
                 }
-                if upload.is_none() && progress.downloading.load(Ordering::Relaxed) {
+                let switching = upload.is_none() && progress.downloading.load(Ordering::Relaxed);
+                let t = t0.elapsed().as_secs_f64();
+                let phase = if upload.is_some() { "download" } else { "upload" };
+                // At a phase change the ticks taken so far still belong to the upload.
+                for mut s in sources.samples(t, progress.uploaded.load(Ordering::Relaxed), stopping || switching) {
+                    s.phase = phase.into();
+                    s.downloaded_bytes = progress.downloaded.load(Ordering::Relaxed);
+                    summary.add(&mut s);
+                    writer.serialize(&s).map_err(|e| format!("samples CSV: {e}"))?;
+                }
+                if switching {
                     // Peaks and totals start over for the download; rates continue from the
                     // last counters seen.
                     summary.finish_phase(phase_t0.elapsed().as_secs_f64());
@@ -440,11 +527,6 @@ impl Sampler {
                     upload = Some(std::mem::replace(&mut summary, fresh));
                     phase_t0 = Instant::now();
                 }
-                let mut s = sources.sample(t0.elapsed().as_secs_f64(), progress.uploaded.load(Ordering::Relaxed));
-                s.phase = if upload.is_some() { "download" } else { "upload" }.into();
-                s.downloaded_bytes = progress.downloaded.load(Ordering::Relaxed);
-                summary.add(&mut s);
-                writer.serialize(&s).map_err(|e| format!("samples CSV: {e}"))?;
                 if last_flush.elapsed() >= Duration::from_secs(1) {
                     writer.flush().map_err(|e| format!("samples CSV: {e}"))?;
                     last_flush = Instant::now();
@@ -535,6 +617,36 @@ mod tests {
         assert_eq!(sum.memory_stall_some_seconds, Some(0.3));
         assert_eq!(sum.host_qemu_cpu_seconds, Some(1.0));
         assert_eq!(sum.peak_target_cpu_percent, Some(50.0));
+    }
+
+    #[test]
+    fn ticks_are_fetched_in_batches_and_paired_with_the_nearest_host_reading() {
+        assert_eq!(pull_every(Duration::from_millis(100)), 5);
+        assert_eq!(pull_every(Duration::from_millis(1000)), 1);
+        assert_eq!(pull_every(Duration::from_millis(10)), 10);
+        // Five ticks 0.1 s apart on the probe's clock (which started earlier), host readings
+        // every 0.1 s; the batch is read at host time 1.0.
+        let ticks = [7.05, 7.15, 7.25, 7.35, 7.45];
+        let host = [0.6, 0.7, 0.8, 0.9, 1.0];
+        assert_eq!(pair(&ticks, &host, 1.0), vec![0, 1, 2, 3, 4]);
+        // A slow read: two ticks map to one reading rather than to ones that do not exist.
+        assert_eq!(pair(&[1.0, 1.4, 1.5], &[0.5, 1.0], 1.0), vec![0, 1, 1]);
+        assert_eq!(pair(&[], &host, 1.0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn the_interval_achieved_is_on_the_probes_clock_when_rows_are_ticks() {
+        let mut sum = SampleSummary::default();
+        for t in [5.0, 5.1, 5.2, 5.3] {
+            sum.add(&mut Sample { probe_t_seconds: Some(t), ..Default::default() });
+        }
+        // The host saw the phase last longer (batches read late): the rows are 0.1 s apart.
+        sum.finish_phase(0.9);
+        assert!((sum.mean_interval_seconds.unwrap() - 0.1).abs() < 1e-9);
+        // A row without a tick (read directly): the host's clock.
+        sum.add(&mut Sample::default());
+        sum.finish_phase(0.8);
+        assert!((sum.mean_interval_seconds.unwrap() - 0.2).abs() < 1e-9);
     }
 
     #[test]

@@ -4,9 +4,14 @@
 //! of three per file. Raw text goes out unparsed: the host parses (and tests) it.
 //!
 //! Bounded: stops when the stop file appears, or after --max-seconds, whichever comes first.
-//! Uses std and serde_json only, so it runs on the bare guest image.
+//! A plain binary (std and nix), so it runs on the bare guest image.
+//!
+//! Cheap per tick, since under emulation every guest instruction costs: each file is opened
+//! once and read again from offset 0 (a cgroup or /proc file is regenerated on each read from
+//! the start), which measured 1.3 ms of guest CPU per tick against 2.3 ms when opened anew.
 
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 const CGROUP_FILES: [&str; 7] =
@@ -51,30 +56,83 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Only the lines the host uses, to keep each tick small.
-fn filter(name: &str, text: String) -> String {
-    match name {
-        "meminfo" => text
-            .lines()
-            .filter(|l| l.starts_with("MemAvailable:") || l.starts_with("MemTotal:") || l.starts_with("SwapTotal:"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        "stat" => text.lines().next().unwrap_or("").to_string(),
-        "vmstat" => text
-            .lines()
-            .filter(|l| l.starts_with("pgmajfault ") || l.starts_with("pswpin ") || l.starts_with("pswpout "))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => text,
+/// Only the lines the host uses, to keep each tick small: `raw` filtered into `out`.
+fn filter(name: &str, raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let keep: &[&[u8]] = match name {
+        "meminfo" => &[b"MemAvailable:", b"MemTotal:", b"SwapTotal:"],
+        "vmstat" => &[b"pgmajfault ", b"pswpin ", b"pswpout "],
+        // The first line: the all-CPU totals.
+        "stat" => &[b"cpu "],
+        _ => {
+            out.extend_from_slice(raw);
+            return;
+        }
+    };
+    for line in raw.split(|&b| b == b'\n') {
+        if keep.iter().any(|k| line.starts_with(k)) {
+            if !out.is_empty() {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(line);
+        }
     }
 }
 
-#[path = "../guest/pidstat.rs"]
-mod pidstat;
+#[path = "../guest/tickline.rs"]
+mod tickline;
 
-/// This process's own CPU time.
+/// This process's own CPU time, from the scheduler's exact count (no file to read).
 fn own_cpu_seconds() -> Option<f64> {
-    pidstat::cpu_seconds(&std::fs::read_to_string("/proc/self/stat").ok()?)
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID).ok()?;
+    Some(t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+}
+
+/// A file read again each tick through one descriptor. A read that fails (the unit restarted
+/// and systemd made a new cgroup; a file that did not exist yet) opens the path anew once.
+struct Source {
+    name: &'static str,
+    path: String,
+    file: Option<std::fs::File>,
+    /// What the last tick kept of the file; None if it could not be read.
+    text: Option<Vec<u8>>,
+}
+
+impl Source {
+    fn new(name: &'static str, path: String) -> Source {
+        let file = std::fs::File::open(&path).ok();
+        Source { name, path, file, text: Some(Vec::new()) }
+    }
+
+    /// Read the file into `raw` and keep the filtered text.
+    fn read(&mut self, raw: &mut Vec<u8>) {
+        for fresh in [false, true] {
+            if fresh || self.file.is_none() {
+                self.file = std::fs::File::open(&self.path).ok();
+            }
+            let Some(f) = &self.file else { continue };
+            if let Some(n) = read_whole(f, raw) {
+                let mut text = self.text.take().unwrap_or_default();
+                filter(self.name, &raw[..n], &mut text);
+                self.text = Some(text);
+                return;
+            }
+        }
+        self.file = None;
+        self.text = None;
+    }
+}
+
+/// The whole file from offset 0, growing the buffer if it was too small.
+fn read_whole(f: &std::fs::File, buf: &mut Vec<u8>) -> Option<usize> {
+    loop {
+        let n = f.read_at(buf, 0).ok()?;
+        if n < buf.len() {
+            return Some(n);
+        }
+        let len = buf.len() * 2;
+        buf.resize(len, 0);
+    }
 }
 
 fn main() {
@@ -95,28 +153,27 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let cgroup_files: &[&'static str] = if args.memory_only { &CGROUP_FILES[..1] } else { &CGROUP_FILES };
+    let proc_files: &[(&'static str, &str)] = if args.memory_only { &PROC_FILES[..1] } else { &PROC_FILES };
+    let mut sources: Vec<Source> = cgroup_files
+        .iter()
+        .map(|&f| Source::new(f, format!("{}/{f}", args.cgroup)))
+        .chain(proc_files.iter().map(|&(name, path)| Source::new(name, path.to_string())))
+        .collect();
+    let mut raw = vec![0u8; 16 * 1024];
+    let mut line = Vec::with_capacity(4096);
     let t0 = Instant::now();
     let mut next = t0;
     while t0.elapsed() < args.max {
-        let mut files = serde_json::Map::new();
-        let cgroup_files: &[&str] = if args.memory_only { &CGROUP_FILES[..1] } else { &CGROUP_FILES };
-        let proc_files: &[(&str, &str)] = if args.memory_only { &PROC_FILES[..1] } else { &PROC_FILES };
-        for &f in cgroup_files {
-            // A missing file (cgroup gone between restarts, no PSI) is left out, never faked.
-            if let Ok(text) = std::fs::read_to_string(format!("{}/{f}", args.cgroup)) {
-                files.insert(f.to_string(), filter(f, text).into());
-            }
+        for src in &mut sources {
+            src.read(&mut raw);
         }
-        for &(name, path) in proc_files {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                files.insert(name.to_string(), filter(name, text).into());
-            }
-        }
+        // A missing file (cgroup gone between restarts, no PSI) is left out, never faked.
+        let files: Vec<(&str, &[u8])> = sources.iter().filter_map(|s| Some((s.name, s.text.as_deref()?))).collect();
         // The probe's own CPU time, so its cost is part of every measurement.
-        let mut line = serde_json::json!({"t": t0.elapsed().as_secs_f64(), "cpu_s": own_cpu_seconds(), "files": files}).to_string();
-        line.push('\n');
+        tickline::write_tick(&mut line, t0.elapsed().as_secs_f64(), own_cpu_seconds(), &files);
         // One write per line: a reader never sees a line split by us mid-way.
-        if out.write_all(line.as_bytes()).is_err() {
+        if out.write_all(&line).is_err() {
             eprintln!("perfvm-probe: cannot write {}", args.out);
             std::process::exit(1);
         }

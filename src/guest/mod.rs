@@ -4,3 +4,4 @@ pub mod agent;
 pub mod memory;
 pub mod pidstat;
 pub mod probe;
+pub mod tickline;

@@ -157,6 +157,16 @@ pub fn take_lines(buf: &mut Vec<u8>) -> Vec<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_probes_own_lines_parse() {
+        let mut buf = Vec::new();
+        crate::guest::tickline::write_tick(&mut buf, 0.1, Some(0.0), &[("memory.current", b"4096\n"), ("stat", b"cpu  100 0 50 800 50 0 0 0 0 0")]);
+        let tick = parse_line(std::str::from_utf8(&buf).unwrap().trim_end()).unwrap();
+        assert_eq!(tick.memory_current, Some(4096));
+        assert_eq!(tick.guest_cpu_jiffies, Some((150, 1000)));
+        assert_eq!(tick.probe_cpu_seconds, Some(0.0));
+    }
+
     const LINE: &str = r#"{"t":1.5,"cpu_s":0.02,"files":{"memory.current":"1048576\n","memory.events":"low 0\nhigh 0\nmax 0\noom 1\noom_kill 1\n","cpu.stat":"usage_usec 2000000\nuser_usec 1500000\nsystem_usec 500000\nnr_periods 0\n","io.stat":"254:0 rbytes=4096 wbytes=1000 rios=1 wios=2 dbytes=0 dios=0\n254:16 rbytes=4096 wbytes=24 rios=1 wios=1 dbytes=0 dios=0\n","cpu.pressure":"some avg10=1.50 avg60=0.50 avg300=0.10 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n","memory.pressure":"some avg10=12.25 avg60=3.00 avg300=1.00 total=900000\nfull avg10=10.00 avg60=2.00 avg300=0.50 total=700000\n","io.pressure":"some avg10=0.00 avg60=0.00 avg300=0.00 total=10\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=5\n","meminfo":"MemTotal: 223456 kB\nMemAvailable: 174080 kB\nSwapTotal: 0 kB","stat":"cpu  100 0 50 800 50 0 0 0 0 0","vmstat":"pswpin 0\npswpout 0\npgmajfault 77"}}"#;
 
     #[test]

@@ -49,7 +49,8 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
     let probe_max = plan.deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(60);
     let (sources, baseline, probe_error, agent_cpu0) = blocking(move || {
         let probe_error = sources.start_probe(interval, memory_only, probe_max).err();
-        let baseline = sources.sample(0.0, 0);
+        // The newest of the start-up ticks: the state just before the upload.
+        let baseline = sources.samples(0.0, 0, true).pop().unwrap_or_default();
         // After the probe's start-up, so only steady-state sampling is counted as its cost.
         let agent_cpu0 = sources.agent.own_cpu_seconds();
         Ok((sources, baseline, probe_error, agent_cpu0))
