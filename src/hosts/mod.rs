@@ -41,6 +41,24 @@ pub struct Remote {
     pub virtual_size: u64,
     /// The image's boot with the host's paths.
     pub boot: Boot,
+    /// Forward ports this process's cells hold on the host, so two never pick the same.
+    ports: std::sync::Mutex<std::collections::BTreeSet<u16>>,
+}
+
+impl Remote {
+    fn take_port(&self) -> u16 {
+        let mut held = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let p = remote_port();
+            if held.insert(p) {
+                return p;
+            }
+        }
+    }
+
+    fn release_port(&self, port: u16) {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner()).remove(&port);
+    }
 }
 
 /// The virtual size in a qcow2 header (big-endian u64 at byte 24, after the magic "QFI\xfb").
@@ -102,20 +120,24 @@ pub fn prepare_remote(conn: &Connect, ssh: SshTarget, pool_path: &str, image: &I
         },
         Boot::Firmware => Boot::Firmware,
     };
-    Ok(Remote { ssh, disk: path(&image_volume(&image.id, "qcow2"))?, pool, virtual_size, boot })
+    Ok(Remote { ssh, disk: path(&image_volume(&image.id, "qcow2"))?, pool, virtual_size, boot, ports: Default::default() })
 }
 
 /// A port on the remote host's loopback for a guest's forward. The controller cannot ask that
 /// host's kernel for a free one; ports below Linux's ephemeral range (32768) are never handed
 /// out to outgoing connections, and a clash fails the domain's start (retried as a boot failure).
-pub fn remote_port() -> u16 {
+fn remote_port() -> u16 {
     let mut b = [0u8; 2];
     let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
     20_000 + (u16::from_le_bytes(b) % 12_000)
 }
 
-/// A remote cell's files in the host's pool: overlay, seed and console log. Removed when dropped.
+/// A remote cell's files in the host's pool (overlay, seed, console log) and its forward port
+/// there. Removed and released when dropped.
 pub struct RemoteCell {
+    remote: std::sync::Arc<Remote>,
+    /// The guest's port forward on the host's loopback.
+    pub port: u16,
     conn: Connect,
     pool: StoragePool,
     names: Vec<String>,
@@ -126,9 +148,11 @@ pub struct RemoteCell {
 }
 
 impl RemoteCell {
-    pub fn create(conn: &Connect, remote: &Remote, domain: &str, local_seed: &Path) -> Result<RemoteCell, VirtError> {
+    pub fn create(conn: &Connect, remote: &std::sync::Arc<Remote>, domain: &str, local_seed: &Path) -> Result<RemoteCell, VirtError> {
         let [ov, seed, console] = pool::cell_volumes(domain);
         let mut cell = RemoteCell {
+            remote: remote.clone(),
+            port: remote.take_port(),
             conn: conn.clone(),
             pool: remote.pool.clone(),
             // Registered before creation, so a failure halfway removes what was made.
@@ -167,6 +191,7 @@ impl Drop for RemoteCell {
         if let Err(e) = self.remove() {
             eprintln!("perfvm: {e}");
         }
+        self.remote.release_port(self.port);
     }
 }
 

@@ -104,7 +104,7 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     };
     let files = crate::hosts::RemoteCell::create(&env.conn, remote, &cfg.domain_name, &work.seed())
         .map_err(|e| err(format!("files on host {}: {e}", env.host.name)))?;
-    let forward_port = crate::hosts::remote_port();
+    let forward_port = files.port;
     let tunnel = crate::hosts::tunnel::Tunnel::open(&remote.ssh, forward_port, &work.path.join("ssh-tunnel.log"), std::time::Duration::from_secs(30))
         .map_err(|e| err(format!("tunnel to host {}: {e}", env.host.name)))?;
     Ok(Prepared { work, secret, host_port: tunnel.local_port, forward_port, ssh_port, remote: Some((files, tunnel)) })
