@@ -367,7 +367,8 @@ impl Sources {
             return vec![host];
         };
         p.host.push(host);
-        if !drain && p.since_pull + 1 < p.pull_every {
+        // A probe that stopped ticking is asked every host tick, and each one becomes a row.
+        if !drain && p.stale < 10 && p.since_pull + 1 < p.pull_every {
             p.since_pull += 1;
             return Vec::new();
         }
@@ -383,7 +384,7 @@ impl Sources {
         let newest = p.host.pop().expect("pushed above");
         p.host.clear();
         if rows.is_empty() {
-            p.stale += p.pull_every as u32;
+            p.stale += if p.stale < 10 { p.pull_every as u32 } else { 1 };
             // No new tick for a while: the probe died (or the guest is stalled); keep measuring
             // memory directly rather than leave the rows out.
             if p.stale >= 10 || drain {
