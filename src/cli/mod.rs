@@ -341,7 +341,7 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n  perfvm matrix --ram 1024 --file-size 64M --concurrency 1,4 --target-mode memory\n  perfvm matrix --ram 512,1024 --file-size 256M --target dufs --repeat 4 --label v0.47\n  perfvm matrix --from run.tar.zst   # the cells of a snapshot, again\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
+#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n  perfvm matrix --ram 1024 --file-size 64M --concurrency 1,4 --target-mode memory\n  perfvm matrix --ram 512,1024 --file-size 256M --target dufs --repeat 4 --label v0.47\n  perfvm matrix --from run.tar.zst   # the cells of a snapshot, again\n  perfvm matrix --ram 512,1024 --file-size 1G --hosts hosts.toml   # over several libvirt hosts (README: Several hosts)\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
 pub struct MatrixArgs {
     /// Guest RAM sizes in MiB, comma-separated.
     #[arg(long, value_name = "MiB,...", value_delimiter = ',', required_unless_present = "from")]
