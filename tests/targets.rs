@@ -226,6 +226,9 @@ fn bring_your_own_root_filesystem_image_boots_directly() {
     let img = base_image();
     let mine = tempfile::tempdir().unwrap();
     let disk = mine.path().join("my-root.raw");
+    // Converting and inspecting a 24 GiB disk is heavy: not while another test's guest boots
+    // (a 2-core machine; the health-check test's timeout is short).
+    let heavy = vm_lock();
     let st = std::process::Command::new("qemu-img").args(["convert", "-O", "raw"]).arg(img.disk()).arg(&disk).status().unwrap();
     assert!(st.success());
     for (from, to) in [(img.kernel(), "vmlinuz-mine"), (img.initrd(), "initrd-mine")] {
@@ -233,6 +236,7 @@ fn bring_your_own_root_filesystem_image_boots_directly() {
     }
     let (k, i) = (mine.path().join("vmlinuz-mine"), mine.path().join("initrd-mine"));
     let out = perfvm(&["doctor", "--image", disk.to_str().unwrap(), "--kernel", k.to_str().unwrap(), "--initrd", i.to_str().unwrap()]);
+    drop(heavy);
     let report = String::from_utf8_lossy(&out.stdout);
     for want in ["ok   --image:", "is raw", "ok   --image: ext4 root filesystem on the whole disk", "ok   --image: cloud-init", "ok   --image: qemu-guest-agent"] {
         assert!(report.contains(want), "doctor --image: {want}\n{report}");
@@ -265,9 +269,12 @@ fn bring_your_own_bootable_disk_boots_through_its_bootloader() {
     let img = base_image();
     let mine = tempfile::tempdir().unwrap();
     let disk = mine.path().join("bootable.raw");
+    // Heavy host work: not while another test's guest boots (see above).
+    let heavy = vm_lock();
     let st = std::process::Command::new("bash").arg("tests/data/make-bootable-disk.sh").arg(&img.dir).arg(&disk).status().unwrap();
     assert!(st.success());
     let out = perfvm(&["doctor", "--image", disk.to_str().unwrap()]);
+    drop(heavy);
     let report = String::from_utf8_lossy(&out.stdout);
     for want in ["ok   --image: ext4 root filesystem in a partition at offset 1048576", "ok   --image: BIOS boot code in the MBR", "ok   --image: qemu-guest-agent"] {
         assert!(report.contains(want), "doctor --image: {want}\n{report}");
