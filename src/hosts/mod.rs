@@ -23,9 +23,6 @@ pub struct HostInfo {
 }
 
 impl HostInfo {
-    pub fn local(uri: &str) -> HostInfo {
-        HostInfo { name: "local".into(), uri: uri.to_string(), remote: None }
-    }
     pub fn access(&self) -> &'static str {
         if self.remote.is_some() { "ssh-tunnel" } else { "local" }
     }
