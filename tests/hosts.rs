@@ -221,3 +221,21 @@ fn host_lists_are_checked_before_anything_starts() {
     }
     assert!(!Path::new(r).join("perfvm.sqlite").exists(), "nothing recorded");
 }
+
+/// With hosts.toml, --ram is checked against the hosts once they are reached (the roomiest one,
+/// its memory_mib when set), not against this machine alone. Needs libvirtd, boots nothing.
+#[test]
+#[ignore = "connects to libvirtd: run with --include-ignored (CI does)"]
+fn a_cell_too_big_for_every_host_is_refused_naming_the_roomiest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = tmp.path().join("hosts.toml");
+    std::fs::write(&hosts, "[[host]]\nuri = \"qemu:///system\"\nname = \"small\"\nmemory_mib = 2000\n").unwrap();
+    let r = tmp.path().join("results");
+    for cmd in ["run", "matrix"] {
+        let out = perfvm(&[cmd, "--ram", "1024", "--file-size", "1M", "--accel", "tcg", "--hosts", hosts.to_str().unwrap(), "--results-dir", r.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("--ram 1024: the roomiest host (small, memory_mib) has") && err.contains("at most 800 MiB fits"), "{cmd}: {err}");
+    }
+    assert!(!r.exists(), "refused before the results directory is made");
+}

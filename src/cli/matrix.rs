@@ -90,11 +90,12 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let (hosts, envs): (Vec<_>, Vec<_>) = checked.envs.into_iter().unzip();
     let mut slots = Vec::new();
     for (spec, env) in hosts.iter().zip(&envs) {
-        let (available_mib, cores) = host_room(spec, &env.conn);
+        let room = crate::hosts::room(spec, &env.conn);
         let budget = match spec.memory_mib {
             Some(m) => Budget { total_mib: m, used_mib: 0 },
-            None => Budget::from_available(available_mib, HOST_RESERVE_MIB),
+            None => Budget::from_available(room.memory_mib, HOST_RESERVE_MIB),
         };
+        let cores = room.cores;
         let jobs = spec.jobs.or(args.jobs).unwrap_or_else(|| schedule::default_jobs(&budget, max_cost, cores, c.cpus as usize));
         slots.push(Slot { budget, jobs, running: 0, bad: false });
     }
@@ -337,22 +338,6 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         });
     }
     Ok(exit::SUCCESS)
-}
-
-/// What a host has for cells: available memory (MiB) and cores. This machine reads its own;
-/// a remote host says through libvirt (its free memory, which leaves out reclaimable cache:
-/// set memory_mib in hosts.toml to give more).
-fn host_room(spec: &crate::hosts::spec::HostSpec, conn: &virt::connect::Connect) -> (u64, usize) {
-    match spec.access {
-        Access::Local => (
-            crate::proc::host_memory().map(|(_, a)| a >> 20).unwrap_or(0),
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        ),
-        Access::Ssh(_) => (
-            conn.free_memory().map(|b| b >> 20).unwrap_or(0),
-            conn.node_info().map(|n| n.cpus as usize).unwrap_or(1),
-        ),
-    }
 }
 
 struct Exporter {

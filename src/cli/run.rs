@@ -49,14 +49,7 @@ pub fn validate_cell(ram_mib: u64, file_size: ByteSize, cpus: u32, timeout_s: u6
     if ram_mib < MIN_RAM_MIB {
         return e(format!("--ram {ram_mib}: a guest needs at least {MIN_RAM_MIB} MiB to boot"));
     }
-    let overhead = qemu_overhead_mib(accel);
-    let fits = (host_available_bytes / ByteSize::MIB).saturating_sub(overhead);
-    if ram_mib > fits {
-        return e(format!(
-            "--ram {ram_mib}: this host has {} available and qemu needs ~{overhead} MiB beyond guest RAM under {accel}, so at most {fits} MiB fits",
-            human(host_available_bytes)
-        ));
-    }
+    ram_fits(ram_mib, host_available_bytes, accel, "this host")?;
     let disk_room = disk_room(root_size_gib);
     if file_size.bytes() > disk_room {
         return e(format!(
@@ -72,6 +65,20 @@ pub fn validate_cell(ram_mib: u64, file_size: ByteSize, cpus: u32, timeout_s: u6
     }
     if !(10..=60_000).contains(&interval_ms) {
         return e(format!("--sample-interval {interval_ms}: use 10 to 60000 ms"));
+    }
+    Ok(())
+}
+
+/// Guest RAM plus qemu's overhead against a host's available memory; `host` names it in the
+/// message. Pure.
+pub fn ram_fits(ram_mib: u64, available_bytes: u64, accel: Accel, host: &str) -> Result<(), InputError> {
+    let overhead = qemu_overhead_mib(accel);
+    let fits = (available_bytes / ByteSize::MIB).saturating_sub(overhead);
+    if ram_mib > fits {
+        return Err(InputError(format!(
+            "--ram {ram_mib}: {host} has {} available and qemu needs ~{overhead} MiB beyond guest RAM under {accel}, so at most {fits} MiB fits",
+            human(available_bytes)
+        )));
     }
     Ok(())
 }
@@ -165,7 +172,14 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
         Some(src) => crate::image::import::check(src).map_err(|e| InputError(format!("{e:#}")))?.virtual_size / ByteSize::GIB,
         None => loaded.recipe.root_size_gib,
     };
-    let (_, available) = crate::proc::host_memory().context("cannot read /proc/meminfo")?;
+    // RAM is checked against this machine before any connection when every host is this
+    // machine as it is; otherwise against the roomiest host once they are reached.
+    let specs = common.hosts.specs()?;
+    let only_here = specs.iter().all(|s| s.access == crate::hosts::spec::Access::Local && s.memory_mib.is_none());
+    let available = match only_here {
+        true => crate::proc::host_memory().context("cannot read /proc/meminfo")?.1,
+        false => u64::MAX,
+    };
     let host = HostLimits { available_bytes: available, accel, root_size_gib };
     for &(ram, size, concurrency) in cells {
         validate_cell(ram, size, common.cpus, common.timeout, common.sample_interval, host)?;
@@ -195,7 +209,7 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
     // Hosts that cannot be reached are skipped with a warning, as long as one can.
     let mut reachable = Vec::new();
     let mut skipped = Vec::new();
-    for spec in common.hosts.specs()? {
+    for spec in specs {
         match crate::hypervisor::conn::open(&spec.uri) {
             Ok(conn) => reachable.push((spec, conn)),
             Err(e) => skipped.push(format!("{}: {e}", spec.name)),
@@ -203,6 +217,17 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
     }
     if reachable.is_empty() {
         return Err(InputError(skipped.join("; ")).into());
+    }
+    if !only_here {
+        let (spec, room) = reachable
+            .iter()
+            .map(|(spec, conn)| (spec, crate::hosts::room(spec, conn).memory_mib))
+            .max_by_key(|(_, m)| *m)
+            .expect("one host at least");
+        let name = format!("the roomiest host ({}{})", spec.name, if spec.memory_mib.is_some() { ", memory_mib" } else { "" });
+        for &(ram, _, _) in cells {
+            ram_fits(ram, room.saturating_mul(ByteSize::MIB), accel, &name)?;
+        }
     }
     // Last of the checks, since it creates the results directory.
     crate::results::store::check_writable(&common.results_dir).map_err(InputError)?;
@@ -381,6 +406,11 @@ mod tests {
         let small = |accel| HostLimits { available_bytes: 2 * ByteSize::GIB, accel, root_size_gib: 24 };
         assert!(validate_cell(1024, ByteSize(1), 2, 600, 100, small(Accel::Tcg)).is_err());
         assert!(validate_cell(1024, ByteSize(1), 2, 600, 100, small(Accel::Kvm)).is_ok());
+        // A remote host's room is named in the message (checked once it is reached).
+        let e = ram_fits(4096, 4 * ByteSize::GIB, Accel::Tcg, "the roomiest host (lab2, memory_mib)").unwrap_err().0;
+        assert!(e.starts_with("--ram 4096: the roomiest host (lab2, memory_mib) has ") && e.contains("at most 2896 MiB"), "{e}");
+        assert!(ram_fits(2896, 4 * ByteSize::GIB, Accel::Tcg, "x").is_ok());
+        assert!(ram_fits(1, 0, Accel::Kvm, "x").is_err(), "nothing available");
     }
 
     #[test]

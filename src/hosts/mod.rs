@@ -58,6 +58,27 @@ impl Remote {
     }
 }
 
+/// What a host offers cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    /// hosts.toml's memory_mib when set; else available memory: this machine's MemAvailable,
+    /// a remote host's free memory as libvirt reports it (reclaimable cache left out: set
+    /// memory_mib to give more).
+    pub memory_mib: u64,
+    pub cores: usize,
+}
+
+pub fn room(spec: &spec::HostSpec, conn: &Connect) -> Room {
+    let (available, cores) = match spec.access {
+        spec::Access::Local => (
+            crate::proc::host_memory().map(|(_, a)| a >> 20).unwrap_or(0),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        ),
+        spec::Access::Ssh(_) => (conn.free_memory().map(|b| b >> 20).unwrap_or(0), conn.node_info().map(|n| n.cpus as usize).unwrap_or(1)),
+    };
+    Room { memory_mib: spec.memory_mib.unwrap_or(available), cores }
+}
+
 /// The virtual size in a qcow2 header (big-endian u64 at byte 24, after the magic "QFI\xfb").
 pub fn qcow2_virtual_size(header: &[u8]) -> Option<u64> {
     if header.len() < 32 || &header[..4] != b"QFI\xfb" {
