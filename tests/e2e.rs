@@ -147,6 +147,12 @@ fn bad_input_is_refused_before_any_vm() {
         (run(&["--target-mode", "`id`"]), "`id`"),
         (matrix(&["--jobs", "0"]), "--jobs 0"),
         (matrix(&["--repeat", "0"]), "--repeat 0"),
+        (matrix(&["--target-rsd", "0"]), "--target-rsd 0"),
+        (matrix(&["--target-rsd", "NaN"]), "--target-rsd NaN"),
+        (matrix(&["--target-rsd", "5", "--min-repeats", "1"]), "--min-repeats 1"),
+        (matrix(&["--target-rsd", "5", "--min-repeats", "4", "--max-repeats", "3"]), "--max-repeats 3 is under --min-repeats 4"),
+        (matrix(&["--target-rsd", "5", "--repeat", "3"]), "cannot be used with"),
+        (matrix(&["--max-repeats", "5"]), "--target-rsd"),
         (matrix(&["--only", "../../*"]), "../../*"),
         (matrix(&["--only", "512/1Q"]), "512/1Q"),
         (matrix(&["--skip", "*/*"]), "no cell"),
@@ -314,4 +320,49 @@ fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
     assert_eq!(html.matches("<svg").count(), 2 + 4, "two summary charts and four timelines");
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert_eq!(md.lines().filter(|l| l.starts_with("| 256 ") || l.starts_with("| 384 ")).count(), 4, "{md}");
+}
+
+/// `--target-rsd`: a target no real throughput meets (0.001 %) makes a cell run from
+/// --min-repeats up to --max-repeats, one more at a time, and results.json, summary.txt and the
+/// reports say why it stopped. The same command again decides the same from the finished
+/// results and runs nothing.
+#[test]
+#[ignore = "boots real guests: run with --include-ignored (CI does)"]
+fn target_rsd_adds_repetitions_until_the_maximum_and_records_why() {
+    let _one = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let results = tempfile::tempdir().unwrap().keep();
+    let rd = results.to_str().unwrap().to_string();
+    let args = [
+        "matrix", "--ram", "256", "--file-size", "1M", "--target-rsd", "0.001", "--min-repeats", "2", "--max-repeats", "3",
+        "--jobs", "2", "--timeout", "300", "--results-dir", &rd,
+    ];
+    let out = perfvm(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}\n{err}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("2 cells selected (then more while throughput RSD > 0.001 %, at most 3 repetitions per cell)"), "{err}");
+    assert!(err.contains("256-1M: throughput not steady yet, adding repetition 3"), "{err}");
+    let run_dir = run_dirs(&results).into_iter().next().unwrap();
+    let mut rd = csv::Reader::from_path(run_dir.join("matrix.csv")).unwrap();
+    let header = rd.headers().unwrap().clone();
+    let rep = header.iter().position(|h| h == "repeat").unwrap();
+    let mut repeats: Vec<String> = rd.records().map(|r| r.unwrap()[rep].to_string()).collect();
+    repeats.sort();
+    assert_eq!(repeats, ["1", "2", "3"]);
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["summary"]["cells"], 3, "the cells this run wanted, not the definition's most");
+    assert_eq!(doc["metadata"]["definition"]["adaptive"]["target_rsd_percent"], 0.001);
+    let stop = &doc["repeats"][0]["stop"];
+    assert_eq!(stop["kind"], "max_repeats", "{doc:#}");
+    assert_eq!(stop["repetitions"], 3);
+    assert!(stop["rsd_percent"].as_f64().unwrap() > 0.001);
+    let summary = std::fs::read_to_string(run_dir.join("summary.txt")).unwrap();
+    assert!(summary.contains("3/3 cells finished, 3 passed") && summary.contains("3 repetitions (--max-repeats)"), "{summary}");
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Repeats</h2>") && html.contains("3 repetitions (--max-repeats)"));
+
+    let again = perfvm(&args);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(0), "{err}");
+    assert!(err.contains("3 cells selected") && err.contains("3 already finished, 0 to run"), "{err}");
 }

@@ -4,6 +4,7 @@
 
 use super::MatrixArgs;
 use super::run::{InputError, exit, preflight, qemu_overhead_mib};
+use crate::matrix::adaptive::{self, Adaptive};
 use crate::matrix::expand::{self, CellKey, RunDefinition};
 use crate::hosts::spec::Access;
 use crate::matrix::schedule::{self, Budget, Slot};
@@ -34,6 +35,9 @@ fn from_snapshot(mut args: MatrixArgs, archive: &Path) -> Result<MatrixArgs> {
     args.ram = d.ram_mib.clone();
     args.file_size = d.file_sizes.iter().map(|s| crate::size::ByteSize::parse(s)).collect::<Result<_, _>>().map_err(|e| InputError(format!("--from: {e}")))?;
     args.repeat = d.repeat;
+    if let Some(a) = d.adaptive {
+        (args.target_rsd, args.min_repeats, args.max_repeats) = (Some(a.target_rsd_percent), Some(a.min_repeats), Some(a.max_repeats));
+    }
     args.concurrency = d.concurrency.clone();
     let c = &mut args.common;
     match &x.profile {
@@ -70,7 +74,13 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         None => args,
     };
     let c = args.common.clone();
-    let all = expand::expand(&args.ram, &args.file_size, &args.concurrency, args.repeat).map_err(|e| InputError(e.to_string()))?;
+    let adaptive = match args.target_rsd {
+        Some(t) => Some(Adaptive::new(args.min_repeats, args.max_repeats, t).map_err(InputError)?),
+        None => None,
+    };
+    // With --target-rsd every repetition a cell may get; `adaptive::planned` picks those wanted.
+    let most = adaptive.map_or(args.repeat, |a| a.max_repeats);
+    let all = expand::expand(&args.ram, &args.file_size, &args.concurrency, most).map_err(|e| InputError(e.to_string()))?;
     let only = expand::parse_patterns(&args.only).map_err(|e| InputError(e.to_string()))?;
     let skip = expand::parse_patterns(&args.skip).map_err(|e| InputError(e.to_string()))?;
     let selected = expand::select(all.clone(), &only, &skip).map_err(|e| InputError(e.to_string()))?;
@@ -78,7 +88,10 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         return Err(InputError("--jobs 0: use 1 or more (or leave it out to fit the memory budget)".into()).into());
     }
     if args.list {
-        list(&selected, &c.results_dir, args.jobs.unwrap_or(1));
+        list(&adaptive::planned(&selected, &[], adaptive.as_ref()), &c.results_dir, args.jobs.unwrap_or(1));
+        if let Some(a) = adaptive {
+            println!("then one more repetition at a time while throughput RSD > {} %, at most {} per cell", a.target_rsd_percent, a.max_repeats);
+        }
         return Ok(exit::SUCCESS);
     }
 
@@ -119,7 +132,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let def = RunDefinition {
         ram_mib: args.ram.clone(),
         file_sizes: args.file_size.iter().map(|s| s.label()).collect(),
-        repeat: args.repeat,
+        repeat: most,
         target: envs[0].target.name.clone(),
         // A profile's content is part of the definition: an edited profile starts a new run.
         target_mode: match &envs[0].target.profile_sha256 {
@@ -137,6 +150,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         content_kind: c.kind.label(),
         chunked: c.chunked,
         download: c.download,
+        adaptive,
     };
     let key = def.key();
     let run_dir = choose_run_dir(&c.results_dir, &key, args.fresh)?;
@@ -148,16 +162,29 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     // (cell, attempt, moves): moves off a lost host do not count against --retries.
     let mut pending: Vec<(CellKey, u32, u32)> = Vec::new();
     let mut discarded = 0;
+    let mut next = std::collections::HashMap::new();
     for k in &all {
         discarded += state::discard_unfinished(&run_dir, k);
         let fin = state::finished_attempts(&run_dir, k);
-        if selected.contains(k)
-            && let state::Next::Run(a) = state::next(&fin, args.retries) {
-                pending.push((*k, a, 0));
-            }
+        next.insert(*k, state::next(&fin, args.retries));
         results.extend(fin);
     }
-    let already = selected.len() - pending.len();
+    // The cells wanted now: all selected ones, or with --target-rsd the repetitions that the
+    // finished ones ask for (an attempt still to be retried is not finished).
+    let decided = |results: &[CellResult], pending: &[(CellKey, u32, u32)]| -> Vec<CellKey> {
+        let finals: Vec<&CellResult> =
+            export::finals(results).into_iter().filter(|r| !pending.iter().any(|(k, _, _)| *k == CellKey::of(r))).collect();
+        adaptive::planned(&selected, &finals, adaptive.as_ref())
+    };
+    let retrying: Vec<(CellKey, u32, u32)> =
+        next.iter().filter_map(|(k, n)| matches!(n, state::Next::Run(a) if *a > 1).then_some((*k, 0, 0))).collect();
+    let mut planned = decided(&results, &retrying);
+    for k in &planned {
+        if let Some(state::Next::Run(a)) = next.get(k) {
+            pending.push((*k, *a, 0));
+        }
+    }
+    let already = planned.len() - pending.len();
     let meta_started = read_started(&run_dir).unwrap_or_else(chrono::Utc::now);
     let mut meta = metadata(&envs[0], &def, &key, jobs, meta_started);
     meta.hosts = hosts.iter().zip(&slots).map(|(h, s)| format!("{} ({}, {}): {} job(s), budget {} MiB", h.name, h.uri, h.access.as_str(), s.jobs, s.budget.total_mib)).collect();
@@ -167,10 +194,14 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     } else {
         format!("hosts: {}", meta.hosts.join("; "))
     };
+    let growth = match adaptive {
+        Some(a) => format!(" (then more while throughput RSD > {} %, at most {} repetitions per cell)", a.target_rsd_percent, a.max_repeats),
+        None => String::new(),
+    };
     eprintln!(
-        "perfvm: matrix {} — {} cells selected, {already} already finished{}, {} to run; {room}, {accel}",
+        "perfvm: matrix {} — {} cells selected{growth}, {already} already finished{}, {} to run; {room}, {accel}",
         run_dir.display(),
-        selected.len(),
+        planned.len(),
         if discarded > 0 { format!(" ({discarded} unfinished attempt(s) discarded)") } else { String::new() },
         pending.len(),
     );
@@ -181,7 +212,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     };
     let mut rams = args.ram.clone();
     rams.sort_unstable();
-    let exporter = Exporter { run_dir: run_dir.clone(), total_cells: all.len(), rams, sizes };
+    let exporter = Exporter { run_dir: run_dir.clone(), all: all.clone(), adaptive, rams, sizes };
     exporter.write(&meta, &results, None)?;
     let db_path = crate::history::db_path(c.db.as_deref(), &c.results_dir);
     let mut recorder = super::history::Recorder::open(db_path, crate::history::matrix_run(&run_dir, &meta, c.label.as_deref()));
@@ -285,13 +316,22 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
             }
         }
         results.push(r);
+        if adaptive.is_some() && !retry {
+            // One more repetition of this cell's shape when its throughput is not steady yet.
+            let now = decided(&results, &pending);
+            for k in now.iter().filter(|k| !planned.contains(k)) {
+                reporter.line(&format!("perfvm: {}: throughput not steady yet, adding repetition {}", k.shape(), k.repeat));
+                pending.push((*k, 1, 0));
+            }
+            planned = now;
+        }
         exporter.write(&meta, &results, None)?;
         recorder.record(&results[results.len() - 1..].iter().collect::<Vec<_>>());
         let remaining = pending.len() + slots.iter().map(|s| s.running).sum::<usize>();
         let mean = wall.iter().sum::<f64>() / wall.len() as f64;
         let good_jobs: usize = slots.iter().filter(|s| !s.bad).map(|s| s.jobs).sum();
         let eta = mean * remaining as f64 / good_jobs.max(1) as f64;
-        reporter.matrix_progress(already + done_now, failed_now, selected.len(), remaining, &fmt_secs(eta));
+        reporter.matrix_progress(already + done_now, failed_now, planned.len(), remaining, &fmt_secs(eta));
     }
     reporter.finish();
 
@@ -309,16 +349,16 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     println!("  report.html, report.md, matrix.csv, results.json, summary.txt; per cell: cells/<cell>/a<attempt>/");
     let finals: Vec<&CellResult> = export::finals(&results)
         .into_iter()
-        .filter(|r| selected.contains(&CellKey::of(r)))
+        .filter(|r| planned.contains(&CellKey::of(r)))
         .collect();
-    let unfinished = selected.len() - finals.len();
+    let unfinished = planned.len() - finals.len();
     if let Some(cell) = lost_during {
         anyhow::bail!(
             "{}{} during cell {cell}. {} of {} cells finished and on disk in {}. Start libvirtd (scripts/setup.sh), run `perfvm cleanup` to remove guests left running, then the same command to resume.",
             crate::pipeline::LIBVIRT_LOST,
             if envs.len() > 1 { " on every host that could run the cells left" } else { "" },
             finals.len(),
-            selected.len(),
+            planned.len(),
             run_dir.display()
         );
     }
@@ -326,7 +366,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         eprintln!(
             "perfvm: interrupted; {} of {} cells finished and on disk. Resume with the same command (add --fresh to start over).",
             finals.len(),
-            selected.len()
+            planned.len()
         );
         return Ok(exit::INTERRUPTED);
     }
@@ -342,7 +382,9 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
 
 struct Exporter {
     run_dir: PathBuf,
-    total_cells: usize,
+    /// Every cell of the definition (filters aside), up to the most repetitions.
+    all: Vec<CellKey>,
+    adaptive: Option<Adaptive>,
     rams: Vec<u64>,
     sizes: Vec<(u64, String)>,
 }
@@ -351,7 +393,8 @@ impl Exporter {
     fn write(&self, meta: &export::json::RunMetadata, results: &[CellResult], total_seconds: Option<f64>) -> Result<()> {
         let finals = export::finals(results);
         let path_of = |r: &CellResult| format!("{}/result.json", state::attempt_rel(&CellKey::of(r), r.attempt));
-        let summary = export::json::summarize(self.total_cells, &finals, results.len(), total_seconds);
+        let total_cells = adaptive::planned(&self.all, &finals, self.adaptive.as_ref()).len();
+        let summary = export::json::summarize(total_cells, &finals, results.len(), total_seconds);
         let title = format!(
             "perfvm matrix {} — {} ({} mode), {}, image {}; {}/{} cells finished, {} passed",
             meta.run_key, meta.target, meta.target_mode, meta.accel, meta.image_id, summary.finished, summary.cells, summary.passed
@@ -366,9 +409,29 @@ impl Exporter {
         };
         w("matrix.csv", export::csv::export(results, &path_of))?;
         w("results.json", export::json::export(meta, &summary, results, &finals))?;
-        w("summary.txt", export::summary::export(&title, &finals, &self.rams, &self.sizes))?;
+        let mut summary_txt = export::summary::export(&title, &finals, &self.rams, &self.sizes);
+        if let Some(policy) = &self.adaptive {
+            summary_txt.extend(adaptive_lines(policy, &finals).into_bytes());
+        }
+        w("summary.txt", summary_txt)?;
         Ok(())
     }
+}
+
+/// For summary.txt: each cell's repetitions under --target-rsd and why it stopped.
+fn adaptive_lines(policy: &Adaptive, finals: &[&CellResult]) -> String {
+    let why = adaptive::stops(finals, policy);
+    if why.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nrepetitions (--target-rsd {} %, {}–{} per cell):\n",
+        policy.target_rsd_percent, policy.min_repeats, policy.max_repeats
+    );
+    for (shape, stop) in why {
+        out.push_str(&format!("  {shape:<14} {}\n", stop.message));
+    }
+    out
 }
 
 /// `<key>` for the first run of a definition, `<key>.2`, `<key>.3`… after `--fresh`. Without

@@ -341,7 +341,7 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n  perfvm matrix --ram 1024 --file-size 64M --concurrency 1,4 --target-mode memory\n  perfvm matrix --ram 512,1024 --file-size 256M --target dufs --repeat 4 --label v0.47\n  perfvm matrix --from run.tar.zst   # the cells of a snapshot, again\n  perfvm matrix --ram 512,1024 --file-size 1G --hosts hosts.toml   # over several libvirt hosts (README: Several hosts)\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
+#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n  perfvm matrix --ram 1024 --file-size 64M --concurrency 1,4 --target-mode memory\n  perfvm matrix --ram 512,1024 --file-size 256M --target dufs --repeat 4 --label v0.47\n  perfvm matrix --ram 512 --file-size 256M --target-rsd 5 --max-repeats 8   # repeat until throughput is steady\n  perfvm matrix --from run.tar.zst   # the cells of a snapshot, again\n  perfvm matrix --ram 512,1024 --file-size 1G --hosts hosts.toml   # over several libvirt hosts (README: Several hosts)\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
 pub struct MatrixArgs {
     /// Guest RAM sizes in MiB, comma-separated.
     #[arg(long, value_name = "MiB,...", value_delimiter = ',', required_unless_present = "from")]
@@ -351,7 +351,7 @@ pub struct MatrixArgs {
     pub file_size: Vec<ByteSize>,
     /// Run the cells of a snapshot (`perfvm snapshot`) again, here: its definition, target
     /// profile, image recipe and cloud-init templates; a new run in --results-dir.
-    #[arg(long, value_name = "SNAPSHOT.tar.zst", conflicts_with_all = ["ram", "file_size", "concurrency", "repeat", "target", "target_mode", "image"])]
+    #[arg(long, value_name = "SNAPSHOT.tar.zst", conflicts_with_all = ["ram", "file_size", "concurrency", "repeat", "target_rsd", "min_repeats", "max_repeats", "target", "target_mode", "image"])]
     pub from: Option<PathBuf>,
     /// Uploads at once, comma-separated: a third dimension (`--concurrency 1,4`); each upload
     /// sends the whole file under its own name.
@@ -360,6 +360,18 @@ pub struct MatrixArgs {
     /// Run each cell N times.
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
+    /// Repeat each cell until the relative standard deviation (stddev / mean) of its
+    /// throughput is PCT or less: --min-repeats first, then one more at a time, at most
+    /// --max-repeats. A repetition that fails ends the cell. results.json records why each
+    /// cell stopped.
+    #[arg(long, value_name = "PCT", conflicts_with = "repeat")]
+    pub target_rsd: Option<f64>,
+    /// With --target-rsd: the repetitions every cell gets first [default: 3].
+    #[arg(long, value_name = "N", requires = "target_rsd")]
+    pub min_repeats: Option<u32>,
+    /// With --target-rsd: the most repetitions a cell gets [default: 10].
+    #[arg(long, value_name = "N", requires = "target_rsd")]
+    pub max_repeats: Option<u32>,
     /// Run only cells matching RAM/SIZE patterns (`512/1G`, `512/*`, `*/1G`), comma-separated.
     #[arg(long, value_name = "RAM/SIZE,...")]
     pub only: Vec<String>,

@@ -164,6 +164,9 @@ pub struct RunDefinition {
     pub chunked: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub download: bool,
+    /// `--target-rsd`: `repeat` is then the most repetitions a cell may get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<super::adaptive::Adaptive>,
 }
 
 fn single() -> Vec<u32> {
@@ -276,6 +279,7 @@ mod tests {
             content_kind: "random".into(),
             chunked: false,
             download: false,
+            adaptive: None,
         }
     }
 
@@ -283,7 +287,7 @@ mod tests {
     fn defaults_of_newer_options_keep_older_run_keys() {
         // The key of this definition before --concurrency/--kind/--chunked/--download existed.
         let canon = serde_json::to_string(&def()).unwrap();
-        assert!(!canon.contains("concurrency") && !canon.contains("content_kind") && !canon.contains("chunked"));
+        assert!(!canon.contains("concurrency") && !canon.contains("content_kind") && !canon.contains("chunked") && !canon.contains("adaptive"));
         let mut d = def();
         d.concurrency = vec![4, 1];
         let mut e = def();
@@ -312,6 +316,9 @@ mod tests {
             |d: &mut RunDefinition| d.content_kind = "zeros".into(),
             |d: &mut RunDefinition| d.chunked = true,
             |d: &mut RunDefinition| d.download = true,
+            |d: &mut RunDefinition| {
+                d.adaptive = Some(crate::matrix::adaptive::Adaptive { min_repeats: 3, max_repeats: 10, target_rsd_percent: 5.0 })
+            },
         ] {
             let mut c = def();
             change(&mut c);

@@ -126,6 +126,39 @@ fn cell_section(out: &mut String, c: &ReportCell) {
 }
 
 /// Trends across runs from the history database: one line per cell, x = the runs in order.
+/// Statistics over each cell's passed repetitions, and with --target-rsd why it stopped.
+fn repeats_section(out: &mut String, repeats: &[crate::results::export::json::RepeatSummary]) {
+    let adaptive = repeats.iter().any(|s| s.stop.is_some());
+    out.push_str("<h2>Repeats</h2>\n<p>Over the passed repetitions of each cell; outliers by the modified z-score (&gt; 3.5).</p>\n<table>\n");
+    out.push_str("<tr><th>cell</th><th>passed</th><th>throughput MiB/s: mean ± stddev</th><th>median</th><th>min–max</th><th>RSD</th><th>peak MiB: mean ± stddev</th><th>outliers</th>");
+    out.push_str(if adaptive { "<th>stopped</th></tr>\n" } else { "</tr>\n" });
+    for s in repeats {
+        let (tp, median, range, rsd) = match &s.throughput_mbps {
+            Some(t) => (
+                format!("{:.1} ± {:.1}", t.mean, t.stddev),
+                format!("{:.1}", t.median),
+                format!("{:.1}–{:.1}", t.min, t.max),
+                if t.n > 1 && t.mean > 0.0 { format!("{:.1} %", t.stddev / t.mean * 100.0) } else { "–".into() },
+            ),
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
+        };
+        let pk = s.peak_memory_mb.map(|p| format!("{:.1} ± {:.1}", p.mean, p.stddev)).unwrap_or_else(|| "–".into());
+        let outl = if s.outlier_repeats.is_empty() { "none".to_string() } else { s.outlier_repeats.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ") };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}/{}</td><td>{tp}</td><td>{median}</td><td>{range}</td><td>{rsd}</td><td>{pk}</td><td>{outl}</td>",
+            esc(&s.shape),
+            s.passed,
+            s.repetitions
+        );
+        if adaptive {
+            let _ = write!(out, "<td>{}</td>", esc(s.stop.as_ref().map_or("not yet", |w| w.message.as_str())));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+}
+
 fn history_section(out: &mut String, history: &[(String, Vec<crate::history::TrendPoint>)]) {
     out.push_str("<h2>History</h2>\n<p>Each cell of this run in every recorded run of the same target (mean over its repetitions; x: the runs, oldest first).</p>\n");
     let series = |y: fn(&crate::history::TrendPoint) -> Option<f64>| -> Vec<Series> {
@@ -213,6 +246,9 @@ pub fn render(rep: &Report) -> String {
         markers: vec![],
         size: (900, 360),
     }));
+    if !rep.repeats.is_empty() {
+        repeats_section(&mut out, &rep.repeats);
+    }
     if !rep.history.is_empty() {
         history_section(&mut out, &rep.history);
     }

@@ -35,7 +35,9 @@ pub fn render(rep: &Report) -> String {
         );
     }
     if !rep.repeats.is_empty() {
-        out.push_str("\n## Repeats (passed repetitions)\n\n| cell | passed | throughput MiB/s: mean ± stddev, median, min–max | peak MiB: mean ± stddev | outliers |\n| --- | ---: | --- | --- | --- |\n");
+        let adaptive = rep.repeats.iter().any(|s| s.stop.is_some());
+        out.push_str("\n## Repeats (passed repetitions)\n\n| cell | passed | throughput MiB/s: mean ± stddev, median, min–max | peak MiB: mean ± stddev | outliers |");
+        out.push_str(if adaptive { " stopped |\n| --- | ---: | --- | --- | --- | --- |\n" } else { "\n| --- | ---: | --- | --- | --- |\n" });
         for s in &rep.repeats {
             let st = |x: &Option<crate::results::stats::Stats>| match x {
                 Some(s) => format!("{:.1} ± {:.1}, {:.1}, {:.1}–{:.1}", s.mean, s.stddev, s.median, s.min, s.max),
@@ -43,7 +45,11 @@ pub fn render(rep: &Report) -> String {
             };
             let pk = s.peak_memory_mb.map(|p| format!("{:.1} ± {:.1}", p.mean, p.stddev)).unwrap_or_else(|| "–".into());
             let outl = if s.outlier_repeats.is_empty() { "none".to_string() } else { s.outlier_repeats.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", ") };
-            let _ = writeln!(out, "| {} | {}/{} | {} | {pk} | {outl} |", s.shape, s.passed, s.repetitions, st(&s.throughput_mbps));
+            let _ = write!(out, "| {} | {}/{} | {} | {pk} | {outl} |", s.shape, s.passed, s.repetitions, st(&s.throughput_mbps));
+            if adaptive {
+                let _ = write!(out, " {} |", s.stop.as_ref().map_or("not yet", |w| w.message.as_str()));
+            }
+            out.push('\n');
         }
     }
     if !rep.history.is_empty() {

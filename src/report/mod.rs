@@ -243,6 +243,36 @@ mod tests {
     }
 
     #[test]
+    fn repeats_and_why_each_cell_stopped_are_in_both_reports() {
+        use crate::matrix::adaptive::{Adaptive, StopKind};
+        let policy = Adaptive { min_repeats: 3, max_repeats: 4, target_rsd_percent: 5.0 };
+        let mk = |ram: u64, repeat: u32, tp: f64| {
+            let mut r = sample();
+            (r.ram_mb, r.repeat, r.success, r.throughput_mbps) = (ram, repeat, true, Some(tp));
+            r
+        };
+        let rs = [mk(256, 1, 50.0), mk(256, 2, 50.5), mk(256, 3, 49.5), mk(512, 1, 40.0), mk(512, 2, 60.0), mk(512, 3, 50.0), mk(512, 4, 45.0)];
+        let finals: Vec<&CellResult> = rs.iter().collect();
+        let mut reps = crate::results::export::json::repeats(&finals);
+        let why = crate::matrix::adaptive::stops(&finals, &policy);
+        for s in &mut reps {
+            s.stop = why.get(&s.shape).cloned();
+        }
+        assert_eq!(reps.iter().map(|s| s.stop.as_ref().unwrap().kind).collect::<Vec<_>>(), vec![StopKind::TargetMet, StopKind::MaxRepeats]);
+        let mut rep = report();
+        rep.repeats = reps;
+        let h = html::render(&rep);
+        assert!(h.contains("<h2>Repeats</h2>") && h.contains("<th>stopped</th>"), "{h}");
+        assert!(h.contains("≤ 5 % after 3 repetitions") && h.contains("4 repetitions (--max-repeats)"));
+        assert!(h.contains("<td>1.0 %</td>"), "the RSD column");
+        let m = markdown::render(&rep);
+        assert!(m.contains("| outliers | stopped |") && m.contains("after 3 repetitions |"), "{m}");
+        // Without --target-rsd there is no stopped column.
+        rep.repeats.iter_mut().for_each(|s| s.stop = None);
+        assert!(!html::render(&rep).contains("stopped") && !markdown::render(&rep).contains("stopped"));
+    }
+
+    #[test]
     fn markdown_has_a_row_per_cell() {
         let m = markdown::render(&report());
         let rows: Vec<&str> = m.lines().filter(|l| l.starts_with("| 256") || l.starts_with("| 512")).collect();

@@ -92,6 +92,9 @@ pub struct RepeatSummary {
     pub peak_memory_mb: Option<Stats>,
     /// Repetitions whose throughput or peak memory is an outlier (modified z-score > 3.5).
     pub outlier_repeats: Vec<u32>,
+    /// With `--target-rsd`: why this cell got no more repetitions (absent while it may).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<crate::matrix::adaptive::Stop>,
 }
 
 /// One entry per cell shape that has more than one repetition.
@@ -123,6 +126,7 @@ pub fn repeats(finals: &[&CellResult]) -> Vec<RepeatSummary> {
                 throughput_mbps: stats(&tp),
                 peak_memory_mb: stats(&pk),
                 outlier_repeats,
+                stop: None,
             }
         })
         .collect()
@@ -138,7 +142,14 @@ struct Doc<'a> {
 }
 
 pub fn export(meta: &RunMetadata, summary: &RunSummary, all_attempts: &[CellResult], finals: &[&CellResult]) -> Vec<u8> {
-    let doc = Doc { metadata: meta, summary, repeats: repeats(finals), cells: super::sorted(all_attempts) };
+    let mut reps = repeats(finals);
+    if let Some(policy) = &meta.definition.adaptive {
+        let why = crate::matrix::adaptive::stops(finals, policy);
+        for s in &mut reps {
+            s.stop = why.get(&s.shape).cloned();
+        }
+    }
+    let doc = Doc { metadata: meta, summary, repeats: reps, cells: super::sorted(all_attempts) };
     let mut v = serde_json::to_vec_pretty(&doc).expect("serialize results");
     v.push(b'\n');
     v
