@@ -14,6 +14,7 @@ use crate::results::export;
 use crate::results::model::CellResult;
 use crate::ui::ConsoleReporter;
 use anyhow::{Context, Result};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -170,20 +171,22 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         results.extend(fin);
     }
     // The cells wanted now: all selected ones, or with --target-rsd the repetitions that the
-    // finished ones ask for (an attempt still to be retried is not finished).
-    let decided = |results: &[CellResult], pending: &[(CellKey, u32, u32)]| -> Vec<CellKey> {
-        let finals: Vec<&CellResult> =
-            export::finals(results).into_iter().filter(|r| !pending.iter().any(|(k, _, _)| *k == CellKey::of(r))).collect();
-        adaptive::planned(&selected, &finals, adaptive.as_ref())
+    // settled ones ask for. A cell queued or running is not settled: its last attempt may be an
+    // infrastructure failure about to be retried, not a failed repetition.
+    let decided = |results: &[CellResult], unsettled: &HashSet<CellKey>| -> Vec<CellKey> {
+        adaptive::planned(&selected, &settled(results, unsettled), adaptive.as_ref())
     };
-    let retrying: Vec<(CellKey, u32, u32)> =
-        next.iter().filter_map(|(k, n)| matches!(n, state::Next::Run(a) if *a > 1).then_some((*k, 0, 0))).collect();
+    let retrying: HashSet<CellKey> = next.iter().filter(|(_, n)| matches!(n, state::Next::Run(a) if *a > 1)).map(|(k, _)| *k).collect();
     let mut planned = decided(&results, &retrying);
     for k in &planned {
         if let Some(state::Next::Run(a)) = next.get(k) {
             pending.push((*k, *a, 0));
         }
     }
+    let mut running: HashSet<CellKey> = HashSet::new();
+    let unsettled = |pending: &[(CellKey, u32, u32)], running: &HashSet<CellKey>| -> HashSet<CellKey> {
+        pending.iter().map(|(k, _, _)| *k).chain(running.iter().copied()).collect()
+    };
     let already = planned.len() - pending.len();
     let meta_started = read_started(&run_dir).unwrap_or_else(chrono::Utc::now);
     let mut meta = metadata(&envs[0], &def, &key, jobs, meta_started);
@@ -213,7 +216,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let mut rams = args.ram.clone();
     rams.sort_unstable();
     let exporter = Exporter { run_dir: run_dir.clone(), all: all.clone(), adaptive, rams, sizes };
-    exporter.write(&meta, &results, None)?;
+    exporter.write(&meta, &results, None, &unsettled(&pending, &running))?;
     let db_path = crate::history::db_path(c.db.as_deref(), &c.results_dir);
     let mut recorder = super::history::Recorder::open(db_path, crate::history::matrix_run(&run_dir, &meta, c.label.as_deref()));
     // Attempts finished before a resume too: recording is idempotent.
@@ -236,6 +239,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
             let cell_cost = costs[i];
             slots[h].budget.take(cell_cost);
             slots[h].running += 1;
+            running.insert(k);
             let out = state::attempt_dir(&run_dir, &k, attempt);
             std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
             let mut cfg = super::run::cell_config(&c, accel, &key, k.ram_mib, k.size, &k.id(), &format!("a{attempt}-{domain_tag}"));
@@ -271,6 +275,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         };
         let (h, k, attempt, moves, cell_cost, r, secs) = joined.context("a cell task failed")?;
         slots[h].running -= 1;
+        running.remove(&k);
         slots[h].budget.give(cell_cost);
         if r.interrupted {
             continue;
@@ -318,14 +323,18 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         results.push(r);
         if adaptive.is_some() && !retry {
             // One more repetition of this cell's shape when its throughput is not steady yet.
-            let now = decided(&results, &pending);
+            let now = decided(&results, &unsettled(&pending, &running));
             for k in now.iter().filter(|k| !planned.contains(k)) {
                 reporter.line(&format!("perfvm: {}: throughput not steady yet, adding repetition {}", k.shape(), k.repeat));
-                pending.push((*k, 1, 0));
+                let attempt = match next.get(k) {
+                    Some(state::Next::Run(a)) => *a,
+                    _ => 1,
+                };
+                pending.push((*k, attempt, 0));
             }
             planned = now;
         }
-        exporter.write(&meta, &results, None)?;
+        exporter.write(&meta, &results, None, &unsettled(&pending, &running))?;
         recorder.record(&results[results.len() - 1..].iter().collect::<Vec<_>>());
         let remaining = pending.len() + slots.iter().map(|s| s.running).sum::<usize>();
         let mean = wall.iter().sum::<f64>() / wall.len() as f64;
@@ -337,7 +346,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
 
     meta.finished = Some(chrono::Utc::now());
     let total = started.elapsed().as_secs_f64();
-    exporter.write(&meta, &results, Some(total))?;
+    exporter.write(&meta, &results, Some(total), &unsettled(&pending, &running))?;
     recorder.run.finished = meta.finished.map(|f| f.to_rfc3339());
     recorder.record(&[]);
     print!("{}", String::from_utf8_lossy(&std::fs::read(run_dir.join("summary.txt")).unwrap_or_default()));
@@ -390,10 +399,14 @@ struct Exporter {
 }
 
 impl Exporter {
-    fn write(&self, meta: &export::json::RunMetadata, results: &[CellResult], total_seconds: Option<f64>) -> Result<()> {
+    /// `unsettled`: cells queued or running, whose shapes are not judged yet (--target-rsd).
+    fn write(&self, meta: &export::json::RunMetadata, results: &[CellResult], total_seconds: Option<f64>, unsettled: &HashSet<CellKey>) -> Result<()> {
         let finals = export::finals(results);
         let path_of = |r: &CellResult| format!("{}/result.json", state::attempt_rel(&CellKey::of(r), r.attempt));
-        let total_cells = adaptive::planned(&self.all, &finals, self.adaptive.as_ref()).len();
+        let settled = settled(results, unsettled);
+        let total_cells = adaptive::planned(&self.all, &settled, self.adaptive.as_ref()).len();
+        // A shape with a cell still to run has a gap in its settled repetitions: not stopped.
+        let stops = self.adaptive.map(|policy| adaptive::stops(&settled, &policy)).unwrap_or_default();
         let summary = export::json::summarize(total_cells, &finals, results.len(), total_seconds);
         let title = format!(
             "perfvm matrix {} — {} ({} mode), {}, image {}; {}/{} cells finished, {} passed",
@@ -408,19 +421,23 @@ impl Exporter {
             })
         };
         w("matrix.csv", export::csv::export(results, &path_of))?;
-        w("results.json", export::json::export(meta, &summary, results, &finals))?;
+        w("results.json", export::json::export(meta, &summary, results, &finals, &stops))?;
         let mut summary_txt = export::summary::export(&title, &finals, &self.rams, &self.sizes);
         if let Some(policy) = &self.adaptive {
-            summary_txt.extend(adaptive_lines(policy, &finals).into_bytes());
+            summary_txt.extend(adaptive_lines(policy, &stops).into_bytes());
         }
         w("summary.txt", summary_txt)?;
         Ok(())
     }
 }
 
+/// The final attempts of the cells that are not queued or running.
+fn settled<'a>(results: &'a [CellResult], unsettled: &HashSet<CellKey>) -> Vec<&'a CellResult> {
+    export::finals(results).into_iter().filter(|r| !unsettled.contains(&CellKey::of(r))).collect()
+}
+
 /// For summary.txt: each cell's repetitions under --target-rsd and why it stopped.
-fn adaptive_lines(policy: &Adaptive, finals: &[&CellResult]) -> String {
-    let why = adaptive::stops(finals, policy);
+fn adaptive_lines(policy: &Adaptive, why: &BTreeMap<String, adaptive::Stop>) -> String {
     if why.is_empty() {
         return String::new();
     }
@@ -570,6 +587,47 @@ mod tests {
         std::fs::create_dir(d.path().join("matrix-abc.2")).unwrap();
         std::fs::create_dir(d.path().join("matrix-abcd")).unwrap();
         assert_eq!(choose_run_dir(d.path(), k, false).unwrap(), d.path().join("matrix-abc.2"));
+    }
+
+    #[test]
+    fn a_cell_awaiting_a_retry_is_not_judged_a_failed_repetition() {
+        use crate::results::model::ExitReason;
+        let policy = Adaptive { min_repeats: 2, max_repeats: 4, target_rsd_percent: 5.0 };
+        let cell = |repeat: u32, ok: bool| {
+            let mut r: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
+            (r.ram_mb, r.file_size_bytes, r.concurrency, r.repeat, r.attempt) = (256, 1 << 20, 1, repeat, 1);
+            (r.success, r.throughput_mbps) = (ok, Some(50.0));
+            if !ok {
+                r.exit_reason = ExitReason::HarnessError;
+            }
+            r
+        };
+        let results = [cell(1, true), cell(2, false)];
+        let r2 = CellKey::of(&results[1]);
+        // Settled, r2's infrastructure failure stops the shape; queued for a retry, it does not.
+        let all = settled(&results, &HashSet::new());
+        assert_eq!(adaptive::stops(&all, &policy)["256-1M"].kind, adaptive::StopKind::Failed);
+        let waiting = settled(&results, &HashSet::from([r2]));
+        assert_eq!(waiting.len(), 1);
+        assert!(adaptive::stops(&waiting, &policy).is_empty());
+        let d = tempfile::tempdir().unwrap();
+        let ex = Exporter { run_dir: d.path().into(), all: vec![CellKey::of(&results[0]), r2], adaptive: Some(policy), rams: vec![256], sizes: vec![(1 << 20, "1M".into())] };
+        let meta: export::json::RunMetadata = serde_json::from_value(serde_json::json!({
+            "run_key": "matrix-x", "perfvm_version": "0", "git_rev": null, "host": "h", "kernel": "k",
+            "libvirt_version": null, "qemu_version": null, "accel": "tcg", "image_id": "i", "target": "t",
+            "target_mode": "stream", "jobs": 1, "started": "2026-11-30T00:00:00Z", "finished": null,
+            "definition": { "ram_mib": [256], "file_sizes": ["1M"], "repeat": 4, "target": "t", "target_mode": "stream",
+              "image_id": "i", "accel": "tcg", "cpus": 2, "timeout_s": 600, "seed": 1, "sample_interval_ms": 100 }
+        }))
+        .unwrap();
+        ex.write(&meta, &results, None, &HashSet::from([r2])).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("results.json")).unwrap()).unwrap();
+        assert!(doc["repeats"][0].get("stop").is_none(), "{doc:#}");
+        assert!(!std::fs::read_to_string(d.path().join("summary.txt")).unwrap().contains("did not pass"));
+        ex.write(&meta, &results, None, &HashSet::new()).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("results.json")).unwrap()).unwrap();
+        assert_eq!(doc["repeats"][0]["stop"]["kind"], "failed");
+        assert!(std::fs::read_to_string(d.path().join("summary.txt")).unwrap().contains("256-1M         r2 did not pass"));
     }
 
     #[test]

@@ -358,12 +358,12 @@ pub struct MatrixArgs {
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1")]
     pub concurrency: Vec<u32>,
     /// Run each cell N times.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_name = "N")]
     pub repeat: u32,
     /// Repeat each cell until the relative standard deviation (stddev / mean) of its
     /// throughput is PCT or less: --min-repeats first, then one more at a time, at most
     /// --max-repeats. A repetition that fails ends the cell. results.json records why each
-    /// cell stopped.
+    /// cell stopped. Cells running side by side widen the spread: --jobs 1 is the steadiest.
     #[arg(long, value_name = "PCT", conflicts_with = "repeat")]
     pub target_rsd: Option<f64>,
     /// With --target-rsd: the repetitions every cell gets first [default: 3].

@@ -64,6 +64,7 @@ pub fn rsd_percent(values: &[f64]) -> Option<f64> {
 impl Adaptive {
     /// The flags' values, checked; the message names the flag.
     pub fn new(min: Option<u32>, max: Option<u32>, target_rsd: f64) -> Result<Adaptive, String> {
+        let min_given = min.is_some();
         let min = min.unwrap_or(3);
         let max = max.unwrap_or(10);
         if !(target_rsd.is_finite() && target_rsd > 0.0 && target_rsd < 100.0) {
@@ -73,7 +74,7 @@ impl Adaptive {
             return Err(format!("--min-repeats {min}: a standard deviation needs 2 or more"));
         }
         if max < min {
-            return Err(format!("--max-repeats {max} is under --min-repeats {min}"));
+            return Err(format!("--max-repeats {max} is under --min-repeats {min}{}", if min_given { "" } else { " (the default)" }));
         }
         if max > 100 {
             return Err(format!("--max-repeats {max}: use 100 or fewer"));
@@ -208,7 +209,8 @@ mod tests {
     fn flags_are_checked() {
         assert_eq!(Adaptive::new(None, None, 5.0), Ok(Adaptive { min_repeats: 3, max_repeats: 10, target_rsd_percent: 5.0 }));
         assert!(Adaptive::new(Some(1), None, 5.0).unwrap_err().contains("--min-repeats 1"));
-        assert!(Adaptive::new(Some(4), Some(3), 5.0).unwrap_err().contains("--max-repeats 3 is under --min-repeats 4"));
+        assert!(Adaptive::new(Some(4), Some(3), 5.0).unwrap_err().ends_with("--max-repeats 3 is under --min-repeats 4"));
+        assert!(Adaptive::new(None, Some(2), 5.0).unwrap_err().ends_with("under --min-repeats 3 (the default)"));
         assert!(Adaptive::new(None, Some(101), 5.0).is_err());
         for bad in [0.0, -1.0, 100.0, f64::NAN, f64::INFINITY] {
             assert!(Adaptive::new(None, None, bad).unwrap_err().contains("--target-rsd"), "{bad}");

@@ -125,7 +125,6 @@ fn cell_section(out: &mut String, c: &ReportCell) {
     out.push_str("</section>\n");
 }
 
-/// Trends across runs from the history database: one line per cell, x = the runs in order.
 /// Statistics over each cell's passed repetitions, and with --target-rsd why it stopped.
 fn repeats_section(out: &mut String, repeats: &[crate::results::export::json::RepeatSummary]) {
     let adaptive = repeats.iter().any(|s| s.stop.is_some());
@@ -159,6 +158,7 @@ fn repeats_section(out: &mut String, repeats: &[crate::results::export::json::Re
     out.push_str("</table>\n");
 }
 
+/// Trends across runs from the history database: one line per cell, x = the runs in order.
 fn history_section(out: &mut String, history: &[(String, Vec<crate::history::TrendPoint>)]) {
     out.push_str("<h2>History</h2>\n<p>Each cell of this run in every recorded run of the same target (mean over its repetitions; x: the runs, oldest first).</p>\n");
     let series = |y: fn(&crate::history::TrendPoint) -> Option<f64>| -> Vec<Series> {

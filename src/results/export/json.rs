@@ -141,13 +141,17 @@ struct Doc<'a> {
     cells: Vec<&'a CellResult>,
 }
 
-pub fn export(meta: &RunMetadata, summary: &RunSummary, all_attempts: &[CellResult], finals: &[&CellResult]) -> Vec<u8> {
+/// `stops`: with --target-rsd, why each settled cell shape got no more repetitions.
+pub fn export(
+    meta: &RunMetadata,
+    summary: &RunSummary,
+    all_attempts: &[CellResult],
+    finals: &[&CellResult],
+    stops: &BTreeMap<String, crate::matrix::adaptive::Stop>,
+) -> Vec<u8> {
     let mut reps = repeats(finals);
-    if let Some(policy) = &meta.definition.adaptive {
-        let why = crate::matrix::adaptive::stops(finals, policy);
-        for s in &mut reps {
-            s.stop = why.get(&s.shape).cloned();
-        }
+    for s in &mut reps {
+        s.stop = stops.get(&s.shape).cloned();
     }
     let doc = Doc { metadata: meta, summary, repeats: reps, cells: super::sorted(all_attempts) };
     let mut v = serde_json::to_vec_pretty(&doc).expect("serialize results");
