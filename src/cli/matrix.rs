@@ -167,7 +167,9 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     for k in &all {
         discarded += state::discard_unfinished(&run_dir, k);
         let fin = state::finished_attempts(&run_dir, k);
-        next.insert(*k, state::next(&fin, args.retries));
+        // Attempts lost with their host count as moves, here as in the loop below.
+        let moves = fin.iter().filter(|r| state::host_lost(r)).count() as u32;
+        next.insert(*k, (state::next(&fin, args.retries), moves));
         results.extend(fin);
     }
     // The cells wanted now: all selected ones, or with --target-rsd the repetitions that the
@@ -176,11 +178,11 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let decided = |results: &[CellResult], unsettled: &HashSet<CellKey>| -> Vec<CellKey> {
         adaptive::planned(&selected, &settled(results, unsettled), adaptive.as_ref())
     };
-    let retrying: HashSet<CellKey> = next.iter().filter(|(_, n)| matches!(n, state::Next::Run(a) if *a > 1)).map(|(k, _)| *k).collect();
+    let retrying: HashSet<CellKey> = next.iter().filter(|(_, (n, _))| matches!(n, state::Next::Run(a) if *a > 1)).map(|(k, _)| *k).collect();
     let mut planned = decided(&results, &retrying);
     for k in &planned {
-        if let Some(state::Next::Run(a)) = next.get(k) {
-            pending.push((*k, *a, 0));
+        if let Some((state::Next::Run(a), moves)) = next.get(k) {
+            pending.push((*k, *a, *moves));
         }
     }
     let mut running: HashSet<CellKey> = HashSet::new();
@@ -326,11 +328,11 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
             let now = decided(&results, &unsettled(&pending, &running));
             for k in now.iter().filter(|k| !planned.contains(k)) {
                 reporter.line(&format!("perfvm: {}: throughput not steady yet, adding repetition {}", k.shape(), k.repeat));
-                let attempt = match next.get(k) {
-                    Some(state::Next::Run(a)) => *a,
-                    _ => 1,
+                let (attempt, moves) = match next.get(k) {
+                    Some((state::Next::Run(a), moves)) => (*a, *moves),
+                    _ => (1, 0),
                 };
-                pending.push((*k, attempt, 0));
+                pending.push((*k, attempt, moves));
             }
             planned = now;
         }

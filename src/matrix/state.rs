@@ -27,17 +27,24 @@ pub enum Next {
     Run(u32),
 }
 
-/// Decide from the finished attempts of one cell (interrupted ones excluded). Pure.
+/// Decide from the finished attempts of one cell (interrupted ones excluded). Attempts whose
+/// host was lost (libvirtd gone) do not count against `retries`, as in a running matrix, where
+/// such a cell moves to another host. Pure.
 pub fn next(finished: &[CellResult], retries: u32) -> Next {
     if finished.iter().any(|r| !r.exit_reason.is_infrastructure()) {
         return Next::Done;
     }
-    let n = finished.len() as u32;
+    let n = finished.iter().filter(|r| !host_lost(r)).count() as u32;
     if n > retries {
         Next::Done
     } else {
         Next::Run(finished.iter().map(|r| r.attempt).max().unwrap_or(0) + 1)
     }
+}
+
+/// The attempt failed because its libvirt connection was lost, not because of the cell.
+pub fn host_lost(r: &CellResult) -> bool {
+    r.exit_reason.is_infrastructure() && r.error.as_deref().is_some_and(|e| e.starts_with(crate::pipeline::LIBVIRT_LOST))
 }
 
 /// Finished attempts of a cell, by attempt number. Read-only: attempts still running (no
@@ -113,6 +120,12 @@ mod tests {
         assert_eq!(next(&[r(1, ExitReason::BootFailed), r(2, ExitReason::HarnessError)], 1), Next::Done);
         assert_eq!(next(&[r(1, ExitReason::BootFailed)], 0), Next::Done);
         assert_eq!(next(&[r(1, ExitReason::BootFailed), r(2, ExitReason::Success)], 1), Next::Done);
+        // A lost host is not the cell's failure: it does not use up a retry.
+        let mut lost = r(1, ExitReason::HarnessError);
+        lost.error = Some(format!("{}; what failed: boot", crate::pipeline::LIBVIRT_LOST));
+        assert!(host_lost(&lost) && !host_lost(&r(1, ExitReason::HarnessError)));
+        assert_eq!(next(&[lost.clone(), r(2, ExitReason::BootFailed)], 1), Next::Run(3));
+        assert_eq!(next(&[lost, r(2, ExitReason::BootFailed), r(3, ExitReason::BootFailed)], 1), Next::Done);
     }
 
     #[test]
