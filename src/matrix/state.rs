@@ -44,7 +44,7 @@ pub fn next(finished: &[CellResult], retries: u32) -> Next {
 
 /// The attempt failed because its libvirt connection was lost, not because of the cell.
 pub fn host_lost(r: &CellResult) -> bool {
-    r.exit_reason.is_infrastructure() && r.error.as_deref().is_some_and(|e| e.starts_with(crate::pipeline::LIBVIRT_LOST))
+    r.exit_reason.is_infrastructure() && r.error.as_deref().is_some_and(|e| e.contains(crate::pipeline::LIBVIRT_LOST))
 }
 
 /// Finished attempts of a cell, by attempt number. Read-only: attempts still running (no
@@ -122,7 +122,7 @@ mod tests {
         assert_eq!(next(&[r(1, ExitReason::BootFailed), r(2, ExitReason::Success)], 1), Next::Done);
         // A lost host is not the cell's failure: it does not use up a retry.
         let mut lost = r(1, ExitReason::HarnessError);
-        lost.error = Some(format!("{}; what failed: boot", crate::pipeline::LIBVIRT_LOST));
+        lost.error = Some(format!("boot: {}; what failed: define", crate::pipeline::LIBVIRT_LOST));
         assert!(host_lost(&lost) && !host_lost(&r(1, ExitReason::HarnessError)));
         assert_eq!(next(&[lost.clone(), r(2, ExitReason::BootFailed)], 1), Next::Run(3));
         assert_eq!(next(&[lost, r(2, ExitReason::BootFailed), r(3, ExitReason::BootFailed)], 1), Next::Done);
