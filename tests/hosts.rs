@@ -43,9 +43,13 @@ impl SecondHost {
         v
     }
 
-    /// Whether a guest runs on it now (its libvirtd keeps a pid file per running domain).
+    /// Whether a guest runs on it now (its libvirtd keeps a pid file per running domain, beside
+    /// its own driver.pid).
     fn runs_a_guest(&self) -> bool {
-        std::fs::read_dir(self.dir.path().join("run/qemu")).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+        std::fs::read_dir(self.dir.path().join("run/qemu")).into_iter().flatten().flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".pid") && n != "driver.pid"
+        })
     }
 
     fn kill_libvirtd(&self) {
@@ -194,6 +198,39 @@ fn losing_a_host_mid_matrix_moves_its_cells_to_the_other() {
     assert_eq!(all.len(), 5);
     let summary = std::fs::read_to_string(run_dir.join("summary.txt")).unwrap();
     assert!(summary.contains("4/4 cells finished, 4 passed"), "{summary}");
+}
+
+/// Ctrl-C on a terminal reaches the whole foreground process group, so it also kills the ssh
+/// that libvirt runs for a qemu+ssh connection: the remote guest ends with that connection
+/// (autodestroy) and its volumes are removed through a new one. Nothing is left on the host.
+#[test]
+#[ignore = "boots a real guest on a second libvirt host: run with --include-ignored (CI does)"]
+fn ctrl_c_on_a_terminal_leaves_nothing_on_a_remote_host() {
+    use std::os::unix::process::CommandExt;
+    let _one = common::vm_lock();
+    let h2 = SecondHost::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("results");
+    let mut cmd = common::command();
+    cmd.args(["run", "--ram", "256", "--file-size", "1M", "--cpus", "1", "--connect", &h2.uri, "--results-dir", results.to_str().unwrap(), "--timeout", "400"]);
+    // Its own process group, as a shell gives a foreground job; the terminal's SIGINT goes to it.
+    cmd.process_group(0);
+    let run = Running::spawn_with(&mut cmd);
+    run.wait_for(": agent", 300);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(h2.runs_a_guest());
+    let pgid = nix::unistd::Pid::from_raw(run.pid() as i32);
+    nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let (code, log) = run.wait(120);
+    assert_eq!(code, Some(130), "{log}");
+    assert!(!log.contains("cannot destroy") && !log.contains("cannot remove volumes"), "{log}");
+    let until = Instant::now() + Duration::from_secs(30);
+    while h2.runs_a_guest() {
+        assert!(Instant::now() < until, "the guest still runs on h2 30 s after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let files = h2.pool_files();
+    assert!(files.iter().all(|f| f.starts_with("image-")), "cell volumes left on h2: {files:?}");
 }
 
 #[test]

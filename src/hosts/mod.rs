@@ -112,7 +112,7 @@ pub fn prepare_remote(conn: &Connect, ssh: SshTarget, pool_path: &str, image: &I
         files.push((image_volume(&image.id, "initrd"), image.initrd()));
     }
     let marker = image_volume(&image.id, "manifest.json");
-    let complete = pool::lookup(&pool, &marker).is_some() && files.iter().all(|(n, _)| pool::lookup(&pool, n).is_some());
+    let complete = pool::lookup(&pool, &marker)?.is_some() && files.iter().map(|(n, _)| pool::lookup(&pool, n)).collect::<Result<Vec<_>, _>>()?.iter().all(Option::is_some);
     if !complete {
         let t = std::time::Instant::now();
         let bytes: u64 = files.iter().filter_map(|(_, p)| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
@@ -193,11 +193,20 @@ impl RemoteCell {
         pool::download(&self.conn, &self.pool, &self.console_name, dest)
     }
 
+    /// Remove the volumes through another connection to the host, when the cell's died.
+    pub fn remove_via(&mut self, conn: &Connect) -> Result<(), String> {
+        self.pool = conn.lookup_storage_pool_by_name(pool::POOL_NAME).map_err(|e| format!("cannot find pool {}: {}", pool::POOL_NAME, e.message()))?;
+        self.conn = conn.clone();
+        self.remove()
+    }
+
     pub fn remove(&mut self) -> Result<(), String> {
         let mut errors = Vec::new();
+        // What could not be removed stays listed, for another try (through a new connection).
         for n in std::mem::take(&mut self.names) {
             if let Err(e) = pool::delete(&self.pool, &n) {
                 errors.push(format!("{n}: {e}"));
+                self.names.push(n);
             }
         }
         if errors.is_empty() { Ok(()) } else { Err(format!("cannot remove volumes on the host: {}", errors.join("; "))) }

@@ -23,6 +23,21 @@ impl DomainGuard {
         self.keep = true;
     }
 
+    /// Destroy it through another connection to the same host, when this one died.
+    pub fn destroy_via(&mut self, conn: &virt::connect::Connect) -> Result<(), String> {
+        if self.domain.is_none() || self.keep {
+            return Ok(());
+        }
+        match conn.lookup_domain_by_name(&self.name) {
+            Ok(d) => d.destroy().map_err(|e| format!("cannot destroy domain {}: {}", self.name, e.message()))?,
+            // Gone already (autodestroyed with the dead connection).
+            Err(e) if e.code() == virt::enumutil::Enum::Known(virt::error::ErrorNumber::NoDomain) => {}
+            Err(e) => return Err(format!("cannot find domain {}: {}", self.name, e.message())),
+        }
+        self.domain = None;
+        Ok(())
+    }
+
     /// Destroy now. Transient domains vanish from libvirt once destroyed.
     pub fn destroy(&mut self) -> Result<(), String> {
         let Some(d) = self.domain.take() else { return Ok(()) };

@@ -61,13 +61,19 @@ pub fn ensure_pool(conn: &Connect, path: &str) -> Result<StoragePool, VirtError>
     Ok(pool)
 }
 
-pub fn lookup(pool: &StoragePool, name: &str) -> Option<StorageVol> {
-    pool.lookup_storage_vol_by_name(name).ok()
+/// The volume, None if the pool has none of that name. An error asking (a dead connection) is
+/// an error, never "not there": teardown must not take it for "already removed".
+pub fn lookup(pool: &StoragePool, name: &str) -> Result<Option<StorageVol>, VirtError> {
+    match pool.lookup_storage_vol_by_name(name) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.code() == virt::enumutil::Enum::Known(virt::error::ErrorNumber::NoStorageVolume) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// An empty volume (a marker, or a file qemu's log daemon fills).
 pub fn create_empty(pool: &StoragePool, name: &str) -> Result<StorageVol, VirtError> {
-    if let Some(old) = lookup(pool, name) {
+    if let Some(old) = lookup(pool, name)? {
         old.delete(0)?;
     }
     Ok(StorageVol::create_xml(pool, &raw_volume_xml(name, 0), 0)?)
@@ -76,7 +82,7 @@ pub fn create_empty(pool: &StoragePool, name: &str) -> Result<StorageVol, VirtEr
 /// Upload a local file as a new volume (replacing one of the same name).
 pub fn upload(conn: &Connect, pool: &StoragePool, name: &str, path: &Path) -> Result<StorageVol, VirtError> {
     let len = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
-    if let Some(old) = lookup(pool, name) {
+    if let Some(old) = lookup(pool, name)? {
         old.delete(0)?;
     }
     let vol = StorageVol::create_xml(pool, &raw_volume_xml(name, len), 0)?;
@@ -129,7 +135,7 @@ fn send_file(conn: &Connect, vol: &StorageVol, path: &Path, len: u64) -> Result<
 
 /// Download a volume to `dest`. A file libvirt did not create is found after a pool refresh.
 pub fn download(conn: &Connect, pool: &StoragePool, name: &str, dest: &Path) -> Result<u64, VirtError> {
-    let vol = match lookup(pool, name) {
+    let vol = match lookup(pool, name)? {
         Some(v) => v,
         None => {
             pool.refresh(0)?;
@@ -158,7 +164,7 @@ pub fn download(conn: &Connect, pool: &StoragePool, name: &str, dest: &Path) -> 
 
 /// Delete a volume if it exists.
 pub fn delete(pool: &StoragePool, name: &str) -> Result<(), VirtError> {
-    match lookup(pool, name) {
+    match lookup(pool, name)? {
         Some(v) => Ok(v.delete(0)?),
         None => Ok(()),
     }

@@ -34,9 +34,13 @@ pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
 
 pub fn boot(env: &CellEnv, spec: &DomainSpec) -> Result<DomainGuard, CellError> {
     let xml = domain_xml::render(spec);
+    // A remote guest ends with this process's connection to its host, however that ends
+    // (SIGKILL, a lost network, Ctrl-C on a terminal, which kills the ssh libvirt runs): a
+    // guest left running would hold another machine's memory until someone noticed.
+    let flags = if env.host.remote.is_some() { virt::sys::VIR_DOMAIN_START_AUTODESTROY } else { 0 };
     let dom = env
         .conn
-        .create_domain_xml(&xml, 0)
+        .create_domain_xml(&xml, flags)
         .map_err(|e| CellError::new(ExitReason::BootFailed, format!("libvirt could not start the domain: {}", e.message())))?;
     Ok(DomainGuard::new(dom, spec.name.clone()))
 }

@@ -292,14 +292,27 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
     // so parallel cells' uploads are not stalled.
     let teardown_errors = tokio::task::block_in_place(|| {
         let mut errors = Vec::new();
+        // A remote host's connection can die under us (Ctrl-C on a terminal kills the ssh
+        // libvirt runs for it): then tear down through a new one.
+        let mut fresh: Option<Result<virt::connect::Connect, String>> = None;
+        let mut reconnect = || {
+            fresh.get_or_insert_with(|| crate::hypervisor::conn::open(&env.host.uri).map_err(|e| format!("cannot reconnect to {}: {e}", env.host.uri))).clone()
+        };
+        let remote = env.host.remote.is_some();
         if let Some(mut d) = held.domain.take()
             && let Err(e) = d.destroy() {
-                errors.push(e);
+                match remote.then(|| reconnect().and_then(|c| d.destroy_via(&c))) {
+                    Some(Ok(())) => {}
+                    Some(Err(again)) => errors.push(format!("{e}; {again}")),
+                    None => errors.push(e),
+                }
             }
         if let Some((mut files, tunnel)) = held.remote.take() {
             drop(tunnel);
             if let Err(e) = files.remove() {
-                errors.push(e);
+                if let Err(again) = reconnect().and_then(|c| files.remove_via(&c)) {
+                    errors.push(format!("{e}; {again}"));
+                }
             }
         }
         if let Some(mut w) = held.work.take()
