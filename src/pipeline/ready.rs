@@ -56,8 +56,37 @@ async fn poll<T: Send + 'static>(
     }
 }
 
-pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
-    poll(dom, agent, accel, deadline, "the guest agent never answered", |a| a.ping(2).map(Some)).await
+/// The start of a boot-stall error: the pipeline boots such a cell once more.
+pub const BOOT_STALLED: &str = "the boot stalled";
+
+/// Wait for the agent. With the guest's console log (a local host), a console silent for
+/// `stall` before the agent answers ends the wait early: a guest kernel that hung in early
+/// boot (seen here about once in 60 TCG boots, e.g. right after "NET: Registered PF_INET")
+/// never recovers, and would otherwise hold the cell until its timeout.
+pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant, console: Option<&std::path::Path>, stall: Duration) -> Result<(), CellError> {
+    let Some(console) = console else {
+        return poll(dom, agent, accel, deadline, "the guest agent never answered", |a| a.ping(2).map(Some)).await;
+    };
+    let mut seen = (0u64, Instant::now());
+    loop {
+        let step = (Instant::now() + Duration::from_secs(5)).min(deadline);
+        match poll(dom, agent, accel, step, "the guest agent never answered", |a| a.ping(2).map(Some)).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {}
+        }
+        let len = std::fs::metadata(console).map(|m| m.len()).unwrap_or(0);
+        if len != seen.0 {
+            seen = (len, Instant::now());
+        } else if seen.1.elapsed() >= stall {
+            let text = std::fs::read(console).unwrap_or_default();
+            let last = String::from_utf8_lossy(&text).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+            return Err(boot_failed(format!(
+                "{BOOT_STALLED}: no console output for {} s before the guest agent answered (last line: {last:?}); see console.log",
+                stall.as_secs()
+            )));
+        }
+    }
 }
 
 /// cloud-init writes boot-finished after runcmd, i.e. after the target set-up script ran.

@@ -122,6 +122,11 @@ pub struct CellResult {
     /// The cell was cut short by SIGINT/SIGTERM: not a measurement, redone on resume.
     #[serde(default)]
     pub interrupted: bool,
+    /// Boots that stalled before the guest agent answered (a guest kernel hung early, seen
+    /// about once in 60 TCG boots here) and were started again within this cell, from a fresh
+    /// overlay; each stalled console is kept as `console-stalled-N.log`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub boot_stalls: u32,
     pub error: Option<String>,
     pub file_size_bytes: u64,
     pub accel: Accel,
@@ -386,4 +391,8 @@ mod tests {
         assert!(ExitReason::BootFailed.is_infrastructure());
         assert!(!ExitReason::OomKilled.is_infrastructure());
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
