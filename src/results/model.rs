@@ -123,7 +123,7 @@ pub struct CellResult {
     #[serde(default)]
     pub interrupted: bool,
     /// Boots that stalled before the guest agent answered (a guest kernel hung early, seen
-    /// about once in 60 TCG boots here) and were started again within this cell, from a fresh
+    /// once in a CI run here) and were started again within this cell, from a fresh
     /// overlay; each stalled console is kept as `console-stalled-N.log`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub boot_stalls: u32,
