@@ -62,7 +62,7 @@ pub const BOOT_STALLED: &str = "the boot stalled";
 /// Wait for the agent. With the guest's console log (a local host), a console silent for
 /// `stall` before the agent answers ends the wait early: a guest kernel that hung in early
 /// boot (seen once in a CI run here, right after "NET: Registered PF_INET")
-/// never recovers, and would otherwise hold the cell until its timeout.
+/// did not recover in the 400 s it was given, and would otherwise hold the cell until its timeout.
 pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant, console: Option<&std::path::Path>, stall: Duration) -> Result<(), CellError> {
     let Some(console) = console else {
         return poll(dom, agent, accel, deadline, "the guest agent never answered", |a| a.ping(2).map(Some)).await;
