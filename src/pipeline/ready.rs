@@ -27,7 +27,7 @@ fn check_alive(dom: &Domain, accel: Accel) -> Result<(), CellError> {
 }
 
 /// Poll `probe` (blocking, through the agent) every 500 ms until it gives `Some`, the domain
-/// stops, or the deadline passes. Agent errors are transient while the guest boots.
+/// stops, `watch` fails, or the deadline passes. Agent errors are transient while the guest boots.
 async fn poll<T: Send + 'static>(
     dom: &Domain,
     agent: &Agent,
@@ -35,6 +35,7 @@ async fn poll<T: Send + 'static>(
     deadline: Instant,
     what: &'static str,
     probe: fn(&Agent) -> Result<Option<T>, crate::guest::agent::AgentError>,
+    watch: &mut (dyn FnMut() -> Result<(), CellError> + Send),
 ) -> Result<T, CellError> {
     let mut last = String::from("no answer yet");
     loop {
@@ -52,6 +53,7 @@ async fn poll<T: Send + 'static>(
         if Instant::now() >= deadline {
             return Err(boot_failed(format!("{what} before the cell timeout (last: {last}); see console.log")));
         }
+        watch()?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -64,28 +66,34 @@ pub const BOOT_STALLED: &str = "the boot stalled";
 /// boot (seen once in a CI run here, right after "NET: Registered PF_INET")
 /// did not recover in the 400 s it was given, and would otherwise hold the cell until its timeout.
 pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant, console: Option<&std::path::Path>, stall: Duration) -> Result<(), CellError> {
-    let Some(console) = console else {
-        return poll(dom, agent, accel, deadline, "the guest agent never answered", |a| a.ping(2).map(Some)).await;
-    };
-    let mut seen = (0u64, Instant::now());
-    loop {
-        let step = (Instant::now() + Duration::from_secs(5)).min(deadline);
-        match poll(dom, agent, accel, step, "the guest agent never answered", |a| a.ping(2).map(Some)).await {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => {}
+    let mut watch = ConsoleWatch { path: console.map(|p| p.to_path_buf()), stall, seen: (0, Instant::now()) };
+    poll(dom, agent, accel, deadline, "the guest agent never answered", |a| a.ping(2).map(Some), &mut || watch.check()).await
+}
+
+/// The console log's length and when it last changed.
+struct ConsoleWatch {
+    path: Option<std::path::PathBuf>,
+    stall: Duration,
+    seen: (u64, Instant),
+}
+
+impl ConsoleWatch {
+    fn check(&mut self) -> Result<(), CellError> {
+        let Some(path) = &self.path else { return Ok(()) };
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if len != self.seen.0 {
+            self.seen = (len, Instant::now());
+            return Ok(());
         }
-        let len = std::fs::metadata(console).map(|m| m.len()).unwrap_or(0);
-        if len != seen.0 {
-            seen = (len, Instant::now());
-        } else if seen.1.elapsed() >= stall {
-            let text = std::fs::read(console).unwrap_or_default();
-            let last = String::from_utf8_lossy(&text).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-            return Err(boot_failed(format!(
-                "{BOOT_STALLED}: no console output for {} s before the guest agent answered (last line: {last:?}); see console.log",
-                stall.as_secs()
-            )));
+        if self.seen.1.elapsed() < self.stall {
+            return Ok(());
         }
+        let text = std::fs::read(path).unwrap_or_default();
+        let last = String::from_utf8_lossy(&text).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+        Err(boot_failed(format!(
+            "{BOOT_STALLED}: no console output for {} s before the guest agent answered (last line: {last:?}); see console.log",
+            self.stall.as_secs()
+        )))
     }
 }
 
@@ -93,7 +101,7 @@ pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Ins
 pub async fn wait_cloud_init(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
     poll(dom, agent, accel, deadline, "cloud-init did not finish", |a| {
         a.file_exists("/var/lib/cloud/instance/boot-finished").map(|done| done.then_some(()))
-    })
+    }, &mut || Ok(()))
     .await?;
     let a = agent.clone();
     let result = blocking(move || Ok(a.read_string("/run/cloud-init/result.json").ok())).await?;
