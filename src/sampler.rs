@@ -67,13 +67,60 @@ pub struct Sample {
     pub phase: String,
     #[serde(default)]
     pub downloaded_bytes: u64,
+    /// What the target's memory is, from memory.stat (empty where the kernel lacks a key).
+    /// `file` is page cache, tmpfs included; the working set is memory.current − inactive_file.
+    #[serde(default)]
+    pub cgroup_memory_anon_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_file_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_kernel_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_sock_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_shmem_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_file_dirty_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_file_writeback_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_active_file_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_inactive_file_bytes: Option<u64>,
+    #[serde(default)]
+    pub cgroup_memory_working_set_bytes: Option<u64>,
+}
+
+impl Sample {
+    /// Fill the memory.stat columns (and the working set) from one reading.
+    fn set_memory_stat(&mut self, m: &memory::MemoryStat) {
+        self.cgroup_memory_anon_bytes = m.anon;
+        self.cgroup_memory_file_bytes = m.file;
+        self.cgroup_memory_kernel_bytes = m.kernel;
+        self.cgroup_memory_sock_bytes = m.sock;
+        self.cgroup_memory_shmem_bytes = m.shmem;
+        self.cgroup_memory_file_dirty_bytes = m.file_dirty;
+        self.cgroup_memory_file_writeback_bytes = m.file_writeback;
+        self.cgroup_memory_active_file_bytes = m.active_file;
+        self.cgroup_memory_inactive_file_bytes = m.inactive_file;
+        self.cgroup_memory_working_set_bytes = memory::working_set(self.cgroup_memory_current_bytes, m);
+    }
 }
 
 /// What the sampler saw, for the result.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SampleSummary {
     pub count: u64,
+    /// Highest memory.current sampled (the kernel's own high-water mark, memory.peak, is exact;
+    /// this one can miss a spike between two samples).
     pub peak_cgroup_memory_bytes: Option<u64>,
+    /// Highest of each part of memory.stat, and of the working set, over the samples.
+    pub peak_working_set_bytes: Option<u64>,
+    pub peak_anon_bytes: Option<u64>,
+    pub peak_file_bytes: Option<u64>,
+    pub peak_kernel_bytes: Option<u64>,
+    pub peak_sock_bytes: Option<u64>,
+    pub peak_file_dirty_bytes: Option<u64>,
     pub min_guest_mem_available_bytes: Option<u64>,
     pub peak_host_qemu_rss_bytes: Option<u64>,
     /// Mean seconds between samples (how close we came to the requested interval).
@@ -203,6 +250,12 @@ impl SampleSummary {
         }
         // `Option::max` keeps a known value over None; the minimum needs care (None < Some).
         self.peak_cgroup_memory_bytes = self.peak_cgroup_memory_bytes.max(s.cgroup_memory_current_bytes);
+        self.peak_working_set_bytes = self.peak_working_set_bytes.max(s.cgroup_memory_working_set_bytes);
+        self.peak_anon_bytes = self.peak_anon_bytes.max(s.cgroup_memory_anon_bytes);
+        self.peak_file_bytes = self.peak_file_bytes.max(s.cgroup_memory_file_bytes);
+        self.peak_kernel_bytes = self.peak_kernel_bytes.max(s.cgroup_memory_kernel_bytes);
+        self.peak_sock_bytes = self.peak_sock_bytes.max(s.cgroup_memory_sock_bytes);
+        self.peak_file_dirty_bytes = self.peak_file_dirty_bytes.max(s.cgroup_memory_file_dirty_bytes);
         self.min_guest_mem_available_bytes = opt_min(self.min_guest_mem_available_bytes, s.guest_mem_available_bytes);
         self.peak_host_qemu_rss_bytes = self.peak_host_qemu_rss_bytes.max(s.host_qemu_rss_bytes);
         self.peak_target_cpu_percent = opt_max(self.peak_target_cpu_percent, s.target_cpu_percent);
@@ -406,9 +459,12 @@ impl Sources {
         rows
     }
 
-    /// memory.current and MemAvailable read through the agent, without the probe.
+    /// memory.current, memory.stat and MemAvailable read through the agent, without the probe.
     fn direct(&self, s: &mut Sample) {
         s.cgroup_memory_current_bytes = self.agent.read_string(&format!("{}/memory.current", self.cgroup_dir)).ok().and_then(|t| memory::cgroup_number(&t));
+        if let Ok(t) = self.agent.read_string(&format!("{}/memory.stat", self.cgroup_dir)) {
+            s.set_memory_stat(&memory::memory_stat(&t));
+        }
         s.guest_mem_available_bytes = self.agent.read_string("/proc/meminfo").ok().and_then(|t| memory::mem_available(&t));
     }
 }
@@ -416,6 +472,9 @@ impl Sources {
 fn fill_from_probe(s: &mut Sample, t: &ProbeTick, prev_jiffies: &mut Option<(u64, u64)>) {
     s.probe_t_seconds = Some((t.t * 1000.0).round() / 1000.0);
     s.cgroup_memory_current_bytes = t.memory_current;
+    if let Some(m) = &t.memory_stat {
+        s.set_memory_stat(m);
+    }
     s.guest_mem_available_bytes = t.mem_available;
     s.target_cpu_usage_usec = t.cpu_usage_usec;
     s.target_cpu_user_usec = t.cpu_user_usec;
@@ -596,6 +655,32 @@ mod tests {
     }
 
     #[test]
+    fn memory_parts_peak_separately_and_the_working_set_leaves_out_inactive_cache() {
+        let mut sum = SampleSummary::default();
+        let tick = |current: u64, anon: u64, file: u64, inactive: u64| {
+            let mut s = Sample { cgroup_memory_current_bytes: Some(current), ..Default::default() };
+            let m = memory::MemoryStat { anon: Some(anon), file: Some(file), kernel: Some(current - anon - file), inactive_file: Some(inactive), ..Default::default() };
+            s.set_memory_stat(&m);
+            s
+        };
+        // A server streaming to disk: the cache grows, anon stays small.
+        let mut a = tick(110, 5, 100, 98);
+        sum.add(&mut a);
+        assert_eq!(a.cgroup_memory_working_set_bytes, Some(12));
+        sum.add(&mut tick(210, 6, 200, 150));
+        sum.add(&mut tick(150, 4, 140, 139));
+        assert_eq!(sum.peak_cgroup_memory_bytes, Some(210));
+        assert_eq!(sum.peak_working_set_bytes, Some(60));
+        assert_eq!(sum.peak_anon_bytes, Some(6));
+        assert_eq!(sum.peak_file_bytes, Some(200));
+        assert_eq!(sum.peak_kernel_bytes, Some(6));
+        // A row without memory.stat (the probe died, an old kernel) changes no part's peak.
+        sum.add(&mut Sample { cgroup_memory_current_bytes: Some(300), ..Default::default() });
+        assert_eq!(sum.peak_working_set_bytes, Some(60));
+        assert_eq!(sum.peak_cgroup_memory_bytes, Some(300));
+    }
+
+    #[test]
     fn counters_become_rates_and_survive_a_reset() {
         let mut sum = SampleSummary::default();
         let mk = |t: f64, cpu: u64, w: u64, stall: u64, qemu: f64| Sample {
@@ -709,6 +794,10 @@ mod tests {
         }
         let row = text.lines().nth(1).unwrap();
         assert!(row.starts_with("0.5,3,,"));
-        assert!(!row.contains(",0,"), "missing sources are empty, never zero: {row}");
+        for (col, v) in header.split(',').zip(row.split(',')) {
+            if !["t_seconds", "uploaded_bytes", "downloaded_bytes"].contains(&col) {
+                assert_eq!(v, "", "missing sources are empty, never zero: {col} in {row}");
+            }
+        }
     }
 }

@@ -171,15 +171,27 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
             d.peak_memory_bytes.map(human).unwrap_or_else(|| "-".into())
         ));
     }
+    let of_ram = |b: u64| format!(" ({:.0}% of guest RAM)", 100.0 * b as f64 / (r.ram_mb as f64 * 1048576.0));
+    let h = |b: Option<u64>| b.map(human).unwrap_or_else(|| "-".into());
+    let metric = if r.peak_memory_metric == crate::results::model::METRIC_WORKING_SET { "working set" } else { "memory.peak" };
     s.push_str(&format!(
-        "  target memory initial {}, peak {}{}\n",
-        r.initial_memory_bytes.map(human).unwrap_or_else(|| "-".into()),
-        r.peak_memory_bytes.map(human).unwrap_or_else(|| "-".into()),
-        match r.peak_memory_bytes {
-            Some(p) => format!(" ({:.0}% of guest RAM)", 100.0 * p as f64 / (r.ram_mb as f64 * 1048576.0)),
-            None => String::new(),
-        }
+        "  target memory peak {} {}{}, initial {}\n",
+        metric,
+        h(r.peak_memory_bytes),
+        r.peak_memory_bytes.map(of_ram).unwrap_or_default(),
+        h(r.initial_memory_bytes),
     ));
+    if let Some(m) = &r.memory {
+        s.push_str(&format!(
+            "                anon {}, page cache {} (dirty {}), kernel {}; memory.peak {} (page cache included; the samples' highest total was {} below it)\n",
+            h(m.anon_peak_bytes),
+            h(m.file_peak_bytes),
+            h(m.file_dirty_peak_bytes),
+            h(m.kernel_peak_bytes),
+            h(m.cgroup_peak_bytes),
+            h(m.sampled_below_cgroup_peak_bytes),
+        ));
+    }
     s.push_str(&format!(
         "  target cpu    {} s, avg {}%, peak {}%; disk written {}; memory pressure peak {} (some avg10), stalled {} s\n",
         opt(r.target_cpu_seconds),
@@ -209,14 +221,18 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
         r.host_qemu_peak_rss_bytes.map(human).unwrap_or_else(|| "-".into())
     ));
     s.push_str(&format!(
-        "  integrity     verified {}, oom kills {}, restarts {}\n",
+        "  integrity     verified {}, oom kills {}, restarts {}{}\n",
         match r.verified {
             Some(true) => "yes (sha256 matches)",
             Some(false) => "NO (sha256 differs or file missing)",
             None => "not checked",
         },
         opt(r.oom_kills),
-        opt(r.restarts)
+        opt(r.restarts),
+        match r.restarts_before_upload {
+            Some(n) if n > 0 => format!(" (and {n} before it became healthy)"),
+            _ => String::new(),
+        }
     ));
     let p = &r.phases;
     s.push_str(&format!(

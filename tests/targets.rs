@@ -24,9 +24,16 @@ fn assert_verified(r: &perfvm::results::model::CellResult, name: &str, status: u
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn nginx_webdav_from_debian_packages_passes_a_verified_cell() {
-    let (r, _dir, out) = cell(&["--ram", "512", "--file-size", "32M", "--target", "nginx-webdav"]);
+    let (r, _dir, out) = cell(&["--ram", "512", "--file-size", "128M", "--target", "nginx-webdav"]);
     assert_verified(&r, "nginx-webdav", 201);
     assert_eq!(out.status.code(), Some(0));
+    // A real server that streams to disk: small anon, while memory.peak holds the page cache of
+    // the file it wrote (what perfvm's headline was before the working set).
+    let m = r.memory.as_ref().expect("memory split up");
+    let (anon, cgroup_peak) = (m.anon_peak_bytes.unwrap(), m.cgroup_peak_bytes.unwrap());
+    assert!(anon < 32 * MIB, "anon {anon}");
+    assert!(cgroup_peak > 100 * MIB, "memory.peak {cgroup_peak}");
+    assert!(r.peak_memory_bytes.unwrap() < 64 * MIB, "the headline working set {:?}", r.peak_memory_bytes);
     // Its packages made an image variant of its own, beside the base image.
     let base = perfvm::image::recipe::load(&perfvm::paths::recipe_dir()).unwrap().id;
     assert!(r.image_id.starts_with(&format!("{base}-")) && r.image_id != base, "{}", r.image_id);
@@ -94,6 +101,38 @@ fn a_profiles_secret_is_redacted_from_everything_saved() {
     assert_eq!(r.verified, None);
     assert_eq!(r.target.name, "leaky");
     assert_secret_redacted(&dir);
+}
+
+/// A server that exits at start (here: it cannot open its log file) is restarted by systemd a few
+/// times and given up on; the cell ends right then, in the server's own words, not at the
+/// timeout (it used to wait out the whole --timeout, 642 s at the default).
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn a_target_that_exits_at_start_is_known_dead_in_seconds() {
+    let (r, dir, out) = cell(&["--ram", "256", "--file-size", "4M", "--target", "tests/data/profiles/exits.toml"]);
+    assert_eq!(r.exit_reason, ExitReason::TargetCrashed, "{:?}", r.error);
+    assert_eq!(out.status.code(), Some(1), "the target's failure, not the harness's");
+    let e = r.error.as_deref().unwrap();
+    assert!(e.contains("will not come up") && e.contains("gave up"), "{e}");
+    assert!(e.contains("cannot open /var/log/exits/server.log"), "the server's own words in the error: {e}");
+    assert!(r.restarts_before_upload.unwrap_or(0) >= 3, "restarts seen: {:?}", r.restarts_before_upload);
+    // systemd gives up within ~6 s of the first start (5 restarts, RestartSec=1); the cell may
+    // take one unit check (2 s) and the journal read after that.
+    let waited = r.phases.healthy.expect("the health wait ended");
+    assert!(waited < 60.0, "known dead after {waited} s of waiting for health, not at the 400 s timeout");
+    assert!(std::fs::read_to_string(dir.join("journal.log")).unwrap().contains("cannot open"));
+}
+
+/// A server that fails its first starts and then comes up is measured; its restarts are counted
+/// before the upload, not held against it.
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn a_target_that_flaps_then_comes_up_is_measured_with_its_restarts_before_the_upload() {
+    let (r, _dir, _) = cell(&["--ram", "256", "--file-size", "8M", "--target", "tests/data/profiles/flaps.toml"]);
+    assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert_eq!(r.verified, Some(true));
+    assert_eq!(r.restarts_before_upload, Some(2));
+    assert_eq!(r.restarts, Some(0), "none during the upload");
 }
 
 #[test]

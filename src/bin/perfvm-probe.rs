@@ -4,6 +4,9 @@
 //! of three per file. Raw text goes out unparsed: the host parses (and tests) it.
 //!
 //! Bounded: stops when the stop file appears, or after --max-seconds, whichever comes first.
+//!
+//! `perfvm-probe --listening PORT --cgroup DIR` instead answers once whether a process of that
+//! cgroup (the target's unit) has a socket listening on PORT: `yes` or `no` on stdout.
 //! A plain binary (std and nix), so it runs on the bare guest image.
 //!
 //! Cheap per tick, since under emulation every guest instruction costs: each file is opened
@@ -14,12 +17,16 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-const CGROUP_FILES: [&str; 7] =
-    ["memory.current", "memory.events", "cpu.stat", "io.stat", "cpu.pressure", "memory.pressure", "io.pressure"];
+/// The memory files first: `--memory-only` reads just those (MEMORY_FILES of them).
+const CGROUP_FILES: [&str; 8] =
+    ["memory.current", "memory.stat", "memory.events", "cpu.stat", "io.stat", "cpu.pressure", "memory.pressure", "io.pressure"];
+const MEMORY_FILES: usize = 2;
 const PROC_FILES: [(&str, &str); 3] = [("meminfo", "/proc/meminfo"), ("stat", "/proc/stat"), ("vmstat", "/proc/vmstat")];
 
 struct Args {
     cgroup: String,
+    /// `--listening PORT`: answer once whether the cgroup's processes listen on PORT.
+    listening: Option<u16>,
     out: String,
     interval: Duration,
     max: Duration,
@@ -30,6 +37,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         cgroup: String::new(),
+        listening: None,
         out: String::new(),
         interval: Duration::from_millis(100),
         max: Duration::from_secs(3600),
@@ -45,13 +53,14 @@ fn parse_args() -> Result<Args, String> {
         match k.as_str() {
             "--cgroup" => a.cgroup = v,
             "--out" => a.out = v,
+            "--listening" => a.listening = Some(v.parse().map_err(|_| format!("bad --listening {v}"))?),
             "--interval-ms" => a.interval = Duration::from_millis(v.parse().map_err(|_| format!("bad --interval-ms {v}"))?),
             "--max-seconds" => a.max = Duration::from_secs(v.parse().map_err(|_| format!("bad --max-seconds {v}"))?),
             _ => return Err(format!("unknown option {k}")),
         }
     }
-    if a.cgroup.is_empty() || a.out.is_empty() {
-        return Err("usage: perfvm-probe --cgroup DIR --out FILE [--interval-ms 100] [--max-seconds 3600]".into());
+    if a.cgroup.is_empty() || (a.out.is_empty() && a.listening.is_none()) {
+        return Err("usage: perfvm-probe --cgroup DIR (--out FILE [--interval-ms 100] [--max-seconds 3600] | --listening PORT)".into());
     }
     Ok(a)
 }
@@ -60,6 +69,9 @@ fn parse_args() -> Result<Args, String> {
 fn filter(name: &str, raw: &[u8], out: &mut Vec<u8>) {
     out.clear();
     let keep: &[&[u8]] = match name {
+        // The keys of perfvm::guest::memory::MEMORY_STAT_KEYS, each with its separator, so
+        // `file ` does not also keep `file_mapped`.
+        "memory.stat" => &[b"anon ", b"file ", b"kernel ", b"sock ", b"shmem ", b"file_dirty ", b"file_writeback ", b"active_file ", b"inactive_file "],
         "meminfo" => &[b"MemAvailable:", b"MemTotal:", b"SwapTotal:"],
         "vmstat" => &[b"pgmajfault ", b"pswpin ", b"pswpout "],
         // The first line: the all-CPU totals.
@@ -81,6 +93,36 @@ fn filter(name: &str, raw: &[u8], out: &mut Vec<u8>) {
 
 #[path = "../guest/tickline.rs"]
 mod tickline;
+#[path = "../guest/sockets.rs"]
+#[allow(dead_code)]
+mod sockets;
+
+/// Whether a process of `cgroup` has a socket listening on `port`: its sockets' inodes (from
+/// /proc/PID/fd) against the listeners in /proc/net/tcp and tcp6.
+fn unit_listens(cgroup: &str, port: u16) -> Result<bool, String> {
+    let procs = std::fs::read_to_string(format!("{cgroup}/cgroup.procs")).map_err(|e| format!("{cgroup}/cgroup.procs: {e}"))?;
+    let mut listeners = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        // No IPv6 in the guest kernel: no tcp6 table, nothing listens there.
+        if let Ok(t) = std::fs::read_to_string(table) {
+            listeners.extend(sockets::listening_inodes(&t, port));
+        }
+    }
+    if listeners.is_empty() {
+        return Ok(false);
+    }
+    for pid in procs.split_whitespace() {
+        // A process that exits while we look has no sockets left to count.
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for fd in fds.flatten() {
+            let inode = std::fs::read_link(fd.path()).ok().and_then(|l| sockets::socket_inode(&l.to_string_lossy()));
+            if inode.is_some_and(|i| listeners.contains(&i)) {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
 
 /// This process's own CPU time, from the scheduler's exact count (no file to read).
 fn own_cpu_seconds() -> Option<f64> {
@@ -143,6 +185,16 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(port) = args.listening {
+        match unit_listens(&args.cgroup, port) {
+            Ok(yes) => println!("{}", if yes { "yes" } else { "no" }),
+            Err(e) => {
+                eprintln!("perfvm-probe: {e}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let stop = format!("{}.stop", args.out);
     // A fresh file and no stale stop marker from an earlier run in this guest.
     let _ = std::fs::remove_file(&stop);
@@ -153,7 +205,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let cgroup_files: &[&'static str] = if args.memory_only { &CGROUP_FILES[..1] } else { &CGROUP_FILES };
+    let cgroup_files: &[&'static str] = if args.memory_only { &CGROUP_FILES[..MEMORY_FILES] } else { &CGROUP_FILES };
     let proc_files: &[(&'static str, &str)] = if args.memory_only { &PROC_FILES[..1] } else { &PROC_FILES };
     let mut sources: Vec<Source> = cgroup_files
         .iter()
@@ -187,5 +239,21 @@ fn main() {
         } else {
             next = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_stat_keeps_exactly_the_keys_the_host_reads() {
+        let raw = b"anon 1\nanon_thp 9\nfile 2\nkernel 3\nkernel_stack 9\nsock 4\nshmem 5\nshmem_thp 9\nfile_mapped 9\nfile_dirty 6\nfile_writeback 7\ninactive_anon 9\nactive_anon 9\ninactive_file 8\nactive_file 9\n";
+        let mut out = Vec::new();
+        super::filter("memory.stat", raw, &mut out);
+        let kept: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().map(|l| l.split(' ').next().unwrap()).collect();
+        let mut want = perfvm::guest::memory::MEMORY_STAT_KEYS.to_vec();
+        let mut got = kept.clone();
+        want.sort_unstable();
+        got.sort_unstable();
+        assert_eq!(got, want);
     }
 }

@@ -1,9 +1,12 @@
 //! `perfvm-target`: the reference HTTP upload server that perfvm measures
 //! inside the guest VM.
 //!
-//! It has two store modes whose memory behaviour is the thing being measured:
-//! - `stream`: the body goes to disk chunk by chunk and the file's page cache
-//!   is dropped regularly, so the cgroup's memory stays roughly constant.
+//! It has three store modes whose memory behaviour is the thing being measured:
+//! - `stream`: the body goes to its file chunk by chunk with plain writes, like
+//!   most servers: the process stays small, the file's page cache grows in the
+//!   cgroup until the kernel writes it back and reclaims it.
+//! - `drop-cache`: like `stream`, but every 8 MiB the file is fdatasync'ed and
+//!   its page cache dropped, so even the cgroup's memory.current stays flat.
 //! - `memory`: the whole body is buffered in a growing `Vec<u8>` first (as many
 //!   real web apps do) and only then written out. Bodies larger than RAM are
 //!   *meant* to get this process OOM-killed; there is deliberately no guard.
@@ -31,7 +34,7 @@ use serde::Serialize;
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
-/// Stream mode: flush + drop page cache after this many bytes, so neither
+/// Drop-cache mode: flush + drop page cache after this many bytes, so neither
 /// dirty nor clean pages of the file pile up in the cgroup's memory.
 const SYNC_EVERY: u64 = 8 * 1024 * 1024;
 /// Stream mode: body chunks from hyper are small (~8-64 KiB); batch them so we
@@ -65,9 +68,10 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 enum Mode {
     Stream,
+    DropCache,
     Memory,
 }
 
@@ -75,6 +79,7 @@ impl Mode {
     fn as_str(self) -> &'static str {
         match self {
             Mode::Stream => "stream",
+            Mode::DropCache => "drop-cache",
             Mode::Memory => "memory",
         }
     }
@@ -392,7 +397,8 @@ where
     let partial = partial_path(&dir, &name);
     let final_path = dir.join(&name);
     let bytes = match state.mode {
-        Mode::Stream => store_stream(&partial, &final_path, body).await?,
+        Mode::Stream => store_stream(&partial, &final_path, body, false).await?,
+        Mode::DropCache => store_stream(&partial, &final_path, body, true).await?,
         Mode::Memory => store_memory(&partial, &final_path, body).await?,
     };
     Ok(Stored {
@@ -403,7 +409,9 @@ where
     })
 }
 
-async fn store_stream<S, E>(partial: &FsPath, final_path: &FsPath, body: S) -> Result<u64, Failure>
+/// Stream and drop-cache modes: chunks are written as they come; with `drop_cache` the file's
+/// page cache is dropped every `SYNC_EVERY` bytes and the file synced before it is published.
+async fn store_stream<S, E>(partial: &FsPath, final_path: &FsPath, body: S, drop_cache: bool) -> Result<u64, Failure>
 where
     S: Stream<Item = Result<Bytes, E>>,
     E: Display,
@@ -418,6 +426,7 @@ where
         file: Some(file),
         buf: Vec::with_capacity(WRITE_BUF),
         unsynced: 0,
+        drop_cache,
     };
     let mut received: u64 = 0;
     let mut body = std::pin::pin!(body);
@@ -472,13 +481,14 @@ where
     Ok(received)
 }
 
-/// Batches body chunks into ~1 MiB writes done on the blocking pool, and
-/// drops the file's page cache every `SYNC_EVERY` bytes.
+/// Batches body chunks into ~1 MiB writes done on the blocking pool; with
+/// `drop_cache`, drops the file's page cache every `SYNC_EVERY` bytes.
 struct StreamSink {
     /// Taken while a blocking write is in flight.
     file: Option<std::fs::File>,
     buf: Vec<u8>,
     unsynced: u64,
+    drop_cache: bool,
 }
 
 impl StreamSink {
@@ -497,9 +507,10 @@ impl StreamSink {
             .ok_or_else(|| io::Error::other("file already closed"))?;
         let mut buf = std::mem::take(&mut self.buf);
         let unsynced = self.unsynced + buf.len() as u64;
+        let drop_cache = self.drop_cache;
         let (file, buf, res) = blocking_raw(move || {
             let res = file.write_all(&buf).and_then(|()| {
-                if unsynced >= SYNC_EVERY {
+                if drop_cache && unsynced >= SYNC_EVERY {
                     drop_page_cache(&file)
                 } else {
                     Ok(())
@@ -525,6 +536,14 @@ impl StreamSink {
             .file
             .take()
             .ok_or_else(|| io::Error::other("file already closed"))?;
+        if !self.drop_cache {
+            // Like most servers: close and rename, the data left to the kernel's writeback.
+            return blocking(move || {
+                drop(file);
+                std::fs::rename(&partial, &final_path)
+            })
+            .await;
+        }
         blocking(move || {
             file.sync_all()?;
             // Best effort: the data is safe on disk already, only cache is left.
@@ -754,9 +773,14 @@ mod tests {
 
     #[tokio::test]
     async fn put_stream_mode() {
-        // > SYNC_EVERY so the fdatasync/fadvise path runs, and not a
-        // multiple of WRITE_BUF so the final partial buffer is exercised.
+        // Not a multiple of WRITE_BUF so the final partial buffer is exercised.
         put_roundtrip(Mode::Stream, 20 * 1024 * 1024 + 12345).await;
+    }
+
+    #[tokio::test]
+    async fn put_drop_cache_mode() {
+        // > SYNC_EVERY so the fdatasync/fadvise path runs.
+        put_roundtrip(Mode::DropCache, 20 * 1024 * 1024 + 12345).await;
     }
 
     #[tokio::test]
@@ -1032,6 +1056,11 @@ mod tests {
     #[tokio::test]
     async fn disconnect_stream_mode() {
         disconnect_cleans_up(Mode::Stream).await;
+    }
+
+    #[tokio::test]
+    async fn disconnect_drop_cache_mode() {
+        disconnect_cleans_up(Mode::DropCache).await;
     }
 
     #[tokio::test]

@@ -99,16 +99,17 @@ pub fn history(a: &HistoryArgs) -> Result<i32> {
                 Format::Json => out = serde_json::to_string_pretty(&pts)? + "\n",
                 Format::Csv => {
                     let mut w = csv::Writer::from_writer(Vec::new());
-                    w.write_record(["run", "started", "label", "target", "repeats", "passed", "throughput_mbps", "peak_memory_mb", "max_peak_memory_mb"])?;
+                    w.write_record(["run", "started", "label", "target", "repeats", "passed", "throughput_mbps", "peak_working_set_mb", "max_peak_working_set_mb", "cgroup_memory_peak_mb"])?;
                     for p in &pts {
                         let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-                        w.write_record([&p.run_id, p.started.as_deref().unwrap_or(""), p.label.as_deref().unwrap_or(""), &p.target, &p.repeats.to_string(), &p.passed.to_string(), &f(p.throughput_mbps), &f(p.peak_memory_mb), &f(p.max_peak_memory_mb)])?;
+                        w.write_record([&p.run_id, p.started.as_deref().unwrap_or(""), p.label.as_deref().unwrap_or(""), &p.target, &p.repeats.to_string(), &p.passed.to_string(), &f(p.throughput_mbps), &f(p.peak_memory_mb), &f(p.max_peak_memory_mb), &f(p.memory_peak_mb)])?;
                     }
                     out = String::from_utf8(w.into_inner()?)?;
                 }
                 Format::Table => {
                     out.push_str(&format!("cell {ram}/{}{} across runs, oldest first\n", size.label(), if a.concurrency > 1 { format!(" ×{}", a.concurrency) } else { String::new() }));
-                    out.push_str(&format!("{:<34} {:<20} {:<16} {:>7} {:>16} {:>15}  {}\n", "RUN", "STARTED", "TARGET", "PASSED", "THROUGHPUT MiB/s", "PEAK MEM MiB", "LABEL"));
+                    out.push_str("peak: the working set (memory.current − inactive_file); memory.peak counts the page cache of the file written too\n");
+                    out.push_str(&format!("{:<34} {:<20} {:<16} {:>7} {:>16} {:>15} {:>12}  {}\n", "RUN", "STARTED", "TARGET", "PASSED", "THROUGHPUT MiB/s", "PEAK MiB", "memory.peak", "LABEL"));
                     let mut prev: Option<f64> = None;
                     for p in &pts {
                         let started = p.started.as_deref().map(|s| s.get(..19).unwrap_or(s).replace('T', " ")).unwrap_or_default();
@@ -118,13 +119,14 @@ pub fn history(a: &HistoryArgs) -> Result<i32> {
                             _ => String::new(),
                         };
                         out.push_str(&format!(
-                            "{:<34} {:<20} {:<16} {:>7} {:>16} {:>15}  {}\n",
+                            "{:<34} {:<20} {:<16} {:>7} {:>16} {:>15} {:>12}  {}\n",
                             p.run_id,
                             started,
                             p.target,
                             format!("{}/{}", p.passed, p.repeats),
                             opt(p.throughput_mbps),
                             format!("{}{delta}", opt(p.peak_memory_mb)),
+                            opt(p.memory_peak_mb),
                             p.label.as_deref().unwrap_or("")
                         ));
                         prev = p.peak_memory_mb.or(prev);

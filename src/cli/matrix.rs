@@ -45,10 +45,7 @@ fn from_snapshot(mut args: MatrixArgs, archive: &Path) -> Result<MatrixArgs> {
         Some(p) => c.target = p.display().to_string(),
         None => {
             c.target = d.target.clone();
-            c.target_mode = match d.target_mode.as_str() {
-                "memory" => Some(crate::target::TargetMode::Memory),
-                _ => Some(crate::target::TargetMode::Stream),
-            };
+            c.target_mode = Some(crate::target::TargetMode::parse(&d.target_mode).ok_or_else(|| InputError(format!("--from: unknown target mode {:?}", d.target_mode)))?);
         }
     }
     c.accel = match d.accel.as_str() {

@@ -25,6 +25,53 @@ pub fn cgroup_number(text: &str) -> Option<u64> {
     text.trim().parse().ok()
 }
 
+/// The parts of a cgroup's memory.stat that say what its memory is (bytes). `file` is the page
+/// cache (tmpfs and shared memory included); `inactive_file` is the part of it the kernel
+/// reclaims first. The working set, `memory.current − inactive_file`, is what cAdvisor and the
+/// kubelet call a container's memory use (and evict on).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStat {
+    pub anon: Option<u64>,
+    pub file: Option<u64>,
+    pub kernel: Option<u64>,
+    pub sock: Option<u64>,
+    pub shmem: Option<u64>,
+    pub file_dirty: Option<u64>,
+    pub file_writeback: Option<u64>,
+    pub active_file: Option<u64>,
+    pub inactive_file: Option<u64>,
+}
+
+/// The keys of memory.stat perfvm keeps (the probe sends only these lines).
+pub const MEMORY_STAT_KEYS: [&str; 9] = ["anon", "file", "kernel", "sock", "shmem", "file_dirty", "file_writeback", "active_file", "inactive_file"];
+
+pub fn memory_stat(text: &str) -> MemoryStat {
+    let mut m = MemoryStat::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(k), Some(v)) = (it.next(), it.next().and_then(|v| v.parse::<u64>().ok())) else { continue };
+        let slot = match k {
+            "anon" => &mut m.anon,
+            "file" => &mut m.file,
+            "kernel" => &mut m.kernel,
+            "sock" => &mut m.sock,
+            "shmem" => &mut m.shmem,
+            "file_dirty" => &mut m.file_dirty,
+            "file_writeback" => &mut m.file_writeback,
+            "active_file" => &mut m.active_file,
+            "inactive_file" => &mut m.inactive_file,
+            _ => continue,
+        };
+        *slot = Some(v);
+    }
+    m
+}
+
+/// memory.current − inactive_file (never below zero: the two files are read a moment apart).
+pub fn working_set(current: Option<u64>, stat: &MemoryStat) -> Option<u64> {
+    Some(current?.saturating_sub(stat.inactive_file?))
+}
+
 /// Counters of memory.events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemoryEvents {
@@ -85,6 +132,25 @@ mod tests {
         assert_eq!(cgroup_number("max\n"), None);
         let ev = memory_events("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n");
         assert_eq!(ev, MemoryEvents { low: 0, high: 0, max: 3, oom: 1, oom_kill: 1 });
+    }
+
+    #[test]
+    fn parses_memory_stat_and_the_working_set() {
+        let text = "anon 2936832\nfile 270532608\nkernel 11534336\nkernel_stack 49152\nsock 0\nshmem 0\nfile_mapped 77824\nfile_dirty 40894464\nfile_writeback 0\ninactive_anon 1249280\ninactive_file 270532608\nactive_file 0\n";
+        let m = memory_stat(text);
+        assert_eq!(m.anon, Some(2936832));
+        assert_eq!(m.file, Some(270532608));
+        assert_eq!(m.kernel, Some(11534336));
+        assert_eq!(m.file_dirty, Some(40894464));
+        assert_eq!((m.active_file, m.inactive_file), (Some(0), Some(270532608)));
+        assert_eq!(working_set(Some(285_000_000), &m), Some(285_000_000 - 270532608));
+        // Read a moment apart: never negative.
+        assert_eq!(working_set(Some(1), &m), Some(0));
+        assert_eq!(working_set(None, &m), None);
+        assert_eq!(working_set(Some(5), &MemoryStat::default()), None, "no inactive_file, no working set");
+        // An older kernel without some keys: those stay unknown.
+        let old = memory_stat("anon 5\nfile 7\n");
+        assert_eq!((old.anon, old.file, old.kernel), (Some(5), Some(7), None));
     }
 
     #[test]

@@ -4,4 +4,6 @@ pub mod agent;
 pub mod memory;
 pub mod pidstat;
 pub mod probe;
+pub mod sockets;
 pub mod tickline;
+pub mod unit;

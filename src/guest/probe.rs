@@ -21,6 +21,8 @@ pub struct ProbeTick {
     /// The probe's own CPU time so far.
     pub probe_cpu_seconds: Option<f64>,
     pub memory_current: Option<u64>,
+    /// What the memory is (anon, page cache, kernel…); None without memory.stat.
+    pub memory_stat: Option<memory::MemoryStat>,
     pub oom_kill: Option<u64>,
     pub mem_available: Option<u64>,
     pub swap_total: Option<u64>,
@@ -113,6 +115,7 @@ pub fn parse_line(line: &str) -> Option<ProbeTick> {
     let f = |k: &str| files.get(k).and_then(|x| x.as_str());
     let mut t = ProbeTick { t: v.get("t")?.as_f64()?, probe_cpu_seconds: v.get("cpu_s").and_then(|x| x.as_f64()), ..Default::default() };
     t.memory_current = f("memory.current").and_then(memory::cgroup_number);
+    t.memory_stat = f("memory.stat").map(memory::memory_stat);
     t.oom_kill = f("memory.events").map(|e| memory::memory_events(e).oom_kill);
     if let Some(m) = f("meminfo") {
         t.mem_available = memory::mem_available(m);
@@ -167,7 +170,7 @@ mod tests {
         assert_eq!(tick.probe_cpu_seconds, Some(0.0));
     }
 
-    const LINE: &str = r#"{"t":1.5,"cpu_s":0.02,"files":{"memory.current":"1048576\n","memory.events":"low 0\nhigh 0\nmax 0\noom 1\noom_kill 1\n","cpu.stat":"usage_usec 2000000\nuser_usec 1500000\nsystem_usec 500000\nnr_periods 0\n","io.stat":"254:0 rbytes=4096 wbytes=1000 rios=1 wios=2 dbytes=0 dios=0\n254:16 rbytes=4096 wbytes=24 rios=1 wios=1 dbytes=0 dios=0\n","cpu.pressure":"some avg10=1.50 avg60=0.50 avg300=0.10 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n","memory.pressure":"some avg10=12.25 avg60=3.00 avg300=1.00 total=900000\nfull avg10=10.00 avg60=2.00 avg300=0.50 total=700000\n","io.pressure":"some avg10=0.00 avg60=0.00 avg300=0.00 total=10\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=5\n","meminfo":"MemTotal: 223456 kB\nMemAvailable: 174080 kB\nSwapTotal: 0 kB","stat":"cpu  100 0 50 800 50 0 0 0 0 0","vmstat":"pswpin 0\npswpout 0\npgmajfault 77"}}"#;
+    const LINE: &str = r#"{"t":1.5,"cpu_s":0.02,"files":{"memory.current":"1048576\n","memory.stat":"anon 524288\nfile 262144\nkernel 131072\ninactive_file 200000\nactive_file 62144\n","memory.events":"low 0\nhigh 0\nmax 0\noom 1\noom_kill 1\n","cpu.stat":"usage_usec 2000000\nuser_usec 1500000\nsystem_usec 500000\nnr_periods 0\n","io.stat":"254:0 rbytes=4096 wbytes=1000 rios=1 wios=2 dbytes=0 dios=0\n254:16 rbytes=4096 wbytes=24 rios=1 wios=1 dbytes=0 dios=0\n","cpu.pressure":"some avg10=1.50 avg60=0.50 avg300=0.10 total=12345\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n","memory.pressure":"some avg10=12.25 avg60=3.00 avg300=1.00 total=900000\nfull avg10=10.00 avg60=2.00 avg300=0.50 total=700000\n","io.pressure":"some avg10=0.00 avg60=0.00 avg300=0.00 total=10\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=5\n","meminfo":"MemTotal: 223456 kB\nMemAvailable: 174080 kB\nSwapTotal: 0 kB","stat":"cpu  100 0 50 800 50 0 0 0 0 0","vmstat":"pswpin 0\npswpout 0\npgmajfault 77"}}"#;
 
     #[test]
     fn parses_a_full_tick() {
@@ -175,6 +178,8 @@ mod tests {
         assert_eq!(t.t, 1.5);
         assert_eq!(t.probe_cpu_seconds, Some(0.02));
         assert_eq!(t.memory_current, Some(1 << 20));
+        let m = t.memory_stat.unwrap();
+        assert_eq!((m.anon, m.file, m.kernel, m.inactive_file, m.sock), (Some(524288), Some(262144), Some(131072), Some(200000), None));
         assert_eq!(t.oom_kill, Some(1));
         assert_eq!(t.mem_available, Some(174080 * 1024));
         assert_eq!((t.cpu_usage_usec, t.cpu_user_usec, t.cpu_system_usec), (Some(2_000_000), Some(1_500_000), Some(500_000)));
@@ -192,6 +197,7 @@ mod tests {
         let t = parse_line(r#"{"t":0.1,"files":{"memory.current":"5\n"}}"#).unwrap();
         assert_eq!(t.memory_current, Some(5));
         assert_eq!(t.cpu_usage_usec, None);
+        assert_eq!(t.memory_stat, None);
         assert_eq!(t.io_wbytes, None);
         assert_eq!(t.memory_pressure, Pressure::default());
         assert_eq!(t.guest_cpu_jiffies, None);

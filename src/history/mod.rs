@@ -94,8 +94,10 @@ impl Db {
                 "INSERT OR REPLACE INTO cells (run_id, cell, ram_mb, file_size, file_size_bytes, concurrency, repeat, attempt, timestamp,
                    target, target_profile_sha256, image_id, accel, exit_reason, success, duration_seconds, throughput_mbps,
                    peak_memory_bytes, target_cpu_seconds, sample_count, guest_min_mem_available_bytes,
-                   memory_pressure_peak_some_avg10, host_qemu_peak_rss_bytes, result_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)",
+                   memory_pressure_peak_some_avg10, host_qemu_peak_rss_bytes, result_json,
+                   peak_memory_metric, working_set_peak_bytes, anon_peak_bytes, file_peak_bytes, cgroup_peak_bytes, restarts_before_upload)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,
+                   ?25, ?26, ?27, ?28, ?29, ?30)",
                 params![
                     run.id,
                     k.shape(),
@@ -121,6 +123,12 @@ impl Db {
                     r.memory_pressure_peak_some_avg10,
                     r.host_qemu_peak_rss_bytes.map(|b| b as i64),
                     serde_json::to_string(r)?,
+                    r.peak_memory_metric,
+                    r.working_set_peak_bytes().map(|b| b as i64),
+                    r.memory.as_ref().and_then(|m| m.anon_peak_bytes).map(|b| b as i64),
+                    r.memory.as_ref().and_then(|m| m.file_peak_bytes).map(|b| b as i64),
+                    r.cgroup_peak_bytes().map(|b| b as i64),
+                    r.restarts_before_upload.map(|n| n as i64),
                 ],
             )?;
         }
@@ -166,7 +174,8 @@ impl Db {
     /// mean over the final attempts of its repetitions.
     pub fn trend(&self, ram_mb: u64, size_bytes: u64, concurrency: u32, target: Option<&str>) -> Result<Vec<TrendPoint>> {
         let mut st = self.conn.prepare(
-            "SELECT r.id, r.started, r.label, c.target, COUNT(*), SUM(c.success), AVG(c.throughput_mbps), AVG(c.peak_memory_bytes), MAX(c.peak_memory_bytes)
+            "SELECT r.id, r.started, r.label, c.target, COUNT(*), SUM(c.success), AVG(c.throughput_mbps), AVG(c.working_set_peak_bytes),
+                    MAX(c.working_set_peak_bytes), AVG(c.cgroup_peak_bytes)
              FROM cells c JOIN runs r ON r.id = c.run_id
              WHERE c.ram_mb = ?1 AND c.file_size_bytes = ?2 AND c.concurrency = ?3 AND (?4 IS NULL OR c.target = ?4)
                AND c.attempt = (SELECT MAX(attempt) FROM cells d WHERE d.run_id = c.run_id AND d.cell = c.cell AND d.repeat = c.repeat)
@@ -184,6 +193,7 @@ impl Db {
                 throughput_mbps: row.get(6)?,
                 peak_memory_mb: row.get::<_, Option<f64>>(7)?.map(|b| crate::results::model::round3(b / 1048576.0)),
                 max_peak_memory_mb: row.get::<_, Option<f64>>(8)?.map(|b| crate::results::model::round3(b / 1048576.0)),
+                memory_peak_mb: row.get::<_, Option<f64>>(9)?.map(|b| crate::results::model::round3(b / 1048576.0)),
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -220,10 +230,13 @@ pub struct TrendPoint {
     /// Repetitions of the cell in that run (final attempts), and how many passed.
     pub repeats: usize,
     pub passed: usize,
-    /// Means over the repetitions (successful ones have a throughput).
+    /// Means over the repetitions (successful ones have a throughput). The peak is the working
+    /// set (none for runs of a perfvm before it was measured); memory.peak is there for every
+    /// run, page cache included.
     pub throughput_mbps: Option<f64>,
     pub peak_memory_mb: Option<f64>,
     pub max_peak_memory_mb: Option<f64>,
+    pub memory_peak_mb: Option<f64>,
 }
 
 /// The run row of a matrix run directory, from its metadata.

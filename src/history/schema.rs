@@ -55,6 +55,16 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE cells ADD COLUMN host_qemu_peak_rss_bytes INTEGER;
     CREATE INDEX cells_same_cell ON cells (target, ram_mb, file_size_bytes, concurrency);
     CREATE INDEX runs_started ON runs (started);",
+    // 3: the memory split up. peak_memory_bytes is the working set from results of schema 2 on,
+    // memory.peak before (the page cache of the file written included): the metric says which,
+    // and memory.peak has a column of its own for every row.
+    "ALTER TABLE cells ADD COLUMN peak_memory_metric TEXT NOT NULL DEFAULT 'memory.peak';
+    ALTER TABLE cells ADD COLUMN working_set_peak_bytes INTEGER;
+    ALTER TABLE cells ADD COLUMN anon_peak_bytes INTEGER;
+    ALTER TABLE cells ADD COLUMN file_peak_bytes INTEGER;
+    ALTER TABLE cells ADD COLUMN cgroup_peak_bytes INTEGER;
+    ALTER TABLE cells ADD COLUMN restarts_before_upload INTEGER;
+    UPDATE cells SET cgroup_peak_bytes = peak_memory_bytes;",
 ];
 
 pub fn version(conn: &Connection) -> Result<u32> {

@@ -15,6 +15,12 @@ fn cell(ram: u64, size: &str, repeat: u32, attempt: u32, thr: f64, peak_mb: u64,
     r.attempt = attempt;
     r.throughput_mbps = ok.then_some(thr);
     r.peak_memory_bytes = Some(peak_mb << 20);
+    r.peak_memory_metric = crate::results::model::METRIC_WORKING_SET.into();
+    r.memory = Some(crate::results::model::MemoryBreakdown {
+        working_set_peak_bytes: r.peak_memory_bytes,
+        cgroup_peak_bytes: Some((peak_mb + 256) << 20),
+        ..Default::default()
+    });
     r.success = ok;
     r.exit_reason = if ok { crate::results::model::ExitReason::Success } else { crate::results::model::ExitReason::BootFailed };
     r
@@ -46,7 +52,7 @@ fn a_new_database_gets_every_migration() {
     // Opening again migrates nothing and keeps the version.
     drop(db);
     let db = Db::open(&d.path().join("sub/h.sqlite")).unwrap();
-    assert_eq!(schema::version(db.conn()).unwrap(), 2);
+    assert_eq!(schema::version(db.conn()).unwrap(), schema::MIGRATIONS.len() as u32);
 }
 
 #[test]
@@ -66,10 +72,12 @@ fn a_version_1_database_is_migrated_with_its_rows() {
         .unwrap();
     }
     let mut db = Db::open(&path).unwrap();
-    assert_eq!(schema::version(db.conn()).unwrap(), 2);
+    assert_eq!(schema::version(db.conn()).unwrap(), schema::MIGRATIONS.len() as u32);
     let old = db.trend(512, 1 << 30, 1, None).unwrap();
     assert_eq!(old.len(), 1);
     assert_eq!(old[0].throughput_mbps, Some(51.2));
+    // Its peak was memory.peak: kept as that, never shown as a working set.
+    assert_eq!((old[0].peak_memory_mb, old[0].memory_peak_mb), (None, Some(12.0)));
     // New rows carry the new columns; old ones have them empty.
     db.record(&run("new", "2026-02-01T00:00:00Z", None), &[&cell(512, "1G", 1, 1, 60.0, 11, true)]).unwrap();
     let cpu: Vec<Option<i64>> = db.conn().prepare("SELECT sample_count FROM cells ORDER BY run_id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
@@ -102,6 +110,7 @@ fn trend_takes_final_attempts_and_means_over_repeats() {
     assert_eq!(t[0].peak_memory_mb, Some(12.0));
     assert_eq!(t[0].max_peak_memory_mb, Some(14.0));
     assert_eq!(t[1].peak_memory_mb, Some(40.0), "the creep shows");
+    assert_eq!(t[1].memory_peak_mb, Some(296.0), "memory.peak beside it");
     assert_eq!(t[1].label.as_deref(), Some("v1.1"));
     assert!(db.trend(512, 1 << 30, 1, Some("dufs")).unwrap().is_empty());
     let runs = db.runs().unwrap();

@@ -4,6 +4,7 @@
 
 use crate::guest::agent::Agent;
 use crate::guest::memory::{self, MemoryEvents};
+use crate::guest::unit;
 use crate::target::TargetSpec;
 use std::time::Duration;
 
@@ -45,26 +46,18 @@ pub fn journal(agent: &Agent, unit: &str) -> Result<String, crate::guest::agent:
         .map(|o| o.stdout_str())
 }
 
-/// The unit's restart count once it has settled: a target killed a moment ago sits in
-/// `auto-restart` for RestartSec before systemd counts the restart, so wait that out (bounded).
-fn restarts(agent: &Agent, unit: &str) -> Result<Option<u64>, String> {
-    let mut last = None;
+/// The unit once it has settled: a target killed a moment ago sits in `auto-restart` for
+/// RestartSec before systemd counts the restart, so wait that out (bounded).
+fn settled_unit(agent: &Agent, unit: &str) -> Result<unit::UnitState, String> {
+    let mut st = unit::state(agent, unit)?;
     for _ in 0..10 {
-        let o = agent
-            .exec("/usr/bin/systemctl", &["show", "-p", "NRestarts,ActiveState,SubState", unit], Duration::from_secs(30))
-            .map_err(|e| format!("restarts unknown: {e}"))?;
-        if o.exit_code != 0 {
-            return Err(format!("systemctl show exited {}", o.exit_code));
-        }
-        let text = o.stdout_str();
-        let prop = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(str::trim).unwrap_or("");
-        last = prop("NRestarts").parse().ok();
-        if prop("SubState") != "auto-restart" && prop("ActiveState") != "activating" {
+        if !st.settling() {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
+        st = unit::state(agent, unit)?;
     }
-    Ok(last)
+    Ok(st)
 }
 
 /// `sha256sum` output: the hash of each of `paths` that it could read.
@@ -88,8 +81,15 @@ pub fn collect(agent: &Agent, target: &TargetSpec, stored_paths: &[String], hash
     c.memory_peak_bytes = memory_peak(agent, &cg);
     c.events = agent.read_string(&format!("{cg}/memory.events")).ok().map(|t| memory::memory_events(&t));
 
-    match restarts(agent, &target.unit) {
-        Ok(n) => c.restarts = n,
+    match settled_unit(agent, &target.unit) {
+        Ok(st) => {
+            c.restarts = st.restarts;
+            // A target that died under the upload and will not come back: say why, in its words.
+            if let Some(why) = st.dead() {
+                let tail = unit::journal_tail(agent, &target.unit, 8).map(|t| format!("; its last journal lines: {t}")).unwrap_or_default();
+                c.notes.push(format!("the target's unit {} is down: {why}{tail}", target.unit));
+            }
+        }
         Err(e) => c.notes.push(e),
     }
     match agent.exec("/usr/bin/dmesg", &[], Duration::from_secs(30)) {

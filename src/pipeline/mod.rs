@@ -137,6 +137,8 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CellError
 #[derive(Default)]
 struct Held {
     phase: Option<Phase>,
+    /// When the current phase began: a phase that fails still gets its time.
+    phase_started: Option<Instant>,
     /// The cell's secret, so nothing saved can contain it.
     secret: Option<crate::target::Secret>,
     domain: Option<DomainGuard>,
@@ -251,6 +253,13 @@ async fn run_cell_once(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: 
     };
     if let Err(mut e) = outcome {
         let phase = held.phase.map(Phase::as_str).unwrap_or("start");
+        // How long the failing phase ran (a health check that waited 5 s, or the whole timeout).
+        if let (Some(p), Some(t)) = (held.phase, held.phase_started)
+            && let Some(slot) = phase_slot(&mut res.phases, p)
+            && slot.is_none()
+        {
+            *slot = Some(round3(t.elapsed().as_secs_f64()));
+        }
         if e.reason == ExitReason::Timeout && e.message.is_empty() {
             // Not ready in time is a failure to boot; a slow upload is the target's; a slow
             // collection is ours.
@@ -385,6 +394,21 @@ async fn run_cell_once(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: 
     res
 }
 
+/// Where a phase's time goes in the result.
+fn phase_slot(t: &mut PhaseTimes, p: Phase) -> Option<&mut Option<f64>> {
+    Some(match p {
+        Phase::Prepare => &mut t.prepare,
+        Phase::Boot => &mut t.boot,
+        Phase::Agent => &mut t.agent,
+        Phase::CloudInit => &mut t.cloud_init,
+        Phase::Healthy => &mut t.healthy,
+        Phase::Login => &mut t.login,
+        Phase::Upload => &mut t.upload,
+        Phase::Collect => &mut t.collect,
+        Phase::Teardown => return None,
+    })
+}
+
 /// Text about to be saved, without the cell's secret.
 fn redact(held: &Held, text: &str) -> String {
     match &held.secret {
@@ -469,6 +493,8 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         initial_memory_bytes: None,
         peak_memory_bytes: None,
         peak_memory_mb: None,
+        peak_memory_metric: model::METRIC_WORKING_SET.to_string(),
+        memory: None,
         http_status: None,
         exit_reason: ExitReason::HarnessError,
         success: false,
@@ -498,6 +524,7 @@ fn base_result(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         verified: None,
         oom_kills: None,
         restarts: None,
+        restarts_before_upload: None,
         bytes_sent: None,
         phases: PhaseTimes::default(),
         hooks: Vec::new(),
@@ -544,6 +571,7 @@ async fn steps(
     let secs = |t: Instant| Some(round3(t.elapsed().as_secs_f64()));
     let enter = |held: &mut Held, p: Phase| {
         held.phase = Some(p);
+        held.phase_started = Some(Instant::now());
         rep.phase(&cfg.cell, p);
     };
 
@@ -590,7 +618,7 @@ async fn steps(
     enter(held, Phase::Healthy);
     let t = Instant::now();
     let base = format!("http://127.0.0.1:{local_port}");
-    ready::wait_healthy(&env.target, &base, &dom, &agent, cfg.accel, deadline).await?;
+    ready::wait_healthy(&env.target, &base, &dom, &agent, cfg.accel, deadline, &mut res.restarts_before_upload).await?;
     res.phases.healthy = secs(t);
 
     // A login and per-file set-up requests, if the profile has them; not part of the upload's time.
@@ -653,7 +681,6 @@ async fn steps(
     res.samples_csv = Some("samples.csv".into());
     res.sample_count = samples.count;
     res.sample_mean_interval_ms = samples.mean_interval_seconds.map(|s| round3(s * 1000.0));
-    res.initial_memory_bytes = report.initial_memory_bytes;
     res.host_qemu_peak_rss_bytes = samples.peak_host_qemu_rss_bytes;
     fill_cpu_io(res, &report, up_secs, cfg.sample_memory_only);
     res.guest_min_mem_available_bytes = samples.min_guest_mem_available_bytes;
@@ -705,15 +732,26 @@ async fn steps(
     if let Some(j) = &c.journal {
         save_text(out_dir, "journal.log", &secret.redact(j), &mut res.journal);
     }
-    // The kernel's high-water mark, or a sampled value above it (memory.peak of a cgroup that
-    // systemd recreated after a restart misses the earlier peak). With a download, the kernel's
-    // mark read between the phases is the uploads'.
+    // With a download, the kernel's mark read between the phases is the uploads'.
     let kernel_peak = if report.download.is_some() { report.memory_peak_after_upload } else { c.memory_peak_bytes };
-    let peak = kernel_peak.max(samples.peak_cgroup_memory_bytes);
+    let memory = memory_breakdown(samples, kernel_peak);
+    // The headline is the working set; without memory.stat in the guest, memory.peak, and the
+    // result says which.
+    let (peak, metric, initial) = match memory.working_set_peak_bytes {
+        Some(w) => (Some(w), model::METRIC_WORKING_SET, report.initial_working_set_bytes),
+        None => (memory.cgroup_peak_bytes, model::METRIC_MEMORY_PEAK, report.initial_memory_bytes),
+    };
     res.peak_memory_bytes = peak;
     res.peak_memory_mb = peak.map(|p| round3(mib(p)));
+    res.peak_memory_metric = metric.to_string();
+    res.initial_memory_bytes = initial;
+    res.memory = Some(memory);
     res.oom_kills = c.oom_kills();
-    res.restarts = c.restarts;
+    // Restarts during the upload: the count when collected, less those before the health check.
+    res.restarts = match (c.restarts, res.restarts_before_upload) {
+        (Some(n), Some(before)) => Some(n.saturating_sub(before)),
+        (n, _) => n,
+    };
 
     // Per upload: verified when its stored file hashes to what was sent.
     let mut hashes = c.guest_sha256.iter().zip(&c.stored_file_exists);
@@ -761,7 +799,7 @@ async fn steps(
         transport_error: outs.iter().any(|o| o.error.is_some() && !o.timed_out) || dl.is_some_and(|d| d.error.is_some() && !d.timed_out),
         timed_out: outs.iter().any(|o| o.timed_out) || dl.is_some_and(|d| d.timed_out),
         oom_kills: c.oom_kills(),
-        restarts: c.restarts,
+        restarts: res.restarts,
         verified: match (res.verified, res.download.as_ref().map(|d| d.verified)) {
             (Some(true), Some(dv)) => dv,
             (v, _) => v,
@@ -823,14 +861,36 @@ async fn steps(
     Ok(())
 }
 
-/// The download's record. Its peak: the kernel's high-water mark at the end if the download
-/// raised it above the uploads' mark, else the highest sample taken during the download.
+/// The target's memory during the upload from the samples and the kernel's memory.peak.
+fn memory_breakdown(s: &crate::sampler::SampleSummary, kernel_peak: Option<u64>) -> model::MemoryBreakdown {
+    model::MemoryBreakdown {
+        working_set_peak_bytes: s.peak_working_set_bytes,
+        anon_peak_bytes: s.peak_anon_bytes,
+        file_peak_bytes: s.peak_file_bytes,
+        kernel_peak_bytes: s.peak_kernel_bytes,
+        sock_peak_bytes: s.peak_sock_bytes,
+        file_dirty_peak_bytes: s.peak_file_dirty_bytes,
+        // memory.peak of a cgroup that systemd recreated after a restart misses the earlier
+        // peak: a sampled value above it is the better bound.
+        cgroup_peak_bytes: kernel_peak.max(s.peak_cgroup_memory_bytes),
+        sampled_current_peak_bytes: s.peak_cgroup_memory_bytes,
+        sampled_below_cgroup_peak_bytes: match (kernel_peak, s.peak_cgroup_memory_bytes) {
+            (Some(k), Some(sampled)) => Some(k.saturating_sub(sampled)),
+            _ => None,
+        },
+    }
+}
+
+/// The download's record.
 fn download_record(name: &str, d: &crate::upload::client::DownloadOutcome, sent_sha: Option<&str>, report: &workload::UploadReport, end_peak: Option<u64>) -> model::DownloadRecord {
     let ok = d.ok();
     let secs = d.duration.as_secs_f64();
     let sampled = report.samples.download.as_ref();
-    let peak = match (end_peak, report.memory_peak_after_upload) {
-        (Some(end), Some(up)) if end > up => Some(end),
+    // The cell's headline metric over the download: the working set, else memory.peak if the
+    // download raised it, else the highest memory.current sampled.
+    let peak = match (sampled.and_then(|s| s.peak_working_set_bytes), end_peak, report.memory_peak_after_upload) {
+        (Some(ws), _, _) => Some(ws),
+        (None, Some(end), Some(up)) if end > up => Some(end),
         _ => sampled.and_then(|s| s.peak_cgroup_memory_bytes),
     };
     model::DownloadRecord {

@@ -6,6 +6,7 @@ use super::{CellError, blocking};
 use crate::accel::Accel;
 use crate::results::model::ExitReason;
 use crate::guest::agent::Agent;
+use crate::guest::unit;
 use crate::target::{Health, TargetSpec};
 use std::time::{Duration, Instant};
 use virt::domain::{Domain, DomainState};
@@ -121,64 +122,107 @@ pub fn cloud_init_errors(result_json: &str) -> Option<String> {
     Some(errs.iter().map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())).collect::<Vec<_>>().join("; "))
 }
 
+/// How often the unit's state is asked while waiting for the health check (one agent exec).
+const UNIT_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// The target's health check: an HTTP status through the forward, or (no path in the profile) a
-/// socket listening on the port in the guest.
-pub async fn wait_healthy(target: &TargetSpec, base: &str, dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant) -> Result<(), CellError> {
-    match &target.health {
-        Health::Http { path, status } => {
-            let url = format!("{base}{path}");
-            crate::upload::client::wait_healthy(&url, *status, deadline)
-                .await
-                .map_err(|last| boot_failed(format!("the target's health check {url} never passed (last: {last}); see journal.log")))
+/// socket of the unit's own processes listening on the port in the guest. Meanwhile the unit is
+/// watched: one that systemd gave up on (or that exited for good, or crash-loops) ends the wait
+/// at once as `target_crashed`, with its last journal lines. `restarts` gets the unit's restart
+/// count as last seen (on success: once it passed).
+pub async fn wait_healthy(
+    target: &TargetSpec,
+    base: &str,
+    dom: &Domain,
+    agent: &Agent,
+    accel: Accel,
+    deadline: Instant,
+    restarts: &mut Option<u64>,
+) -> Result<(), CellError> {
+    let client = crate::upload::client::http_client();
+    let mut last = String::from("no answer yet");
+    let mut unit_checked = Instant::now();
+    loop {
+        let passed = match &target.health {
+            Health::Http { path, status } => {
+                let url = format!("{base}{path}");
+                match crate::upload::client::health_once(&client, &url, *status).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        last = e;
+                        false
+                    }
+                }
+            }
+            Health::Tcp => {
+                let (a, cg, port) = (agent.clone(), target.cgroup_dir(), target.guest_port);
+                match blocking(move || Ok(unit_listens(&a, &cg, port))).await? {
+                    Ok(true) => true,
+                    Ok(false) => {
+                        last = format!("no process of the unit listens on port {port}");
+                        false
+                    }
+                    Err(e) => {
+                        last = e;
+                        false
+                    }
+                }
+            }
+        };
+        if passed {
+            let (a, unit) = (agent.clone(), target.unit.clone());
+            if let Ok(st) = blocking(move || Ok(unit::state(&a, &unit))).await? {
+                *restarts = st.restarts;
+            }
+            return Ok(());
         }
-        Health::Tcp => {
-            let port = target.guest_port;
-            let mut last;
-            loop {
-                let (d, a) = (dom.clone(), agent.clone());
-                let res = blocking(move || {
-                    check_alive(&d, accel)?;
-                    Ok(["/proc/net/tcp", "/proc/net/tcp6"].iter().map(|f| a.read_string(f)).collect::<Result<Vec<_>, _>>())
-                })
-                .await?;
-                match res {
-                    Ok(tables) if tables.iter().any(|t| listening(t, port)) => return Ok(()),
-                    Ok(_) => last = format!("nothing listens on port {port}"),
-                    Err(e) => last = e.to_string(),
-                }
-                if Instant::now() >= deadline {
-                    return Err(boot_failed(format!("the target never listened on port {port} in the guest (last: {last}); see journal.log")));
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        if unit_checked.elapsed() >= UNIT_CHECK_EVERY {
+            unit_checked = Instant::now();
+            let (d, a, unit) = (dom.clone(), agent.clone(), target.unit.clone());
+            let dead = blocking(move || {
+                check_alive(&d, accel)?;
+                let Ok(st) = unit::state(&a, &unit) else { return Ok((None, None)) };
+                let why = st.dead().map(|why| {
+                    let tail = unit::journal_tail(&a, &unit, 8).map(|t| format!("; its last journal lines: {t}")).unwrap_or_default();
+                    format!("the target's unit {unit} will not come up: {why}{tail}; see journal.log")
+                });
+                Ok((st.restarts, why))
+            })
+            .await?;
+            if dead.0.is_some() {
+                *restarts = dead.0;
+            }
+            if let Some(why) = dead.1 {
+                return Err(CellError::new(ExitReason::TargetCrashed, why));
             }
         }
+        if Instant::now() >= deadline {
+            return Err(boot_failed(match &target.health {
+                Health::Http { path, .. } => format!("the target's health check {base}{path} never passed (last: {last}); see journal.log"),
+                Health::Tcp => format!("the target never listened on port {} in the guest (last: {last}); see journal.log", target.guest_port),
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// A socket in LISTEN state (0A) on `port` in a /proc/net/tcp{,6} table.
-pub fn listening(table: &str, port: u16) -> bool {
-    table.lines().skip(1).any(|l| {
-        let mut f = l.split_whitespace();
-        let local = f.nth(1).unwrap_or("");
-        let state = f.nth(1).unwrap_or("");
-        state == "0A" && local.rsplit(':').next().and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
-    })
+/// Whether a process of the unit listens on `port`, asked of perfvm-probe in the guest (it reads
+/// the processes' socket inodes, which the agent's file calls cannot). Blocking.
+fn unit_listens(agent: &Agent, cgroup_dir: &str, port: u16) -> Result<bool, String> {
+    let p = port.to_string();
+    let o = agent
+        .exec(crate::sampler::PROBE_BIN, &["--listening", &p, "--cgroup", cgroup_dir], Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    match o.stdout_str().trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("{} --listening: exit {}: {}", crate::sampler::PROBE_BIN, o.exit_code, String::from_utf8_lossy(&o.stderr).trim())),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listening_sockets_are_found_by_port_and_state() {
-        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 0F02000A:1F91 0202000A:A1B2 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0\n";
-        assert!(listening(tcp, 8080));
-        assert!(!listening(tcp, 8081), "an established connection is not a listener");
-        assert!(!listening(tcp, 80));
-        let tcp6 = "  sl  local_address remote_address st\n   0: 00000000000000000000000000000000:1388 00000000000000000000000000000000:0000 0A 0\n";
-        assert!(listening(tcp6, 5000));
-        assert!(!listening("", 5000));
-    }
 
     #[test]
     fn cloud_init_errors_are_extracted() {

@@ -15,7 +15,9 @@ pub struct UploadReport {
     pub outcomes: Vec<UploadOutcome>,
     /// From the start of the first upload to the end of the last.
     pub wall: Duration,
+    /// memory.current and the working set just before the upload.
     pub initial_memory_bytes: Option<u64>,
+    pub initial_working_set_bytes: Option<u64>,
     /// The kernel's memory high-water mark at the end of the uploads, before any download.
     pub memory_peak_after_upload: Option<u64>,
     pub download: Option<DownloadOutcome>,
@@ -98,6 +100,7 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
         outcomes,
         wall,
         initial_memory_bytes: baseline.cgroup_memory_current_bytes,
+        initial_working_set_bytes: baseline.cgroup_memory_working_set_bytes,
         memory_peak_after_upload,
         download,
         samples,

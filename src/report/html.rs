@@ -1,6 +1,6 @@
 //! report.html: one self-contained page (inline CSS and SVG, no scripts, no network).
 
-use super::plot::{Chart, Marker, Series, svg};
+use super::plot::{Chart, Marker, Series, Stacked, stacked_svg, svg};
 use super::{Report, ReportCell, outcome};
 use crate::results::model::CellResult;
 use std::collections::BTreeMap;
@@ -102,7 +102,7 @@ fn cell_section(out: &mut String, c: &ReportCell) {
         Some(tl) if !tl.t.is_empty() => {
             let col = |v: &Vec<Option<f64>>| tl.t.iter().zip(v).filter_map(|(t, y)| y.map(|y| (*t, y))).collect::<Vec<_>>();
             let end = tl.download_start.or(tl.t.last().copied()).unwrap_or(0.0);
-            let mut markers = vec![Marker { x: 0.0, label: "upload start".into() }, Marker { x: end, label: "upload end".into() }];
+            let mut markers: Vec<Marker> = vec![Marker { x: 0.0, label: "upload start".into() }, Marker { x: end, label: "upload end".into() }];
             if tl.download_start.is_some() {
                 markers.pop();
                 markers.push(Marker { x: end, label: "download start".into() });
@@ -112,17 +112,46 @@ fn cell_section(out: &mut String, c: &ReportCell) {
                 x_label: "seconds",
                 y_label: "MiB",
                 series: vec![
-                    Series { label: "target cgroup memory.current".into(), points: col(&tl.cgroup_mib), limit: Some(r.ram_mb as f64) },
+                    Series { label: "target working set".into(), points: col(&tl.working_set_mib), limit: Some(r.ram_mb as f64) },
+                    Series { label: "target cgroup memory.current".into(), points: col(&tl.cgroup_mib), limit: None },
                     Series { label: "host qemu RSS".into(), points: col(&tl.qemu_rss_mib), limit: None },
                     Series { label: "guest MemAvailable".into(), points: col(&tl.mem_available_mib), limit: None },
                 ],
-                markers,
+                markers: markers.clone(),
                 size: (900, 320),
             }));
+            if let Some(st) = stacked_memory(tl, r.ram_mb, markers) {
+                out.push_str(&stacked_svg(&st));
+            }
         }
         _ => out.push_str("<p>no samples</p>"),
     }
     out.push_str("</section>\n");
+}
+
+/// What the target's memory was made of over time: anon, kernel, page cache, and the rest of
+/// memory.current, stacked. Only the rows that have every part (none in samples of an older
+/// perfvm: then no chart).
+fn stacked_memory(tl: &super::Timeline, ram_mb: u64, markers: Vec<Marker>) -> Option<Stacked<'static>> {
+    let mut x = Vec::new();
+    let mut layers: Vec<(String, Vec<f64>)> = ["anon", "kernel", "page cache", "other"].iter().map(|l| (l.to_string(), Vec::new())).collect();
+    for i in 0..tl.t.len() {
+        let (Some(cur), Some(anon), Some(kernel), Some(file)) = (tl.cgroup_mib[i], tl.anon_mib[i], tl.kernel_mib[i], tl.file_mib[i]) else { continue };
+        x.push(tl.t[i]);
+        for (layer, v) in layers.iter_mut().zip([anon, kernel, file, (cur - anon - kernel - file).max(0.0)]) {
+            layer.1.push(v);
+        }
+    }
+    (!x.is_empty()).then(|| Stacked {
+        title: "target memory by kind (memory.stat), stacked",
+        x_label: "seconds",
+        y_label: "MiB",
+        x,
+        layers,
+        limit: Some(("guest RAM".into(), ram_mb as f64)),
+        markers,
+        size: (900, 320),
+    })
 }
 
 /// Statistics over each cell's passed repetitions, and with --target-rsd why it stopped.
@@ -237,14 +266,22 @@ pub fn render(rep: &Report) -> String {
         markers: vec![],
         size: (900, 360),
     }));
-    out.push_str("<h2>Peak memory</h2>\n<p>The target's peak (cgroup memory.peak, page cache included) against the file size; dashed: the guest's RAM.</p>\n");
+    out.push_str("<h2>Peak memory</h2>\n<p>What the target needs: its peak working set (cgroup memory.current − inactive_file, the measure cAdvisor and the kubelet use), against the file size; dashed: the guest's RAM. Below it the kernel's memory.peak, which also counts the page cache of the file written (reclaimable), and so grows with the file for a server that streams to disk.</p>\n");
     out.push_str(&svg(&Chart {
-        title: "target peak memory (every cell with a peak)",
+        title: "target peak working set (every cell with a peak)",
         x_label: "file size (MiB)",
         y_label: "MiB",
         series: by_ram(&results, |r| r.peak_memory_mb, true),
         markers: vec![],
         size: (900, 360),
+    }));
+    out.push_str(&svg(&Chart {
+        title: "target memory.peak, page cache included",
+        x_label: "file size (MiB)",
+        y_label: "MiB",
+        series: by_ram(&results, |r| r.cgroup_peak_bytes().map(crate::results::model::mib), true),
+        markers: vec![],
+        size: (900, 300),
     }));
     if !rep.repeats.is_empty() {
         repeats_section(&mut out, &rep.repeats);

@@ -16,20 +16,25 @@ pub fn render(rep: &Report) -> String {
     }
     let passed = rep.cells.iter().filter(|c| c.result.success).count();
     let _ = writeln!(out, "{} cells, {passed} passed.\n", rep.cells.len());
-    out.push_str("| RAM (MiB) | file | at once | repeat | throughput (MiB/s) | peak memory (MiB) | target CPU (%) | outcome |\n");
-    out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
+    out.push_str("Peak memory is the target's working set (memory.current − inactive_file); anon is its heap and buffers, page cache mostly the file written, memory.peak the kernel's high-water mark with the page cache.\n\n");
+    out.push_str("| RAM (MiB) | file | at once | repeat | throughput (MiB/s) | peak memory (MiB) | anon (MiB) | page cache (MiB) | memory.peak (MiB) | target CPU (%) | outcome |\n");
+    out.push_str("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n");
     for c in &rep.cells {
         let r = &c.result;
         let num = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "–".into());
+        let part = |f: fn(&crate::results::model::MemoryBreakdown) -> Option<u64>| num(r.memory.as_ref().and_then(f).map(crate::results::model::mib), 1);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.ram_mb,
             r.file_size,
             r.concurrency,
             r.repeat,
             num(r.throughput_mbps, 1),
             num(r.peak_memory_mb, 1),
+            part(|m| m.anon_peak_bytes),
+            part(|m| m.file_peak_bytes),
+            num(r.cgroup_peak_bytes().map(crate::results::model::mib), 1),
             num(r.target_cpu_avg_percent, 0),
             cell(&if r.success { "passed".to_string() } else { outcome(r) })
         );

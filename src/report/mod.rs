@@ -18,6 +18,11 @@ use std::path::{Path, PathBuf};
 pub struct Timeline {
     pub t: Vec<f64>,
     pub cgroup_mib: Vec<Option<f64>>,
+    /// The working set and memory.stat's parts (empty columns in samples of an older perfvm).
+    pub working_set_mib: Vec<Option<f64>>,
+    pub anon_mib: Vec<Option<f64>>,
+    pub file_mib: Vec<Option<f64>>,
+    pub kernel_mib: Vec<Option<f64>>,
     pub qemu_rss_mib: Vec<Option<f64>>,
     pub mem_available_mib: Vec<Option<f64>>,
     /// Time of the first `download` row, if any (the upload ended just before).
@@ -91,6 +96,8 @@ pub fn read_timeline(path: &Path) -> Option<Timeline> {
     let col = |name: &str| h.iter().position(|c| c == name);
     let (t, cur, rss, avail, phase) =
         (col("t_seconds")?, col("cgroup_memory_current_bytes"), col("host_qemu_rss_bytes"), col("guest_mem_available_bytes"), col("phase"));
+    let (ws, anon, file, kernel) =
+        (col("cgroup_memory_working_set_bytes"), col("cgroup_memory_anon_bytes"), col("cgroup_memory_file_bytes"), col("cgroup_memory_kernel_bytes"));
     let mib = |rec: &csv::StringRecord, i: Option<usize>| i.and_then(|i| rec.get(i)).and_then(|v| v.parse::<f64>().ok()).map(|b| b / 1048576.0);
     let mut tl = Timeline::default();
     for rec in rd.records().flatten() {
@@ -100,6 +107,10 @@ pub fn read_timeline(path: &Path) -> Option<Timeline> {
         }
         tl.t.push(ts);
         tl.cgroup_mib.push(mib(&rec, cur));
+        tl.working_set_mib.push(mib(&rec, ws));
+        tl.anon_mib.push(mib(&rec, anon));
+        tl.file_mib.push(mib(&rec, file));
+        tl.kernel_mib.push(mib(&rec, kernel));
         tl.qemu_rss_mib.push(mib(&rec, rss));
         tl.mem_available_mib.push(mib(&rec, avail));
     }
@@ -181,6 +192,10 @@ mod tests {
         let tl = Timeline {
             t: vec![0.0, 0.1, 0.2],
             cgroup_mib: vec![Some(1.0), Some(40.0), None],
+            working_set_mib: vec![Some(1.0), Some(10.0), None],
+            anon_mib: vec![Some(0.5), Some(8.0), None],
+            file_mib: vec![Some(0.2), Some(30.0), None],
+            kernel_mib: vec![Some(0.2), Some(1.5), None],
             qemu_rss_mib: vec![Some(1000.0), Some(1010.0), Some(1020.0)],
             mem_available_mib: vec![Some(400.0), Some(360.0), Some(350.0)],
             download_start: None,
@@ -216,7 +231,7 @@ mod tests {
         assert_eq!(rep.history[0].1.len(), 2);
         let h = html::render(&rep);
         assert!(h.contains("<h2>History</h2>") && h.contains("throughput across runs") && h.contains("night2"));
-        assert_eq!(h.matches("<svg").count(), 5, "two more charts");
+        assert_eq!(h.matches("<svg").count(), 7, "two more charts");
         assert!(markdown::render(&rep).contains("| night1 |"));
         assert!(history(&rep, &d.path().join("none.sqlite")).unwrap().is_empty(), "no database, no history");
     }
@@ -236,8 +251,10 @@ mod tests {
         }
         assert!(h.contains("FAIL oom_killed"));
         assert!(h.contains("class=\"fail\"") && h.contains("class=\"ok\""));
-        // Throughput, peak memory, and one timeline (the other cell has no samples).
-        assert_eq!(h.matches("<svg").count(), 3, "{h}");
+        // Throughput, peak working set, memory.peak, and one cell's timeline and its memory by
+        // kind (the other cell has no samples).
+        assert_eq!(h.matches("<svg").count(), 5, "{h}");
+        assert!(h.contains("target memory by kind") && h.contains("page cache"));
         assert!(h.contains("no samples"));
         assert!(h.contains("upload end"));
     }

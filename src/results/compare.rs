@@ -56,14 +56,19 @@ pub struct Row {
     pub b_passed: Option<(usize, usize)>,
     pub throughput_mbps: Metric,
     pub peak_memory_mb: Metric,
+    /// What `peak_memory_mb` compares: `working_set` when both runs measured it, else
+    /// `memory.peak` (runs of an older perfvm have only that), never one against the other.
+    pub peak_memory_metric: &'static str,
 }
 
-/// The values of one side's cell: throughput and peak of its passed repetitions.
+/// The values of one side's cell: throughput and memory of its passed repetitions.
 #[derive(Default)]
 struct Side {
     all: usize,
     thr: Vec<f64>,
-    peak: Vec<f64>,
+    /// Working set and memory.peak (MiB) of the passed repetitions that have them.
+    working_set: Vec<f64>,
+    memory_peak: Vec<f64>,
 }
 
 fn group(results: &[&CellResult]) -> BTreeMap<(u64, u64, u32), (String, Side)> {
@@ -74,7 +79,8 @@ fn group(results: &[&CellResult]) -> BTreeMap<(u64, u64, u32), (String, Side)> {
         e.1.all += 1;
         if r.success {
             e.1.thr.extend(r.throughput_mbps);
-            e.1.peak.extend(r.peak_memory_mb);
+            e.1.working_set.extend(r.working_set_peak_bytes().map(super::model::mib));
+            e.1.memory_peak.extend(r.cgroup_peak_bytes().map(super::model::mib));
         }
     }
     out
@@ -89,6 +95,13 @@ pub fn compare(a: &[&CellResult], b: &[&CellResult]) -> Vec<Row> {
             let (sa, sb) = (ga.get(&k), gb.get(&k));
             let cell = sa.or(sb).map(|(s, _)| s.clone()).unwrap_or_default();
             let vals = |s: Option<&(String, Side)>, f: fn(&Side) -> &Vec<f64>| s.map(|(_, x)| f(x).clone()).unwrap_or_default();
+            // The working set where both sides have it for every passed repetition.
+            let full_ws = |s: Option<&(String, Side)>| s.is_none_or(|(_, x)| x.working_set.len() == x.thr.len());
+            let (metric_name, mem): (&'static str, fn(&Side) -> &Vec<f64>) = if full_ws(sa) && full_ws(sb) {
+                (super::model::METRIC_WORKING_SET, |s| &s.working_set)
+            } else {
+                (super::model::METRIC_MEMORY_PEAK, |s| &s.memory_peak)
+            };
             Row {
                 cell,
                 ram_mb: k.0,
@@ -97,7 +110,8 @@ pub fn compare(a: &[&CellResult], b: &[&CellResult]) -> Vec<Row> {
                 a_passed: sa.map(|(_, s)| (s.thr.len(), s.all)),
                 b_passed: sb.map(|(_, s)| (s.thr.len(), s.all)),
                 throughput_mbps: metric(&vals(sa, |s| &s.thr), &vals(sb, |s| &s.thr), true),
-                peak_memory_mb: metric(&vals(sa, |s| &s.peak), &vals(sb, |s| &s.peak), false),
+                peak_memory_mb: metric(&vals(sa, mem), &vals(sb, mem), false),
+                peak_memory_metric: metric_name,
             }
         })
         .collect()
@@ -249,7 +263,7 @@ mod tests {
             r.ram_mb = ram;
             r.repeat = rep;
             r.throughput_mbps = Some(thr);
-            r.peak_memory_mb = Some(peak);
+            r.peak_memory_bytes = Some((peak * 1048576.0) as u64);
             r.success = ok;
             r
         };
@@ -262,9 +276,45 @@ mod tests {
         assert_eq!(rows[1].a_passed, Some((4, 4)));
         assert_eq!(rows[1].throughput_mbps.verdict, Verdict::Worse);
         assert_eq!(rows[1].peak_memory_mb.verdict, Verdict::Worse);
+        assert_eq!(rows[1].peak_memory_metric, "memory.peak", "results of schema 1 have only memory.peak");
         let reg = regressions(&rows, 10.0);
         assert_eq!(reg.len(), 2, "{reg:?}");
         assert!(reg[0].contains("throughput") && reg[1].contains("peak memory"));
         assert!(regressions(&rows, 500.0).is_empty(), "under the threshold");
+    }
+
+    #[test]
+    fn the_working_set_is_compared_only_with_the_working_set() {
+        let base: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
+        let mk = |rep: u32, ws: Option<f64>, cgroup_peak: f64| {
+            let mut r = base.clone();
+            r.repeat = rep;
+            match ws {
+                Some(w) => {
+                    r.peak_memory_metric = super::super::model::METRIC_WORKING_SET.into();
+                    r.peak_memory_bytes = Some((w * 1048576.0) as u64);
+                    r.memory = Some(super::super::model::MemoryBreakdown {
+                        working_set_peak_bytes: r.peak_memory_bytes,
+                        cgroup_peak_bytes: Some((cgroup_peak * 1048576.0) as u64),
+                        ..Default::default()
+                    });
+                }
+                None => r.peak_memory_bytes = Some((cgroup_peak * 1048576.0) as u64),
+            }
+            r
+        };
+        let new: Vec<CellResult> = (1..=2).map(|i| mk(i, Some(10.0), 260.0)).collect();
+        let newer: Vec<CellResult> = (1..=2).map(|i| mk(i, Some(12.0), 270.0)).collect();
+        let old: Vec<CellResult> = (1..=2).map(|i| mk(i, None, 265.0)).collect();
+        fn refs(v: &[CellResult]) -> Vec<&CellResult> {
+            v.iter().collect()
+        }
+        let both = compare(&refs(&new), &refs(&newer));
+        assert_eq!(both[0].peak_memory_metric, "working_set");
+        assert_eq!((both[0].peak_memory_mb.a_mean, both[0].peak_memory_mb.b_mean), (Some(10.0), Some(12.0)));
+        // An old run against a new one: memory.peak on both sides, never 265 against 10.
+        let mixed = compare(&refs(&old), &refs(&new));
+        assert_eq!(mixed[0].peak_memory_metric, "memory.peak");
+        assert_eq!((mixed[0].peak_memory_mb.a_mean, mixed[0].peak_memory_mb.b_mean), (Some(265.0), Some(260.0)));
     }
 }

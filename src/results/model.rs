@@ -5,7 +5,14 @@
 use crate::accel::Accel;
 use serde::{Deserialize, Serialize};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: `peak_memory_*` is the working set (memory.current − inactive_file), no longer
+/// memory.peak, which counts the page cache of what the target wrote; `memory` splits it up;
+/// `restarts` counts restarts during the upload, `restarts_before_upload` those before.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// What `peak_memory_*` measured: results of schema 1 have `memory.peak`.
+pub const METRIC_WORKING_SET: &str = "working_set";
+pub const METRIC_MEMORY_PEAK: &str = "memory.peak";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]
@@ -103,13 +110,23 @@ pub struct CellResult {
     pub file_size_mb: f64,
     pub duration_seconds: Option<f64>,
     pub throughput_mbps: Option<f64>,
+    /// The target's memory when the upload started (the same metric as the peak).
     pub initial_memory_bytes: Option<u64>,
+    /// The headline: the highest working set of the target's cgroup (memory.current −
+    /// inactive_file) sampled during the upload, i.e. what it needs, without the page cache of
+    /// the file it wrote. `memory` has the parts and the kernel's memory.peak.
     pub peak_memory_bytes: Option<u64>,
     pub peak_memory_mb: Option<f64>,
     pub http_status: Option<u16>,
     pub exit_reason: ExitReason,
     pub success: bool,
     // --- perfvm ---
+    /// `working_set`, or `memory.peak` (schema 1, or no memory.stat in the guest).
+    #[serde(default = "memory_peak_metric")]
+    pub peak_memory_metric: String,
+    /// The memory split up: anon, page cache, kernel, and the kernel's exact memory.peak.
+    #[serde(default)]
+    pub memory: Option<MemoryBreakdown>,
     pub schema_version: u32,
     pub perfvm_version: String,
     pub run_id: String,
@@ -159,7 +176,11 @@ pub struct CellResult {
     /// false: it differs or the file is missing; null: not checked.
     pub verified: Option<bool>,
     pub oom_kills: Option<u64>,
+    /// Restarts of the target's unit during the upload (schema 1: since boot).
     pub restarts: Option<u64>,
+    /// Restarts before its health check passed (a unit that flapped and then came up).
+    #[serde(default)]
+    pub restarts_before_upload: Option<u64>,
     pub bytes_sent: Option<u64>,
     pub phases: PhaseTimes,
     /// Hooks that ran, in order (`--hook-before-cell`, the profile's guest_setup, …).
@@ -246,6 +267,49 @@ fn one() -> u32 {
     1
 }
 
+fn memory_peak_metric() -> String {
+    METRIC_MEMORY_PEAK.into()
+}
+
+/// The target's memory during the upload, split up (bytes). Peaks of sampled values, except
+/// `cgroup_peak_bytes`, the kernel's own high-water mark.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryBreakdown {
+    /// memory.current − inactive_file: what cAdvisor and the kubelet call a container's memory
+    /// (and evict on). The headline.
+    pub working_set_peak_bytes: Option<u64>,
+    /// Anonymous memory: heaps, buffers the server holds.
+    pub anon_peak_bytes: Option<u64>,
+    /// Page cache (tmpfs included): mostly the file being written, reclaimable once on disk.
+    pub file_peak_bytes: Option<u64>,
+    pub kernel_peak_bytes: Option<u64>,
+    pub sock_peak_bytes: Option<u64>,
+    pub file_dirty_peak_bytes: Option<u64>,
+    /// memory.peak: the kernel's exact high-water mark of memory.current, page cache included
+    /// (or a sampled memory.current above it, when a restart recreated the cgroup).
+    pub cgroup_peak_bytes: Option<u64>,
+    /// The highest memory.current sampled, and how far it fell below memory.peak: what the
+    /// sampling interval missed.
+    pub sampled_current_peak_bytes: Option<u64>,
+    pub sampled_below_cgroup_peak_bytes: Option<u64>,
+}
+
+impl CellResult {
+    /// The kernel's memory.peak of the target, from any schema (schema 1's headline was it).
+    pub fn cgroup_peak_bytes(&self) -> Option<u64> {
+        match &self.memory {
+            Some(m) => m.cgroup_peak_bytes,
+            None if self.peak_memory_metric == METRIC_MEMORY_PEAK => self.peak_memory_bytes,
+            None => None,
+        }
+    }
+
+    /// The peak working set, from any schema (None before schema 2).
+    pub fn working_set_peak_bytes(&self) -> Option<u64> {
+        self.memory.as_ref().and_then(|m| m.working_set_peak_bytes)
+    }
+}
+
 fn random() -> String {
     "random".into()
 }
@@ -280,8 +344,8 @@ pub struct DownloadRecord {
     /// sha256 of the body as received on the host; verified when it equals the uploaded one.
     pub sha256: Option<String>,
     pub verified: Option<bool>,
-    /// The target's memory high-water mark during the download: the kernel's when the download
-    /// raised it above the upload's, else the highest sample.
+    /// The target's peak during the download, the same metric as the cell's `peak_memory_*`
+    /// (the working set, sampled).
     pub peak_memory_bytes: Option<u64>,
     pub peak_memory_mb: Option<f64>,
     pub target_cpu_seconds: Option<f64>,

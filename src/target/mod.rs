@@ -11,8 +11,12 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetMode {
-    /// Write the body to disk as it arrives: constant memory.
+    /// Write the body to its file as it arrives, plainly, like most servers: small anon memory,
+    /// the file's page cache growing with it.
     Stream,
+    /// Write as it arrives and drop the file's page cache every 8 MiB (fdatasync +
+    /// POSIX_FADV_DONTNEED): everything stays small. Unusual in real servers.
+    DropCache,
     /// Buffer the whole body in memory before writing, like many web apps.
     Memory,
 }
@@ -21,8 +25,13 @@ impl TargetMode {
     pub fn as_str(self) -> &'static str {
         match self {
             TargetMode::Stream => "stream",
+            TargetMode::DropCache => "drop-cache",
             TargetMode::Memory => "memory",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<TargetMode> {
+        [TargetMode::Stream, TargetMode::DropCache, TargetMode::Memory].into_iter().find(|m| m.as_str() == s)
     }
 }
 

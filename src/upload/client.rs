@@ -244,20 +244,12 @@ pub async fn download(client: &reqwest::Client, url: &str, headers: &[(String, S
     out
 }
 
-/// GET until the target answers `expect` or the deadline passes. Returns the last failure text.
-pub async fn wait_healthy(url: &str, expect: u16, deadline: Instant) -> Result<(), String> {
-    let client = http_client();
-    let mut last;
-    loop {
-        match client.get(url).timeout(Duration::from_secs(5)).send().await {
-            Ok(r) if r.status().as_u16() == expect => return Ok(()),
-            Ok(r) => last = format!("HTTP {}", r.status()),
-            Err(e) => last = error_chain(&e),
-        }
-        if Instant::now() >= deadline {
-            return Err(last);
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+/// One health check: a GET of `url` that must answer `expect`; the error says what came instead.
+pub async fn health_once(client: &reqwest::Client, url: &str, expect: u16) -> Result<(), String> {
+    match client.get(url).timeout(Duration::from_secs(5)).send().await {
+        Ok(r) if r.status().as_u16() == expect => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) => Err(error_chain(&e)),
     }
 }
 

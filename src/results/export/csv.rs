@@ -17,7 +17,17 @@ pub const SEED_COLUMNS: [&str; 9] = [
     "result_file",
 ];
 
-pub const EXTRA_COLUMNS: [&str; 37] = [
+pub const EXTRA_COLUMNS: [&str; 45] = [
+    // What peak_memory_mb is (working_set; memory.peak in results of older perfvm), then the
+    // memory split up: the kernel's memory.peak counts the page cache of the file written.
+    "peak_memory_metric",
+    "peak_working_set_mb",
+    "peak_anon_mb",
+    "peak_file_cache_mb",
+    "peak_kernel_mb",
+    "cgroup_memory_peak_mb",
+    "sampled_below_memory_peak_mb",
+    "restarts_before_upload",
     "concurrency",
     "repeat",
     "attempt",
@@ -82,6 +92,14 @@ pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -
             r.exit_reason.as_str().to_string(),
             r.success.to_string(),
             path_of(r),
+            r.peak_memory_metric.clone(),
+            mb(r.working_set_peak_bytes()),
+            mb(r.memory.as_ref().and_then(|m| m.anon_peak_bytes)),
+            mb(r.memory.as_ref().and_then(|m| m.file_peak_bytes)),
+            mb(r.memory.as_ref().and_then(|m| m.kernel_peak_bytes)),
+            mb(r.cgroup_peak_bytes()),
+            mb(r.memory.as_ref().and_then(|m| m.sampled_below_cgroup_peak_bytes)),
+            num(r.restarts_before_upload),
             r.concurrency.to_string(),
             r.repeat.to_string(),
             r.attempt.to_string(),
@@ -138,7 +156,7 @@ mod tests {
     fn header_starts_with_the_seed_columns_in_order() {
         let out = String::from_utf8(export(&[], &|_| String::new())).unwrap();
         let header = out.lines().next().unwrap();
-        assert!(header.starts_with("ram_mb,file_size,duration_seconds,throughput_mbps,peak_memory_mb,http_status,exit_reason,success,result_file,concurrency,repeat,"));
+        assert!(header.starts_with("ram_mb,file_size,duration_seconds,throughput_mbps,peak_memory_mb,http_status,exit_reason,success,result_file,peak_memory_metric,peak_working_set_mb,peak_anon_mb,"));
     }
 
     #[test]

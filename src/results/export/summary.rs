@@ -1,6 +1,7 @@
 //! `summary.txt`: RAM rows × size columns, read in a terminal. Each cell shows throughput (MiB/s),
-//! peak memory (MiB), the target's CPU (% of one CPU) and peak memory pressure (PSI some avg10),
-//! or its failure; with repeats, mean ± stddev and min–max.
+//! peak memory (MiB: the working set, then its anon part and the page cache beside it), the
+//! target's CPU (% of one CPU) and peak memory pressure (PSI some avg10), or its failure; with
+//! repeats, mean ± stddev and min–max.
 
 use crate::results::model::CellResult;
 use crate::results::stats::stats;
@@ -11,7 +12,7 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
     let mut levels: Vec<u32> = finals.iter().map(|r| r.concurrency).collect();
     levels.sort_unstable();
     levels.dedup();
-    let mut out = format!("{title}\n\n");
+    let mut out = format!("{title}\npeak: the target's working set (memory.current − inactive_file); anon: its heap and buffers; cache: page cache, mostly the file written\n\n");
     if levels.len() <= 1 && levels.first().is_none_or(|&c| c == 1) {
         out.push_str(&grid(finals, rams, sizes));
     } else {
@@ -22,6 +23,13 @@ pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, 
         }
     }
     out.into_bytes()
+}
+
+/// The anon part and the page cache of a cell's memory, in MiB (`anon 3 cache 250`).
+fn parts(r: &CellResult) -> Option<String> {
+    let m = r.memory.as_ref()?;
+    let mib = |b: Option<u64>| b.map(|b| format!("{:.0}", crate::results::model::mib(b))).unwrap_or_else(|| "-".into());
+    Some(format!("anon {} cache {}", mib(m.anon_peak_bytes), mib(m.file_peak_bytes)))
 }
 
 fn grid(finals: &[&CellResult], rams: &[u64], sizes: &[(u64, String)]) -> String {
@@ -39,6 +47,7 @@ fn grid(finals: &[&CellResult], rams: &[u64], sizes: &[(u64, String)]) -> String
             if r.success {
                 lines.push(format!("{:.1} MiB/s", r.throughput_mbps.unwrap_or(0.0)));
                 lines.push(format!("peak {:.1} MiB", r.peak_memory_mb.unwrap_or(0.0)));
+                lines.extend(parts(r));
                 if let Some(c) = r.target_cpu_avg_percent {
                     lines.push(format!("cpu {c:.0}%"));
                 }
@@ -53,6 +62,7 @@ fn grid(finals: &[&CellResult], rams: &[u64], sizes: &[(u64, String)]) -> String
                 lines.push(format!("FAIL {}", r.exit_reason));
                 if let Some(p) = r.peak_memory_mb {
                     lines.push(format!("peak {p:.1} MiB"));
+                    lines.extend(parts(r));
                 }
                 if let Some(p) = r.memory_pressure_peak_some_avg10 {
                     lines.push(format!("mem psi {p:.1}"));
@@ -134,7 +144,7 @@ mod tests {
         assert!(text.contains("45.6 MiB/s"));
         assert!(text.contains("(not run)"));
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[2].starts_with("RAM \\ file") && lines[2].contains("256M") && lines[2].contains("1G"));
+        assert!(lines[3].starts_with("RAM \\ file") && lines[3].contains("256M") && lines[3].contains("1G"));
     }
 
     #[test]
