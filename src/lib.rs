@@ -6,6 +6,8 @@
 
 pub mod accel;
 pub mod cloudinit;
+pub mod error;
+pub mod exit;
 pub mod guest;
 pub mod history;
 pub mod hosts;
@@ -13,12 +15,14 @@ pub mod hypervisor;
 pub mod image;
 pub mod paths;
 pub mod pipeline;
+pub mod plan;
 pub mod proc;
 pub mod report;
 pub mod results;
 pub mod sampler;
 pub mod size;
-pub mod target;
+pub mod stats;
+pub mod profile;
 pub mod upload;
 pub mod cli;
 pub mod matrix;

@@ -1,6 +1,7 @@
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use perfvm::cli::{self, Cli, Command};
-use perfvm::cli::run::{InputError, exit};
+use perfvm::error::InputError;
+use perfvm::exit;
 use tokio_util::sync::CancellationToken;
 
 fn main() {
@@ -8,7 +9,10 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PERFVM_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // The exit codes under the examples of `perfvm --help`, from the one table that defines them.
+    let cmd = Cli::command();
+    let after = format!("{}\n\n{}", cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default(), exit::help());
+    let cli = Cli::from_arg_matches(&cmd.after_help(after).get_matches()).unwrap_or_else(|e| e.exit());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = rt.block_on(dispatch(cli));
     // The runtime is dropped (and with it every guard) before the process exits.
@@ -39,7 +43,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<InputError>().is_some() { exit::BAD_INPUT } else { exit::INFRASTRUCTURE }
+            exit::for_error(&e)
         }
     }
 }
@@ -76,7 +80,7 @@ fn snapshot(run_dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<
 
 fn cleanup(uri: &str) -> anyhow::Result<i32> {
     let conn = perfvm::hypervisor::conn::open(uri).map_err(|e| InputError(e.to_string()))?;
-    let removed = perfvm::hypervisor::conn::remove_orphans(&conn, uri == perfvm::hypervisor::conn::DEFAULT_URI)?;
+    let removed = perfvm::hypervisor::orphans::remove_orphans(&conn, uri == perfvm::hypervisor::conn::DEFAULT_URI)?;
     if removed.is_empty() {
         println!("nothing to clean up");
     } else {

@@ -1,6 +1,6 @@
 //! `perfvm compare RUN_A RUN_B`: two runs (directories or history run ids) cell by cell.
 
-use super::run::InputError;
+use crate::error::InputError;
 use super::{CompareArgs, CompareFormat};
 use crate::results::compare::{self, Metric, Row};
 use crate::results::model::CellResult;
@@ -124,7 +124,7 @@ pub fn run(args: &CompareArgs) -> Result<i32> {
         let reg = compare::regressions(&rows, pct);
         if !reg.is_empty() {
             eprintln!("perfvm: significant regression over {pct}%: {}", reg.join("; "));
-            return Ok(super::run::exit::CELL_FAILED);
+            return Ok(crate::exit::CELL_FAILED);
         }
     }
     Ok(0)

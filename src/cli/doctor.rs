@@ -79,7 +79,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         }
     }
     checks.push(check(crate::results::store::check_writable(&args.results_dir).is_ok(), format!("results dir {} writable", args.results_dir.display()), "choose another --results-dir or fix permissions"));
-    checks.push(check(crate::pipeline::prepare::free_port().is_ok(), "a free port on 127.0.0.1", "no loopback port could be bound"));
+    checks.push(check(crate::proc::free_loopback_port().is_ok(), "a free port on 127.0.0.1", "no loopback port could be bound"));
     if let Some((total, avail)) = crate::proc::host_memory() {
         let overhead = crate::cli::run::qemu_overhead_mib(accel);
         checks.push(check(
@@ -89,7 +89,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
         ));
     }
     if let Ok(c) = &conn {
-        match (crate::hypervisor::conn::perfvm_domains(c), crate::hypervisor::conn::orphaned_domains(c)) {
+        match (crate::hypervisor::conn::perfvm_domains(c), crate::hypervisor::orphans::orphaned_domains(c)) {
             (Ok(all), Ok(orphans)) => {
                 let kept = all.iter().filter(|d| d.owner.as_ref().is_some_and(|o| o.keep)).count();
                 let names: Vec<String> = orphans.iter().map(|d| d.name.clone()).collect();
@@ -105,7 +105,7 @@ pub fn run(args: DoctorArgs) -> Result<i32> {
             }
             (Err(e), _) | (_, Err(e)) => checks.push(check(false, "list domains", e.to_string())),
         }
-        match crate::hypervisor::conn::orphaned_work_dirs(c) {
+        match crate::hypervisor::orphans::orphaned_work_dirs(c) {
             Ok(dirs) => checks.push(check(
                 dirs.is_empty(),
                 format!("leftover cell files in {}: {}", crate::paths::cells_dir(&cache).display(), dirs.len()),

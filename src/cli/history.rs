@@ -1,6 +1,6 @@
 //! `perfvm history` and `perfvm db import`, and recording cells as runs finish them.
 
-use super::run::InputError;
+use crate::error::InputError;
 use super::{DbArgs, Format, HistoryArgs};
 use crate::history::{self, Db, RunRow};
 use crate::results::model::CellResult;

@@ -32,7 +32,7 @@ pub fn run(cmd: ImageCommand) -> Result<i32> {
             }
         }
         ImageCommand::Remove { id } => {
-            image::remove(&cache, &id).map_err(|e| super::run::InputError(e.to_string()))?;
+            image::remove(&cache, &id).map_err(|e| crate::error::InputError(e.to_string()))?;
             println!("removed {id}");
         }
     }

@@ -3,9 +3,13 @@
 //! every cell.
 
 use super::MatrixArgs;
-use super::run::{InputError, exit, preflight, qemu_overhead_mib};
-use crate::matrix::adaptive::{self, Adaptive};
-use crate::matrix::expand::{self, CellKey, RunDefinition};
+use super::run::{preflight, qemu_overhead_mib};
+use crate::error::InputError;
+use crate::exit;
+use crate::plan::repeats::{self as adaptive, Adaptive, Settled};
+use crate::plan::definition::RunDefinition;
+use crate::plan::expand;
+use crate::plan::key::CellKey;
 use crate::hosts::spec::Access;
 use crate::matrix::schedule::{self, Budget, Slot};
 use crate::matrix::{lock, state};
@@ -45,7 +49,7 @@ fn from_snapshot(mut args: MatrixArgs, archive: &Path) -> Result<MatrixArgs> {
         Some(p) => c.target = p.display().to_string(),
         None => {
             c.target = d.target.clone();
-            c.target_mode = Some(crate::target::TargetMode::parse(&d.target_mode).ok_or_else(|| InputError(format!("--from: unknown target mode {:?}", d.target_mode)))?);
+            c.target_mode = Some(crate::profile::TargetMode::parse(&d.target_mode).ok_or_else(|| InputError(format!("--from: unknown target mode {:?}", d.target_mode)))?);
         }
     }
     c.accel = match d.accel.as_str() {
@@ -86,7 +90,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         return Err(InputError("--jobs 0: use 1 or more (or leave it out to fit the memory budget)".into()).into());
     }
     if args.list {
-        list(&adaptive::planned(&selected, &[], adaptive.as_ref()), &c.results_dir, args.jobs.unwrap_or(1));
+        list(&adaptive::planned(&selected, &Settled::default(), adaptive.as_ref()), &c.results_dir, args.jobs.unwrap_or(1));
         if let Some(a) = adaptive {
             println!("then one more repetition at a time while throughput RSD > {} %, at most {} per cell", a.target_rsd_percent, a.max_repeats);
         }
@@ -357,7 +361,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     println!("  report.html, report.md, matrix.csv, results.json, summary.txt; per cell: cells/<cell>/a<attempt>/");
     let finals: Vec<&CellResult> = export::finals(&results)
         .into_iter()
-        .filter(|r| planned.contains(&CellKey::of(r)))
+        .filter(|r| planned.contains(&r.key()))
         .collect();
     let unfinished = planned.len() - finals.len();
     if let Some(cell) = lost_during {
@@ -401,7 +405,7 @@ impl Exporter {
     /// `unsettled`: cells queued or running, whose shapes are not judged yet (--target-rsd).
     fn write(&self, meta: &export::json::RunMetadata, results: &[CellResult], total_seconds: Option<f64>, unsettled: &HashSet<CellKey>) -> Result<()> {
         let finals = export::finals(results);
-        let path_of = |r: &CellResult| format!("{}/result.json", state::attempt_rel(&CellKey::of(r), r.attempt));
+        let path_of = |r: &CellResult| format!("{}/result.json", state::attempt_rel(&r.key(), r.attempt));
         let settled = settled(results, unsettled);
         let total_cells = adaptive::planned(&self.all, &settled, self.adaptive.as_ref()).len();
         // A shape with a cell still to run has a gap in its settled repetitions: not stopped.
@@ -431,8 +435,8 @@ impl Exporter {
 }
 
 /// The final attempts of the cells that are not queued or running.
-fn settled<'a>(results: &'a [CellResult], unsettled: &HashSet<CellKey>) -> Vec<&'a CellResult> {
-    export::finals(results).into_iter().filter(|r| !unsettled.contains(&CellKey::of(r))).collect()
+fn settled(results: &[CellResult], unsettled: &HashSet<CellKey>) -> Settled {
+    export::settled(export::finals(results).into_iter().filter(|r| !unsettled.contains(&r.key())))
 }
 
 /// For summary.txt: each cell's repetitions under --target-rsd and why it stopped.
@@ -530,7 +534,7 @@ fn list(cells: &[CellKey], results_dir: &Path, jobs: usize) {
             .filter(|r| r.ram_mb == k.ram_mib && r.file_size_bytes == k.size.bytes() && r.concurrency == k.concurrency && r.success)
             .map(cell_seconds)
             .collect();
-        let est = crate::results::stats::stats(&same);
+        let est = crate::stats::stats(&same);
         match est {
             Some(s) => {
                 total += s.mean;
@@ -602,15 +606,14 @@ mod tests {
             r
         };
         let results = [cell(1, true), cell(2, false)];
-        let r2 = CellKey::of(&results[1]);
+        let r2 = results[1].key();
         // Settled, r2's infrastructure failure stops the shape; queued for a retry, it does not.
         let all = settled(&results, &HashSet::new());
         assert_eq!(adaptive::stops(&all, &policy)["256-1M"].kind, adaptive::StopKind::Failed);
         let waiting = settled(&results, &HashSet::from([r2]));
-        assert_eq!(waiting.len(), 1);
         assert!(adaptive::stops(&waiting, &policy).is_empty());
         let d = tempfile::tempdir().unwrap();
-        let ex = Exporter { run_dir: d.path().into(), all: vec![CellKey::of(&results[0]), r2], adaptive: Some(policy), rams: vec![256], sizes: vec![(1 << 20, "1M".into())] };
+        let ex = Exporter { run_dir: d.path().into(), all: vec![results[0].key(), r2], adaptive: Some(policy), rams: vec![256], sizes: vec![(1 << 20, "1M".into())] };
         let meta: export::json::RunMetadata = serde_json::from_value(serde_json::json!({
             "run_key": "matrix-x", "perfvm_version": "0", "git_rev": null, "host": "h", "kernel": "k",
             "libvirt_version": null, "qemu_version": null, "accel": "tcg", "image_id": "i", "target": "t",

@@ -13,7 +13,7 @@ pub mod upload;
 
 use crate::accel::AccelChoice;
 use crate::size::ByteSize;
-use crate::target::TargetMode;
+use crate::profile::TargetMode;
 use crate::upload::content::ContentKind;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -110,21 +110,21 @@ pub struct HostsArgs {
 }
 
 impl HostsArgs {
-    pub fn specs(&self) -> Result<Vec<crate::hosts::spec::HostSpec>, run::InputError> {
+    pub fn specs(&self) -> Result<Vec<crate::hosts::spec::HostSpec>, crate::error::InputError> {
         // Not a clap conflict: PERFVM_CONNECT in the environment must not make --hosts an error.
         let from_env = std::env::var("PERFVM_CONNECT").ok();
         let given = self.connect.iter().any(|u| u != crate::hypervisor::conn::DEFAULT_URI && Some(u) != from_env.as_ref());
         if self.hosts.is_some() && given {
-            return Err(run::InputError("--connect and --hosts: give the hosts one way (--hosts takes precedence over PERFVM_CONNECT)".into()));
+            return Err(crate::error::InputError("--connect and --hosts: give the hosts one way (--hosts takes precedence over PERFVM_CONNECT)".into()));
         }
         let r = match &self.hosts {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|e| run::InputError(format!("--hosts {}: {e}", p.display())))?;
+                let text = std::fs::read_to_string(p).map_err(|e| crate::error::InputError(format!("--hosts {}: {e}", p.display())))?;
                 crate::hosts::spec::parse_file(&text, p)
             }
             None => crate::hosts::spec::from_uris(&self.connect).map_err(|e| format!("--connect {e}")),
         };
-        r.map_err(run::InputError)
+        r.map_err(crate::error::InputError)
     }
 }
 
@@ -417,10 +417,12 @@ pub struct CellArgs {
     pub cpus: u32,
     /// The server to measure: perfvm-target (the built-in reference), a shipped profile's name
     /// (nginx-webdav, dufs, uploadserver; see `perfvm target list`), or a profile file's path.
-    #[arg(long, default_value = crate::target::REFERENCE_NAME, value_name = "NAME|PATH")]
+    #[arg(long, default_value = crate::profile::REFERENCE_NAME, value_name = "NAME|PATH")]
     pub target: String,
-    /// How the reference target stores uploads: stream (constant memory, the default) or memory
-    /// (buffers the whole body first, like many web apps).
+    /// How the reference target stores uploads: stream (plain writes, like most servers: small
+    /// anon memory, the file's page cache grows; the default), drop-cache (syncs and drops the
+    /// file's cache every 8 MiB: everything stays small) or memory (buffers the whole body first,
+    /// like many web apps).
     #[arg(long, value_enum)]
     pub target_mode: Option<TargetMode>,
     #[command(flatten)]

@@ -4,7 +4,7 @@ use super::RunArgs;
 use crate::accel::{self, Accel, KvmProbe};
 use crate::image::{self, recipe};
 use crate::pipeline::{CellConfig, CellEnv};
-use crate::results::model::{CellResult, ExitReason};
+use crate::results::model::ExitReason;
 use crate::size::{ByteSize, human};
 use crate::ui;
 use crate::upload::client::Transfer;
@@ -23,10 +23,7 @@ pub fn qemu_overhead_mib(accel: Accel) -> u64 {
     }
 }
 
-/// Errors of bad input, found before any VM starts.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
+use crate::error::InputError;
 
 /// What the host and the image allow a cell.
 #[derive(Debug, Clone, Copy)]
@@ -81,30 +78,6 @@ pub fn ram_fits(ram_mib: u64, available_bytes: u64, accel: Accel, host: &str) ->
         )));
     }
     Ok(())
-}
-
-/// Exit codes (documented in the README).
-pub mod exit {
-    pub const SUCCESS: i32 = 0;
-    /// The cell ran and the target failed (OOM, HTTP error, verify, timeout, crash).
-    pub const CELL_FAILED: i32 = 1;
-    /// Bad input; nothing was started.
-    pub const BAD_INPUT: i32 = 2;
-    /// The harness or the host failed (libvirt, boot, agent).
-    pub const INFRASTRUCTURE: i32 = 69;
-    pub const INTERRUPTED: i32 = 130;
-}
-
-pub fn exit_code_for(r: &CellResult, interrupted: bool) -> i32 {
-    if interrupted {
-        exit::INTERRUPTED
-    } else if r.success {
-        exit::SUCCESS
-    } else if r.exit_reason.is_infrastructure() {
-        exit::INFRASTRUCTURE
-    } else {
-        exit::CELL_FAILED
-    }
 }
 
 /// A cell's configuration from the shared options. `domain_tag` makes the domain name unique.
@@ -183,8 +156,8 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
     let host = HostLimits { available_bytes: available, accel, root_size_gib };
     for &(ram, size, concurrency) in cells {
         validate_cell(ram, size, common.cpus, common.timeout, common.sample_interval, host)?;
-        if concurrency == 0 || concurrency > crate::matrix::expand::MAX_CONCURRENCY {
-            return Err(InputError(format!("--concurrency {concurrency}: use 1 to {} uploads at once", crate::matrix::expand::MAX_CONCURRENCY)).into());
+        if concurrency == 0 || concurrency > crate::plan::key::MAX_CONCURRENCY {
+            return Err(InputError(format!("--concurrency {concurrency}: use 1 to {} uploads at once", crate::plan::key::MAX_CONCURRENCY)).into());
         }
         let stored = size.bytes().saturating_mul(concurrency as u64);
         let room = disk_room(root_size_gib);
@@ -272,7 +245,7 @@ pub fn preflight(common: &super::CellArgs, cells: &[(u64, ByteSize, u32)]) -> Re
 struct Shared {
     cache: std::path::PathBuf,
     image: crate::image::Image,
-    target: crate::target::TargetSpec,
+    target: crate::profile::TargetSpec,
     templates: (String, String),
 }
 
@@ -281,7 +254,7 @@ struct Shared {
 /// processes are removed on every host (domains record the machine that made them).
 fn on_host(spec: &crate::hosts::spec::HostSpec, conn: virt::connect::Connect, s: &Shared) -> Result<CellEnv> {
     use crate::hosts::spec::Access;
-    let removed = crate::hypervisor::conn::remove_orphans(&conn, spec.uri == crate::hypervisor::conn::DEFAULT_URI)?;
+    let removed = crate::hypervisor::orphans::remove_orphans(&conn, spec.uri == crate::hypervisor::conn::DEFAULT_URI)?;
     if !removed.is_empty() {
         eprintln!("perfvm: removed {} domain(s) left by dead perfvm processes on {}: {}", removed.len(), spec.name, removed.join(", "));
     }
@@ -327,7 +300,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     }
     let mut checked = tokio::task::block_in_place(|| preflight(c, &[(args.ram, size, args.concurrency)]))?;
     let env = checked.envs.remove(0).1;
-    let key = crate::matrix::expand::CellKey { ram_mib: args.ram, size, concurrency: args.concurrency, repeat: 1 };
+    let key = crate::plan::key::CellKey { ram_mib: args.ram, size, concurrency: args.concurrency, repeat: 1 };
     let cell = key.shape();
     let run_id = crate::results::store::new_run_id(&cell);
     let run_dir = crate::results::store::RunDir::create(&c.results_dir, &run_id)
@@ -363,7 +336,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> Result<i32> {
     if cancel.is_cancelled() {
         eprintln!("perfvm: interrupted; the guest was torn down and the partial result kept in {}", run_dir.path.display());
     }
-    Ok(exit_code_for(&result, cancel.is_cancelled()))
+    Ok(crate::exit::for_cell(&result, cancel.is_cancelled()))
 }
 
 #[cfg(test)]
@@ -411,19 +384,5 @@ mod tests {
         assert!(e.starts_with("--ram 4096: the roomiest host (lab2, memory_mib) has ") && e.contains("at most 2896 MiB"), "{e}");
         assert!(ram_fits(2896, 4 * ByteSize::GIB, Accel::Tcg, "x").is_ok());
         assert!(ram_fits(1, 0, Accel::Kvm, "x").is_err(), "nothing available");
-    }
-
-    #[test]
-    fn exit_codes() {
-        let mut r: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
-        r.success = true;
-        r.exit_reason = ExitReason::Success;
-        assert_eq!(exit_code_for(&r, false), exit::SUCCESS);
-        r.success = false;
-        r.exit_reason = ExitReason::OomKilled;
-        assert_eq!(exit_code_for(&r, false), exit::CELL_FAILED);
-        r.exit_reason = ExitReason::BootFailed;
-        assert_eq!(exit_code_for(&r, false), exit::INFRASTRUCTURE);
-        assert_eq!(exit_code_for(&r, true), exit::INTERRUPTED);
     }
 }

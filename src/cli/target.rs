@@ -1,8 +1,8 @@
 //! `--target NAME|PATH` and `perfvm target list|check`: which server a cell measures.
 
-use super::run::InputError;
-use crate::target::profile::{self, HostPaths, Profile};
-use crate::target::{REFERENCE_NAME, TargetMode, TargetSpec};
+use crate::error::InputError;
+use crate::profile::parse::{self as profile, HostPaths, Profile};
+use crate::profile::{REFERENCE_NAME, TargetMode, TargetSpec};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -128,8 +128,8 @@ pub fn list() -> Result<i32> {
             Ok(p) => {
                 let t = &p.spec;
                 let shape = match &t.upload.shape {
-                    crate::target::Shape::Raw => t.upload.method.as_str().to_string(),
-                    crate::target::Shape::Multipart { .. } => format!("{} form", t.upload.method.as_str()),
+                    crate::profile::Shape::Raw => t.upload.method.as_str().to_string(),
+                    crate::profile::Shape::Multipart { .. } => format!("{} form", t.upload.method.as_str()),
                 };
                 let pkgs = if t.packages.is_empty() { "-".to_string() } else { t.packages.join(",") };
                 println!("{:<16} {:<10} {:<22} {}", t.name, shape, pkgs, p.description);
@@ -156,8 +156,8 @@ pub fn check(files: &[PathBuf]) -> Result<i32> {
                     None => "not verifiable (verified: null)".into(),
                 };
                 let health = match &t.health {
-                    crate::target::Health::Http { path, status } => format!("GET {path} → {status}"),
-                    crate::target::Health::Tcp => format!("TCP port {} listening", t.guest_port),
+                    crate::profile::Health::Http { path, status } => format!("GET {path} → {status}"),
+                    crate::profile::Health::Tcp => format!("TCP port {} listening", t.guest_port),
                 };
                 let login = match &t.login {
                     Some(l) => format!(", login {} {}{}", l.method.as_str(), l.url, l.expect_cookie.as_ref().map(|c| format!(" (cookie {c})")).unwrap_or_default()),
@@ -172,5 +172,5 @@ pub fn check(files: &[PathBuf]) -> Result<i32> {
             }
         }
     }
-    Ok(if ok { 0 } else { super::run::exit::BAD_INPUT })
+    Ok(if ok { 0 } else { crate::exit::BAD_INPUT })
 }

@@ -3,7 +3,7 @@
 //! (`bench/uploader-vs-curl.sh`).
 
 use super::UploadArgs;
-use super::run::InputError;
+use crate::error::InputError;
 use crate::upload::client::{self, Transfer};
 use crate::upload::payload::Payload;
 use anyhow::Result;

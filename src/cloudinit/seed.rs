@@ -1,7 +1,7 @@
 //! Building the NoCloud seed ISO for one cell.
 
 use super::render::render;
-use crate::target::{DeliveredFile, Secret, TargetSpec};
+use crate::profile::{DeliveredFile, Secret, TargetSpec};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -153,7 +153,7 @@ pub fn write_iso(docs: &SeedDocs, files: &[DeliveredFile], work: &Path, iso: &Pa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::TargetMode;
+    use crate::profile::TargetMode;
 
     fn shipped() -> (String, String) {
         load_templates(&Path::new(env!("CARGO_MANIFEST_DIR")).join("cloud-init")).unwrap()

@@ -89,7 +89,7 @@ impl Db {
             params![run.id, run.dir, run.kind, run.run_key, run.started, run.finished, run.target, run.target_mode, run.accel, run.image_id, run.host, run.perfvm_version, run.label, run.git_rev],
         )?;
         for r in cells {
-            let k = crate::matrix::expand::CellKey::of(r);
+            let k = r.key();
             tx.execute(
                 "INSERT OR REPLACE INTO cells (run_id, cell, ram_mb, file_size, file_size_bytes, concurrency, repeat, attempt, timestamp,
                    target, target_profile_sha256, image_id, accel, exit_reason, success, duration_seconds, throughput_mbps,

@@ -6,7 +6,7 @@
 pub mod spec;
 pub mod tunnel;
 
-use crate::hypervisor::conn::VirtError;
+use crate::hypervisor::VirtError;
 use crate::hypervisor::pool;
 use crate::image::{Boot, Image};
 use spec::SshTarget;

@@ -15,7 +15,7 @@ pub struct Tunnel {
 impl Tunnel {
     /// Start `ssh -N -L` and wait until it listens here. Its messages go to `log`.
     pub fn open(ssh: &SshTarget, remote_port: u16, log: &Path, wait: Duration) -> Result<Tunnel, String> {
-        let local_port = crate::pipeline::prepare::free_port().map_err(|e| format!("no free loopback port: {e}"))?;
+        let local_port = crate::proc::free_loopback_port().map_err(|e| format!("no free loopback port: {e}"))?;
         let err = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
         let child = Command::new("ssh")
             .args(ssh.tunnel_args(local_port, remote_port))

@@ -2,7 +2,7 @@
 //! image's volumes uploaded once per host and keyed by image id, and per-cell volumes (overlay,
 //! seed, console log) that go with the cell. No shared filesystem is assumed.
 
-use super::conn::VirtError;
+use super::VirtError;
 use std::io::{Read, Write};
 use std::path::Path;
 use virt::connect::Connect;

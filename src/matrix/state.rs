@@ -1,7 +1,7 @@
 //! Resume bookkeeping, derived from the run directory alone: `cells/<cell-id>/a<attempt>/` holds
 //! one attempt, finished when its `result.json` exists and is not marked interrupted.
 
-use super::expand::CellKey;
+use crate::plan::key::CellKey;
 use crate::results::model::CellResult;
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 use crate::guest::agent::Agent;
 use crate::guest::memory::{self, MemoryEvents};
 use crate::guest::unit;
-use crate::target::TargetSpec;
+use crate::profile::TargetSpec;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]

@@ -17,7 +17,7 @@ use crate::image::Image;
 use crate::results::model::{self, CellResult, ExitReason, Observed, PhaseTimes, TargetInfo, mib, round3};
 use crate::sampler::Sources;
 use crate::size::ByteSize;
-use crate::target::TargetSpec;
+use crate::profile::TargetSpec;
 use crate::upload::client::{Transfer, UploadOutcome};
 use crate::upload::content::ContentKind;
 use crate::upload::payload::Payload;
@@ -140,7 +140,7 @@ struct Held {
     /// When the current phase began: a phase that fails still gets its time.
     phase_started: Option<Instant>,
     /// The cell's secret, so nothing saved can contain it.
-    secret: Option<crate::target::Secret>,
+    secret: Option<crate::profile::Secret>,
     domain: Option<DomainGuard>,
     work: Option<WorkDir>,
     agent: Option<Agent>,
@@ -419,11 +419,11 @@ fn redact(held: &Held, text: &str) -> String {
 
 /// The request of one upload named `name`; `vars` has its `{name}` and captured values.
 fn upload_request(
-    t: &crate::target::TargetSpec,
+    t: &crate::profile::TargetSpec,
     base: &str,
     name: &str,
     vars: &std::collections::BTreeMap<String, String>,
-    secret: &crate::target::Secret,
+    secret: &crate::profile::Secret,
     client: &reqwest::Client,
 ) -> crate::upload::client::Request {
     crate::upload::client::Request {
@@ -431,8 +431,8 @@ fn upload_request(
         url: format!("{base}{}", t.upload_path_with(vars)),
         headers: t.upload_headers(vars, secret),
         multipart: match &t.upload.shape {
-            crate::target::Shape::Raw => None,
-            crate::target::Shape::Multipart { field } => Some((field.clone(), name.to_string())),
+            crate::profile::Shape::Raw => None,
+            crate::profile::Shape::Multipart { field } => Some((field.clone(), name.to_string())),
         },
         success: t.upload.success.clone(),
         client: Some(client.clone()),

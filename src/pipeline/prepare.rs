@@ -46,7 +46,7 @@ impl Drop for WorkDir {
 pub struct Prepared {
     pub work: WorkDir,
     /// Made for this cell; the target gets it through its unit, the uploads through auth.
-    pub secret: crate::target::Secret,
+    pub secret: crate::profile::Secret,
     /// Where perfvm reaches the target: 127.0.0.1 here (the forward itself, or the tunnel's end).
     pub host_port: u16,
     /// The forward's port on the hypervisor host's loopback (= host_port on a local host).
@@ -90,16 +90,16 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     // A fresh instance-id per cell makes cloud-init treat every boot as a first boot.
     let instance_id = format!("{}-{}", cfg.domain_name, std::process::id());
     let files = [seed::harness_files(crate::paths::probe_binary()), env.target.files.clone()].concat();
-    let secret = crate::target::Secret::generate();
+    let secret = crate::profile::Secret::generate();
     let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &files, &instance_id, cfg.ssh_key.as_ref(), &secret)
         .map_err(|e| err(format!("cloud-init: {e:#}")))?;
     seed::write_iso(&docs, &files, &work.path, &work.seed()).map_err(|e| err(format!("seed: {e:#}")))?;
     let ssh_port = match &cfg.ssh_key {
-        Some(_) => Some(free_port().map_err(|e| err(format!("no free loopback port: {e}")))?),
+        Some(_) => Some(crate::proc::free_loopback_port().map_err(|e| err(format!("no free loopback port: {e}")))?),
         None => None,
     };
     let Some(remote) = &env.host.remote else {
-        let host_port = free_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
+        let host_port = crate::proc::free_loopback_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
         return Ok(Prepared { work, secret, host_port, forward_port: host_port, ssh_port, remote: None });
     };
     let files = crate::hosts::RemoteCell::create(&env.conn, remote, &cfg.domain_name, &work.seed())
@@ -108,11 +108,4 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     let tunnel = crate::hosts::tunnel::Tunnel::open(&remote.ssh, forward_port, &work.path.join("ssh-tunnel.log"), std::time::Duration::from_secs(30))
         .map_err(|e| err(format!("tunnel to host {}: {e}", env.host.name)))?;
     Ok(Prepared { work, secret, host_port: tunnel.local_port, forward_port, ssh_port, remote: Some((files, tunnel)) })
-}
-
-/// Ask the kernel for a free port on 127.0.0.1. qemu binds it moments later; a clash with
-/// another process in between makes the domain fail to start, which is retried by the caller.
-pub fn free_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }

@@ -7,7 +7,7 @@ use crate::accel::Accel;
 use crate::results::model::ExitReason;
 use crate::guest::agent::Agent;
 use crate::guest::unit;
-use crate::target::{Health, TargetSpec};
+use crate::profile::{Health, TargetSpec};
 use std::time::{Duration, Instant};
 use virt::domain::{Domain, DomainState};
 

@@ -44,7 +44,7 @@ pub fn render(rep: &Report) -> String {
         out.push_str("\n## Repeats (passed repetitions)\n\n| cell | passed | throughput MiB/s: mean ± stddev, median, min–max | peak MiB: mean ± stddev | outliers |");
         out.push_str(if adaptive { " stopped |\n| --- | ---: | --- | --- | --- | --- |\n" } else { "\n| --- | ---: | --- | --- | --- |\n" });
         for s in &rep.repeats {
-            let st = |x: &Option<crate::results::stats::Stats>| match x {
+            let st = |x: &Option<crate::stats::Stats>| match x {
                 Some(s) => format!("{:.1} ± {:.1}, {:.1}, {:.1}–{:.1}", s.mean, s.stddev, s.median, s.min, s.max),
                 None => "–".into(),
             };

@@ -10,7 +10,6 @@ pub mod plot;
 use crate::results::export::json::{RepeatSummary, RunMetadata};
 use crate::results::model::CellResult;
 use anyhow::{Context, Result};
-use crate::matrix::expand::CellKey;
 use std::path::{Path, PathBuf};
 
 /// Memory over time of one cell, from its `samples.csv` (MiB; `None` where not sampled).
@@ -53,7 +52,7 @@ pub struct Report {
 impl Report {
     /// Anchor id of a cell in report.html.
     pub fn anchor(r: &CellResult) -> String {
-        format!("cell-{}", CellKey::of(r).id())
+        format!("cell-{}", r.key().id())
     }
 }
 
@@ -73,7 +72,7 @@ pub fn load(run_dir: &Path) -> Result<Report> {
         let cells = crate::results::export::finals(&doc.cells)
             .into_iter()
             .map(|r| {
-                let dir = crate::matrix::state::attempt_rel(&CellKey::of(r), r.attempt);
+                let dir = crate::matrix::state::attempt_rel(&r.key(), r.attempt);
                 let timeline = read_timeline(&run_dir.join(&dir).join("samples.csv"));
                 ReportCell { result: r.clone(), dir, timeline }
             })
@@ -128,7 +127,7 @@ pub fn history(report: &Report, db: &Path) -> Result<Vec<(String, Vec<crate::his
     let mut seen = std::collections::BTreeSet::new();
     for c in &report.cells {
         let r = &c.result;
-        let k = CellKey::of(r);
+        let k = r.key();
         if !seen.insert((k.ram_mib, k.size.bytes(), k.concurrency, r.target.name.clone())) {
             continue;
         }
@@ -261,7 +260,7 @@ mod tests {
 
     #[test]
     fn repeats_and_why_each_cell_stopped_are_in_both_reports() {
-        use crate::matrix::adaptive::{Adaptive, StopKind};
+        use crate::plan::repeats::{Adaptive, StopKind};
         let policy = Adaptive { min_repeats: 3, max_repeats: 4, target_rsd_percent: 5.0 };
         let mk = |ram: u64, repeat: u32, tp: f64| {
             let mut r = sample();
@@ -271,7 +270,7 @@ mod tests {
         let rs = [mk(256, 1, 50.0), mk(256, 2, 50.5), mk(256, 3, 49.5), mk(512, 1, 40.0), mk(512, 2, 60.0), mk(512, 3, 50.0), mk(512, 4, 45.0)];
         let finals: Vec<&CellResult> = rs.iter().collect();
         let mut reps = crate::results::export::json::repeats(&finals);
-        let why = crate::matrix::adaptive::stops(&finals, &policy);
+        let why = crate::plan::repeats::stops(&crate::results::export::settled(finals.iter().copied()), &policy);
         for s in &mut reps {
             s.stop = why.get(&s.shape).cloned();
         }

@@ -74,7 +74,7 @@ struct Side {
 fn group(results: &[&CellResult]) -> BTreeMap<(u64, u64, u32), (String, Side)> {
     let mut out: BTreeMap<(u64, u64, u32), (String, Side)> = BTreeMap::new();
     for r in results {
-        let k = crate::matrix::expand::CellKey::of(r);
+        let k = r.key();
         let e = out.entry((r.ram_mb, r.file_size_bytes, k.concurrency.max(1))).or_insert_with(|| (k.shape(), Side::default()));
         e.1.all += 1;
         if r.success {

@@ -4,5 +4,4 @@ pub mod compare;
 pub mod export;
 pub mod model;
 pub mod snapshot;
-pub mod stats;
 pub mod store;

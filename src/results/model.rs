@@ -295,6 +295,11 @@ pub struct MemoryBreakdown {
 }
 
 impl CellResult {
+    /// The cell this result is an attempt of.
+    pub fn key(&self) -> crate::plan::key::CellKey {
+        crate::plan::key::CellKey { ram_mib: self.ram_mb, size: crate::size::ByteSize(self.file_size_bytes), concurrency: self.concurrency, repeat: self.repeat }
+    }
+
     /// The kernel's memory.peak of the target, from any schema (schema 1's headline was it).
     pub fn cgroup_peak_bytes(&self) -> Option<u64> {
         match &self.memory {

@@ -23,11 +23,6 @@ pub struct UploadOutcome {
     pub response_headers: Vec<(String, String)>,
 }
 
-/// A 2xx answer: the target took the request.
-pub fn is_2xx(status: Option<u16>) -> bool {
-    matches!(status, Some(200..=299))
-}
-
 impl UploadOutcome {
     /// The target answered a success status: it says it stored the file.
     pub fn accepted(&self) -> bool {
@@ -38,7 +33,7 @@ impl UploadOutcome {
 /// One upload request: where, how, and which answers mean "stored".
 #[derive(Debug, Clone)]
 pub struct Request {
-    pub method: crate::target::Method,
+    pub method: crate::profile::Method,
     pub url: String,
     pub headers: Vec<(String, String)>,
     /// multipart/form-data with the file in (field, filename); None: the body is the file.
@@ -52,7 +47,7 @@ pub struct Request {
 impl Request {
     /// A plain PUT of the bytes, 2xx meaning stored.
     pub fn put(url: &str) -> Request {
-        Request { method: crate::target::Method::Put, url: url.to_string(), headers: Vec::new(), multipart: None, success: Vec::new(), client: None }
+        Request { method: crate::profile::Method::Put, url: url.to_string(), headers: Vec::new(), multipart: None, success: Vec::new(), client: None }
     }
 }
 
@@ -113,9 +108,9 @@ pub async fn send(r: &Request, payload: &Payload, transfer: Transfer, sent: Arc<
         }
     });
     let method = match r.method {
-        crate::target::Method::Get => reqwest::Method::GET,
-        crate::target::Method::Put => reqwest::Method::PUT,
-        crate::target::Method::Post => reqwest::Method::POST,
+        crate::profile::Method::Get => reqwest::Method::GET,
+        crate::profile::Method::Put => reqwest::Method::PUT,
+        crate::profile::Method::Post => reqwest::Method::POST,
     };
     let mut req = r.client.clone().unwrap_or_else(http_client).request(method, &r.url);
     for (k, v) in &r.headers {
@@ -168,7 +163,7 @@ pub async fn send(r: &Request, payload: &Payload, transfer: Transfer, sent: Arc<
         Ok(Ok((status, body, headers))) => {
             out.response_headers = headers;
             out.status = Some(status);
-            out.accepted = if r.success.is_empty() { is_2xx(Some(status)) } else { r.success.contains(&status) };
+            out.accepted = if r.success.is_empty() { crate::profile::is_2xx(Some(status)) } else { r.success.contains(&status) };
             out.response_body = body.chars().take(4096).collect();
         }
         Ok(Err(e)) => out.error = Some(error_chain(&e)),
@@ -199,7 +194,7 @@ pub struct DownloadOutcome {
 
 impl DownloadOutcome {
     pub fn ok(&self) -> bool {
-        is_2xx(self.status)
+        crate::profile::is_2xx(self.status)
     }
 }
 
@@ -282,7 +277,7 @@ mod tests {
     #[test]
     fn a_plain_put_counts_any_2xx() {
         let r = Request::put("http://127.0.0.1:1/x");
-        assert_eq!(r.method, crate::target::Method::Put);
+        assert_eq!(r.method, crate::profile::Method::Put);
         assert!(r.success.is_empty() && r.multipart.is_none() && r.headers.is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! cookie, a per-file upload slot), and values captured from responses. Cookies live in one jar
 //! shared by every later request of the cell; nothing of it is ever saved.
 
-use crate::target::{Capture, CaptureFrom, Secret, Step, StepBody, TargetSpec, fill_vars, name_vars};
+use crate::profile::{Capture, CaptureFrom, Secret, Step, StepBody, TargetSpec, fill_vars, name_vars};
 use reqwest::cookie::CookieStore;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,9 +52,9 @@ pub async fn open(t: &TargetSpec, base: &str, names: &[String], secret: &Secret,
 async fn run_step(client: &reqwest::Client, jar: &reqwest::cookie::Jar, base: &str, step: &Step, vars: &mut BTreeMap<String, String>, limit: Duration) -> Result<(), String> {
     let url = format!("{base}{}", fill_vars(&step.url, vars));
     let method = match step.method {
-        crate::target::Method::Get => reqwest::Method::GET,
-        crate::target::Method::Put => reqwest::Method::PUT,
-        crate::target::Method::Post => reqwest::Method::POST,
+        crate::profile::Method::Get => reqwest::Method::GET,
+        crate::profile::Method::Put => reqwest::Method::PUT,
+        crate::profile::Method::Post => reqwest::Method::POST,
     };
     let mut req = client.request(method, &url).timeout(limit);
     let fill = |fields: &[(String, String)]| -> Vec<(String, String)> { fields.iter().map(|(k, v)| (k.clone(), fill_vars(v, vars))).collect() };

@@ -1,7 +1,7 @@
 //! `results.json`: run metadata, every cell's result, and a summary.
 
 use crate::results::model::CellResult;
-use crate::results::stats::{Stats, outliers, stats};
+use crate::stats::{Stats, outliers, stats};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -20,7 +20,7 @@ pub struct RunMetadata {
     pub jobs: usize,
     pub started: chrono::DateTime<chrono::Utc>,
     pub finished: Option<chrono::DateTime<chrono::Utc>>,
-    pub definition: crate::matrix::expand::RunDefinition,
+    pub definition: crate::plan::definition::RunDefinition,
     /// The target's profile file, when the target came from one (for `perfvm snapshot`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_profile: Option<String>,
@@ -94,7 +94,7 @@ pub struct RepeatSummary {
     pub outlier_repeats: Vec<u32>,
     /// With `--target-rsd`: why this cell got no more repetitions (absent while it may).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<crate::matrix::adaptive::Stop>,
+    pub stop: Option<crate::plan::repeats::Stop>,
 }
 
 /// One entry per cell shape that has more than one repetition.
@@ -119,7 +119,7 @@ pub fn repeats(finals: &[&CellResult]) -> Vec<RepeatSummary> {
             outlier_repeats.dedup();
             let r0 = rs[0];
             RepeatSummary {
-                shape: crate::matrix::expand::CellKey::of(r0).shape(),
+                shape: r0.key().shape(),
                 repetitions: rs.len(),
                 passed: ok.len(),
                 duration_seconds: stats(&col(|r| r.duration_seconds)),
@@ -147,7 +147,7 @@ pub fn export(
     summary: &RunSummary,
     all_attempts: &[CellResult],
     finals: &[&CellResult],
-    stops: &BTreeMap<String, crate::matrix::adaptive::Stop>,
+    stops: &BTreeMap<String, crate::plan::repeats::Stop>,
 ) -> Vec<u8> {
     let mut reps = repeats(finals);
     for s in &mut reps {

@@ -11,12 +11,17 @@ use super::model::CellResult;
 pub fn finals(results: &[CellResult]) -> Vec<&CellResult> {
     let mut last = std::collections::BTreeMap::new();
     for r in results.iter().filter(|r| !r.interrupted) {
-        let e = last.entry(crate::matrix::expand::CellKey::of(r)).or_insert(r);
+        let e = last.entry(r.key()).or_insert(r);
         if r.attempt > e.attempt {
             *e = r;
         }
     }
     last.into_values().collect()
+}
+
+/// Final results as the repetition policy sees them: each cell with its throughput if it passed.
+pub fn settled<'a>(finals: impl IntoIterator<Item = &'a CellResult>) -> crate::plan::repeats::Settled {
+    crate::plan::repeats::Settled::from_cells(finals.into_iter().map(|r| (r.key(), if r.success { r.throughput_mbps } else { None })))
 }
 
 /// Rows in a stable order: RAM, size, concurrency, repetition, attempt.

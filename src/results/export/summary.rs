@@ -4,7 +4,7 @@
 //! repeats, mean ± stddev and min–max.
 
 use crate::results::model::CellResult;
-use crate::results::stats::stats;
+use crate::stats::stats;
 use std::collections::BTreeMap;
 
 /// One grid per concurrency level (a matrix with `--concurrency 1,4` has two).

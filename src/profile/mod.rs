@@ -1,8 +1,8 @@
 //! The target: the server a cell measures, described as data so the pipeline never special-cases
 //! one. The reference upload server ships with perfvm (`src/bin/perfvm-target.rs`); any other
-//! server comes from a profile file (`targets/*.toml`, see `profile.rs`).
+//! server comes from a profile file (`targets/*.toml`, see `parse.rs`).
 
-pub mod profile;
+pub mod parse;
 pub mod template;
 
 use std::collections::BTreeMap;
@@ -220,6 +220,11 @@ pub struct TargetSpec {
 
 pub const REFERENCE_NAME: &str = "perfvm-target";
 
+/// A 2xx answer: the target took the request.
+pub fn is_2xx(status: Option<u16>) -> bool {
+    matches!(status, Some(200..=299))
+}
+
 /// Fill a template from owned variables (`{name}`, `{secret}`, captured values).
 pub fn fill_vars(text: &str, vars: &BTreeMap<String, String>) -> String {
     let v: BTreeMap<&str, String> = vars.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -282,7 +287,7 @@ impl TargetSpec {
     pub fn accepts(&self, status: Option<u16>) -> bool {
         match status {
             Some(s) if !self.upload.success.is_empty() => self.upload.success.contains(&s),
-            s => crate::upload::client::is_2xx(s),
+            s => is_2xx(s),
         }
     }
 

@@ -582,7 +582,7 @@ url = "/files/{name}"
         assert_eq!(t.health, Health::Http { path: "/ping".into(), status: 200 });
         assert_eq!(t.upload.method, Method::Post);
         assert_eq!(t.upload.shape, Shape::Multipart { field: "file".into() });
-        let v = crate::target::name_vars("x.bin");
+        let v = crate::profile::name_vars("x.bin");
         assert_eq!(t.upload_path_with(&v), "/api/upload");
         assert_eq!(t.stored_path_with(&v).unwrap(), "/var/lib/demo/x.bin");
         assert_eq!(t.download_path_with(&v).unwrap(), "/files/x.bin");
@@ -590,7 +590,7 @@ url = "/files/{name}"
         assert_eq!(t.files[0].mode, 0o755);
         assert_eq!(prof.prepare_command(&host).unwrap(), "make -C /profiles out=/var/cache/perfvm/demo");
         assert!(t.accepts(Some(201)) && !t.accepts(Some(200)));
-        let secret = crate::target::Secret::generate();
+        let secret = crate::profile::Secret::generate();
         let unit = t.unit_file(&secret);
         assert!(unit.contains(&format!("ExecStart=/usr/local/bin/demo --port 9000 --token {}\n", secret.expose())));
         assert!(unit.contains("User=nobody\n") && unit.contains("MemoryMax=268435456\n") && unit.contains("Environment=\"DEMO_HOME=/var/lib/demo\"\n"));
@@ -681,7 +681,7 @@ json = "/stored/path"
         assert_eq!(b.label, "before_upload[0]");
         assert!(matches!(&b.body, StepBody::Form { multipart: false, .. }));
         assert_eq!(t.upload_capture[0].from, CaptureFrom::Json("/stored/path".into()));
-        let mut vars = crate::target::name_vars("f.bin");
+        let mut vars = crate::profile::name_vars("f.bin");
         vars.insert("slot".into(), "42".into());
         vars.insert("csrf".into(), "c".into());
         assert_eq!(t.upload_path_with(&vars), "/api/slots/42");

@@ -3,10 +3,10 @@
 //! while the relative standard deviation (stddev / mean) of their throughput is above the target
 //! and fewer than `max_repeats` ran. A repetition that did not pass ends the shape: repeating
 //! cannot make a failure steady. Decided from finished results alone, so a resumed run decides
-//! exactly as an uninterrupted one would. Pure.
+//! exactly as an uninterrupted one would. Pure: it sees finished repetitions as [`Settled`]
+//! facts, not results.
 
-use crate::matrix::expand::CellKey;
-use crate::results::model::CellResult;
+use super::key::CellKey;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -57,7 +57,7 @@ impl Plan {
 /// Relative standard deviation in percent (sample stddev over mean); None under two values or
 /// with a mean of 0.
 pub fn rsd_percent(values: &[f64]) -> Option<f64> {
-    let s = crate::results::stats::stats(values)?;
+    let s = crate::stats::stats(values)?;
     (s.n >= 2 && s.mean > 0.0).then(|| s.stddev / s.mean * 100.0)
 }
 
@@ -111,49 +111,52 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
-type Shape = (u64, u64, u32);
+/// RAM, file size in bytes, uploads at once: what a cell's repetitions share.
+pub type Shape = (u64, u64, u32);
 
-fn shape_of(k: &CellKey) -> Shape {
+pub fn shape_of(k: &CellKey) -> Shape {
     (k.ram_mib, k.size.bytes(), k.concurrency)
 }
 
-/// Each shape's repetitions from final results: repeat → throughput if passed.
-fn by_shape(finals: &[&CellResult]) -> HashMap<Shape, BTreeMap<u32, Option<f64>>> {
-    let mut by: HashMap<Shape, BTreeMap<u32, Option<f64>>> = HashMap::new();
-    for r in finals {
-        let tp = if r.success { r.throughput_mbps } else { None };
-        by.entry((r.ram_mb, r.file_size_bytes, r.concurrency)).or_default().insert(r.repeat, tp);
+/// The settled repetitions of each shape: repeat → its throughput if it passed with one, None
+/// if it did not pass. Cells queued or running are left out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settled(HashMap<Shape, BTreeMap<u32, Option<f64>>>);
+
+impl Settled {
+    /// From (cell, throughput if it passed) of each settled final attempt.
+    pub fn from_cells(cells: impl IntoIterator<Item = (CellKey, Option<f64>)>) -> Settled {
+        let mut by: HashMap<Shape, BTreeMap<u32, Option<f64>>> = HashMap::new();
+        for (k, tp) in cells {
+            by.entry(shape_of(&k)).or_default().insert(k.repeat, tp);
+        }
+        Settled(by)
     }
-    by
 }
 
 /// The cells of `cells` (expanded up to `max_repeats`) that are wanted now: per shape, the
 /// repetitions its plan asks for. Without a policy, all of them.
-pub fn planned(cells: &[CellKey], finals: &[&CellResult], policy: Option<&Adaptive>) -> Vec<CellKey> {
+pub fn planned(cells: &[CellKey], settled: &Settled, policy: Option<&Adaptive>) -> Vec<CellKey> {
     let Some(p) = policy else { return cells.to_vec() };
-    let by = by_shape(finals);
     let empty = BTreeMap::new();
     let mut wanted: HashMap<Shape, u32> = HashMap::new();
     cells
         .iter()
         .filter(|k| {
             let s = shape_of(k);
-            let n = *wanted.entry(s).or_insert_with(|| p.plan(by.get(&s).unwrap_or(&empty)).wanted());
+            let n = *wanted.entry(s).or_insert_with(|| p.plan(settled.0.get(&s).unwrap_or(&empty)).wanted());
             k.repeat <= n
         })
         .copied()
         .collect()
 }
 
-/// Why each finished shape stopped (for results.json and the reports), by shape id.
-pub fn stops(finals: &[&CellResult], policy: &Adaptive) -> BTreeMap<String, Stop> {
+/// Why each settled shape stopped (for results.json and the reports), by shape id.
+pub fn stops(settled: &Settled, policy: &Adaptive) -> BTreeMap<String, Stop> {
     let mut out = BTreeMap::new();
-    let mut shapes: Vec<(Shape, String)> = finals.iter().map(|r| ((r.ram_mb, r.file_size_bytes, r.concurrency), CellKey::of(r).shape())).collect();
-    shapes.sort();
-    shapes.dedup();
-    let by = by_shape(finals);
-    for (s, id) in shapes {
-        if let Plan::Stopped(stop) = policy.plan(&by[&s]) {
+    for (&(ram_mib, bytes, concurrency), reps) in &settled.0 {
+        if let Plan::Stopped(stop) = policy.plan(reps) {
+            let id = CellKey { ram_mib, size: crate::size::ByteSize(bytes), concurrency, repeat: 1 }.shape();
             out.insert(id, stop);
         }
     }
@@ -224,31 +227,23 @@ mod tests {
         assert!((rsd_percent(&[90.0, 110.0]).unwrap() - 14.142).abs() < 1e-3);
     }
 
-    fn result(ram: u64, repeat: u32, tp: Option<f64>) -> CellResult {
-        let mut r: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
-        r.ram_mb = ram;
-        r.file_size_bytes = 1 << 20;
-        r.concurrency = 1;
-        r.repeat = repeat;
-        r.success = tp.is_some();
-        r.throughput_mbps = tp;
-        r
+    fn cell(ram: u64, repeat: u32, tp: Option<f64>) -> (CellKey, Option<f64>) {
+        (CellKey { ram_mib: ram, size: ByteSize::parse("1M").unwrap(), concurrency: 1, repeat }, tp)
     }
 
     #[test]
     fn planned_cells_grow_per_shape_from_finished_results() {
         let sizes = [ByteSize::parse("1M").unwrap()];
-        let cells = crate::matrix::expand::expand(&[256, 512], &sizes, &[1], P.max_repeats).unwrap();
-        assert_eq!(planned(&cells, &[], None).len(), 10, "no policy: every cell");
-        let start = planned(&cells, &[], Some(&P));
+        let cells = crate::plan::expand::expand(&[256, 512], &sizes, &[1], P.max_repeats).unwrap();
+        assert_eq!(planned(&cells, &Settled::default(), None).len(), 10, "no policy: every cell");
+        let start = planned(&cells, &Settled::default(), Some(&P));
         assert_eq!(start.iter().map(|k| (k.ram_mib, k.repeat)).collect::<Vec<_>>(), vec![(256, 1), (256, 2), (256, 3), (512, 1), (512, 2), (512, 3)]);
         // 256 is steady, 512 is noisy: only 512 gets a fourth.
-        let done = [result(256, 1, Some(50.0)), result(256, 2, Some(50.5)), result(256, 3, Some(49.5)), result(512, 1, Some(50.0)), result(512, 2, Some(70.0)), result(512, 3, Some(40.0))];
-        let refs: Vec<&CellResult> = done.iter().collect();
-        let now = planned(&cells, &refs, Some(&P));
+        let done = Settled::from_cells([cell(256, 1, Some(50.0)), cell(256, 2, Some(50.5)), cell(256, 3, Some(49.5)), cell(512, 1, Some(50.0)), cell(512, 2, Some(70.0)), cell(512, 3, Some(40.0))]);
+        let now = planned(&cells, &done, Some(&P));
         assert_eq!(now.len(), 7);
         assert!(now.iter().any(|k| k.ram_mib == 512 && k.repeat == 4));
-        let why = stops(&refs, &P);
+        let why = stops(&done, &P);
         assert_eq!(why.len(), 1, "512 is still running");
         assert_eq!(why["256-1M"].kind, StopKind::TargetMet);
     }

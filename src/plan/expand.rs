@@ -1,39 +1,7 @@
-//! Matrix expansion, filters and the run key. Pure.
+//! Matrix expansion and filters: lists of values into cells. Pure.
 
+use super::key::{CellKey, MAX_CONCURRENCY};
 use crate::size::ByteSize;
-use sha2::{Digest, Sha256};
-
-/// One cell of a matrix: a RAM size, a file size, uploads at once, a repetition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CellKey {
-    pub ram_mib: u64,
-    pub size: ByteSize,
-    pub concurrency: u32,
-    pub repeat: u32,
-}
-
-/// Uploads at once, at most.
-pub const MAX_CONCURRENCY: u32 = 64;
-
-impl CellKey {
-    /// The cell a result belongs to.
-    pub fn of(r: &crate::results::model::CellResult) -> CellKey {
-        CellKey { ram_mib: r.ram_mb, size: ByteSize(r.file_size_bytes), concurrency: r.concurrency, repeat: r.repeat }
-    }
-
-    /// `512-1G` (one upload at a time) or `512-1G-c4` — the cell's shape, shared by its
-    /// repetitions.
-    pub fn shape(&self) -> String {
-        match self.concurrency {
-            1 => format!("{}-{}", self.ram_mib, self.size.label()),
-            c => format!("{}-{}-c{c}", self.ram_mib, self.size.label()),
-        }
-    }
-    /// `512-1G-r2` — unique within a run; names its directory.
-    pub fn id(&self) -> String {
-        format!("{}-r{}", self.shape(), self.repeat)
-    }
-}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum MatrixError {
@@ -137,69 +105,6 @@ pub fn select(cells: Vec<CellKey>, only: &[Pattern], skip: &[Pattern]) -> Result
     Ok(out)
 }
 
-/// Everything that defines a run's cells. Filters are not part of it: running a filtered subset
-/// and later the rest fills the same run.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct RunDefinition {
-    pub ram_mib: Vec<u64>,
-    pub file_sizes: Vec<String>,
-    pub repeat: u32,
-    pub target: String,
-    pub target_mode: String,
-    pub image_id: String,
-    pub accel: String,
-    pub cpus: u32,
-    pub timeout_s: u64,
-    pub seed: u64,
-    pub sample_interval_ms: u64,
-    /// Left out of the key when false, so keys of runs made before the option existed hold.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sample_memory_only: bool,
-    /// Likewise left out at their defaults ([1], random, content-length, no download).
-    #[serde(default = "single", skip_serializing_if = "is_single")]
-    pub concurrency: Vec<u32>,
-    #[serde(default = "random", skip_serializing_if = "is_random")]
-    pub content_kind: String,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub chunked: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub download: bool,
-    /// `--target-rsd`: `repeat` is then the most repetitions a cell may get.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adaptive: Option<super::adaptive::Adaptive>,
-}
-
-fn single() -> Vec<u32> {
-    vec![1]
-}
-
-fn is_single(v: &[u32]) -> bool {
-    v == [1]
-}
-
-fn random() -> String {
-    "random".into()
-}
-
-fn is_random(s: &str) -> bool {
-    s == "random"
-}
-
-impl RunDefinition {
-    /// Content hash: the same definition gives the same key, on any host, in any list order.
-    pub fn key(&self) -> String {
-        let mut d = self.clone();
-        d.ram_mib.sort_unstable();
-        let mut sizes: Vec<ByteSize> = d.file_sizes.iter().filter_map(|s| ByteSize::parse(s).ok()).collect();
-        sizes.sort_unstable();
-        d.file_sizes = sizes.iter().map(|s| s.label()).collect();
-        d.concurrency.sort_unstable();
-        let canon = serde_json::to_string(&d).expect("serialize definition");
-        let h = Sha256::digest(canon.as_bytes());
-        format!("matrix-{}", &hex::encode(h)[..12])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,70 +164,5 @@ mod tests {
         assert!(matches!(Pattern::parse("512"), Err(MatrixError::Filter(_))));
         assert!(matches!(Pattern::parse("x/1G"), Err(MatrixError::Filter(_))));
         assert!(matches!(Pattern::parse("512/1Q"), Err(MatrixError::Filter(_))));
-    }
-
-    fn def() -> RunDefinition {
-        RunDefinition {
-            ram_mib: vec![256, 512],
-            file_sizes: vec!["100M".into(), "1G".into()],
-            repeat: 1,
-            target: "perfvm-target".into(),
-            target_mode: "stream".into(),
-            image_id: "bookworm-abc".into(),
-            accel: "tcg".into(),
-            cpus: 2,
-            timeout_s: 600,
-            seed: 1,
-            sample_interval_ms: 100,
-            sample_memory_only: false,
-            concurrency: vec![1],
-            content_kind: "random".into(),
-            chunked: false,
-            download: false,
-            adaptive: None,
-        }
-    }
-
-    #[test]
-    fn defaults_of_newer_options_keep_older_run_keys() {
-        // The key of this definition before --concurrency/--kind/--chunked/--download existed.
-        let canon = serde_json::to_string(&def()).unwrap();
-        assert!(!canon.contains("concurrency") && !canon.contains("content_kind") && !canon.contains("chunked") && !canon.contains("adaptive"));
-        let mut d = def();
-        d.concurrency = vec![4, 1];
-        let mut e = def();
-        e.concurrency = vec![1, 4];
-        assert_eq!(d.key(), e.key());
-        assert_ne!(d.key(), def().key());
-    }
-
-    #[test]
-    fn run_key_is_stable_and_order_independent() {
-        let a = def();
-        assert_eq!(a.key(), def().key());
-        assert!(a.key().starts_with("matrix-"));
-        let mut b = def();
-        b.ram_mib.reverse();
-        b.file_sizes = vec!["1024M".into(), "100M".into()];
-        assert_eq!(a.key(), b.key());
-        for change in [
-            |d: &mut RunDefinition| d.seed = 2,
-            |d: &mut RunDefinition| d.accel = "kvm".into(),
-            |d: &mut RunDefinition| d.image_id = "x".into(),
-            |d: &mut RunDefinition| d.repeat = 3,
-            |d: &mut RunDefinition| d.timeout_s = 300,
-            |d: &mut RunDefinition| d.target_mode = "memory".into(),
-            |d: &mut RunDefinition| d.cpus = 4,
-            |d: &mut RunDefinition| d.content_kind = "zeros".into(),
-            |d: &mut RunDefinition| d.chunked = true,
-            |d: &mut RunDefinition| d.download = true,
-            |d: &mut RunDefinition| {
-                d.adaptive = Some(crate::matrix::adaptive::Adaptive { min_repeats: 3, max_repeats: 10, target_rsd_percent: 5.0 })
-            },
-        ] {
-            let mut c = def();
-            change(&mut c);
-            assert_ne!(a.key(), c.key());
-        }
     }
 }
