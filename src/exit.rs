@@ -46,6 +46,22 @@ pub fn for_cell(r: &CellResult, interrupted: bool) -> i32 {
     }
 }
 
+/// The exit code of a matrix: every planned cell passed; or some failed, and only the
+/// harness's failures (infrastructure) with every cell finished; or a target failed or cells are
+/// left unrun.
+pub fn for_matrix(finals: &[&CellResult], planned: usize, interrupted: bool) -> i32 {
+    let unfinished = planned.saturating_sub(finals.len());
+    if interrupted {
+        INTERRUPTED
+    } else if unfinished == 0 && finals.iter().all(|r| r.success) {
+        SUCCESS
+    } else if unfinished == 0 && finals.iter().all(|r| r.success || r.exit_reason.is_infrastructure()) {
+        INFRASTRUCTURE
+    } else {
+        CELL_FAILED
+    }
+}
+
 /// The exit code of an error that ended a command.
 pub fn for_error(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<crate::error::InputError>().is_some() { BAD_INPUT } else { INFRASTRUCTURE }
@@ -69,6 +85,15 @@ mod tests {
         assert_eq!(for_cell(&r, false), INFRASTRUCTURE);
         assert_eq!(for_cell(&r, true), INTERRUPTED);
         assert_eq!(for_error(&crate::error::InputError("x".into()).into()), BAD_INPUT);
+        let mut ok = r.clone();
+        (ok.success, ok.exit_reason) = (true, ExitReason::Success);
+        assert_eq!(for_matrix(&[&ok, &ok], 2, false), SUCCESS);
+        assert_eq!(for_matrix(&[&ok], 2, false), CELL_FAILED, "a cell left unrun");
+        assert_eq!(for_matrix(&[&ok, &r], 2, false), INFRASTRUCTURE, "only the harness failed");
+        let mut oom = r.clone();
+        oom.exit_reason = ExitReason::OomKilled;
+        assert_eq!(for_matrix(&[&oom, &r], 2, false), CELL_FAILED);
+        assert_eq!(for_matrix(&[&ok], 2, true), INTERRUPTED);
         assert_eq!(for_error(&anyhow::anyhow!("libvirt")), INFRASTRUCTURE);
     }
 

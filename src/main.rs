@@ -1,6 +1,5 @@
 use clap::{CommandFactory, FromArgMatches};
 use perfvm::cli::{self, Cli, Command};
-use perfvm::error::InputError;
 use perfvm::exit;
 use tokio_util::sync::CancellationToken;
 
@@ -26,10 +25,10 @@ async fn dispatch(cli: Cli) -> i32 {
     let res = match cli.command {
         Command::Run(a) => cli::run::run(a, cancel).await,
         Command::Matrix(a) => cli::matrix::run(a, cancel).await,
-        Command::Report { run_dir, db } => tokio::task::block_in_place(|| report(&run_dir, db.as_deref())),
+        Command::Report { run_dir, db } => tokio::task::block_in_place(|| cli::report::report(&run_dir, db.as_deref())),
         Command::Upload(a) => cli::upload::run(a).await,
         Command::Files(c) => tokio::task::block_in_place(|| cli::files::run(c)),
-        Command::Snapshot { run_dir, output } => tokio::task::block_in_place(|| snapshot(&run_dir, &output)),
+        Command::Snapshot { run_dir, output } => tokio::task::block_in_place(|| cli::report::snapshot(&run_dir, &output)),
         Command::Compare(a) => tokio::task::block_in_place(|| cli::compare::run(&a)),
         Command::History(a) => tokio::task::block_in_place(|| cli::history::history(&a)),
         Command::Db(cli::DbCommand::Import { dirs, db }) => tokio::task::block_in_place(|| cli::history::import(&dirs, &db)),
@@ -37,7 +36,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Target(cli::TargetCommand::Check { files }) => cli::target::check(&files),
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
         Command::Doctor(a) => tokio::task::block_in_place(|| cli::doctor::run(a)),
-        Command::Cleanup(a) => tokio::task::block_in_place(|| cleanup(&a.connect)),
+        Command::Cleanup(a) => tokio::task::block_in_place(|| cli::report::cleanup(&a.connect)),
     };
     match res {
         Ok(code) => code,
@@ -46,47 +45,6 @@ async fn dispatch(cli: Cli) -> i32 {
             exit::for_error(&e)
         }
     }
-}
-
-fn report(run_dir: &std::path::Path, db: Option<&std::path::Path>) -> anyhow::Result<i32> {
-    if !run_dir.is_dir() {
-        return Err(InputError(format!("{} is not a directory", run_dir.display())).into());
-    }
-    // By default the database of the results directory the run lives in.
-    let results_dir = std::path::absolute(run_dir)?.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-    let db = perfvm::history::db_path(db, &results_dir);
-    for p in perfvm::report::write(run_dir, Some(&db)).map_err(|e| InputError(format!("{e:#}")))? {
-        println!("{}", p.display());
-    }
-    Ok(0)
-}
-
-fn snapshot(run_dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<i32> {
-    let m = perfvm::results::snapshot::create(run_dir, &perfvm::paths::recipe_dir(), &perfvm::paths::cloud_init_dir(), out)
-        .map_err(|e| InputError(format!("{e:#}")))?;
-    let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "{}: snapshot of {} ({} cells × {} RAM sizes, target {}), {}",
-        out.display(),
-        m.run,
-        m.metadata.definition.file_sizes.len(),
-        m.metadata.definition.ram_mib.len(),
-        m.metadata.target,
-        perfvm::size::human(size)
-    );
-    println!("run it again: perfvm matrix --from {}", out.display());
-    Ok(0)
-}
-
-fn cleanup(uri: &str) -> anyhow::Result<i32> {
-    let conn = perfvm::hypervisor::conn::open(uri).map_err(|e| InputError(e.to_string()))?;
-    let removed = perfvm::hypervisor::orphans::remove_orphans(&conn, uri == perfvm::hypervisor::conn::DEFAULT_URI)?;
-    if removed.is_empty() {
-        println!("nothing to clean up");
-    } else {
-        println!("removed: {}", removed.join(", "));
-    }
-    Ok(0)
 }
 
 /// SIGINT/SIGTERM cancel the running cells; they tear down and write what they have. A second

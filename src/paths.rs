@@ -80,18 +80,20 @@ pub fn ensure_shared_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
 }
 
-/// Write a file atomically: a temp file in the same directory, fsync, rename. Readers see the
-/// old content or the new one, never a torn write.
+/// Write a file atomically: a temp file in the same directory, fsync, rename, then fsync the
+/// directory so the rename itself survives a crash. Readers see the old content or the new one,
+/// never a torn write.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);

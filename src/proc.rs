@@ -58,6 +58,13 @@ pub fn machine_id() -> String {
         .unwrap_or_default()
 }
 
+/// Ask the kernel for a free port on 127.0.0.1. qemu binds it moments later; a clash with
+/// another process in between makes the domain fail to start, which is retried by the caller.
+pub fn free_loopback_port() -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,11 +79,4 @@ mod tests {
         let (total, avail) = host_memory().unwrap();
         assert!(total >= avail && avail > 0);
     }
-}
-
-/// Ask the kernel for a free port on 127.0.0.1. qemu binds it moments later; a clash with
-/// another process in between makes the domain fail to start, which is retried by the caller.
-pub fn free_loopback_port() -> std::io::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }

@@ -251,3 +251,36 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
     s.push_str(&format!("  result        {}\n", dir.join("result.json").display()));
     s
 }
+
+impl crate::matrix::run::Ui for ConsoleReporter {
+    fn line(&self, text: &str) {
+        ConsoleReporter::line(self, text);
+    }
+    fn matrix_progress(&self, done: usize, failed: usize, total: usize, remaining: usize, eta_seconds: f64) {
+        ConsoleReporter::matrix_progress(self, done, failed, total, remaining, &fmt_secs(eta_seconds));
+    }
+    fn finish(&self) {
+        ConsoleReporter::finish(self);
+    }
+}
+
+/// Seconds as a person reads them: `42s`, `2m05s`, `2h01m`.
+pub fn fmt_secs(s: f64) -> String {
+    if s >= 3600.0 {
+        format!("{:.0}h{:02.0}m", (s / 3600.0).floor(), (s % 3600.0) / 60.0)
+    } else if s >= 60.0 {
+        format!("{:.0}m{:02.0}s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!("{s:.0}s")
+    }
+}
+
+#[cfg(test)]
+mod fmt_tests {
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(super::fmt_secs(42.0), "42s");
+        assert_eq!(super::fmt_secs(125.0), "2m05s");
+        assert_eq!(super::fmt_secs(7260.0), "2h01m");
+    }
+}

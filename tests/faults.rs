@@ -46,7 +46,7 @@ fn qemu_killed_mid_upload_is_recorded_retried_and_cleaned_up() {
     let p = Running::spawn(&["matrix", "--ram", "384", "--file-size", "192M", "--retries", "1", "--timeout", "300", "--results-dir", rd]);
     p.wait_for(": upload", 300);
     let name = the_domain_of(p.pid());
-    let qemu = perfvm::pipeline::boot::qemu_pid(&name).expect("qemu pid file");
+    let qemu = perfvm::hosts::local_qemu_pid(&name).expect("qemu pid file");
     std::thread::sleep(Duration::from_secs(1));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu), Signal::SIGKILL).unwrap();
     p.wait_for("retrying", 200);
@@ -423,7 +423,7 @@ fn a_boot_that_stalls_is_detected_and_booted_once_more() {
     );
     p.wait_for(": agent", 120);
     let name = the_domain_of(p.pid());
-    let qemu = perfvm::pipeline::boot::qemu_pid(&name).expect("qemu pid file");
+    let qemu = perfvm::hosts::local_qemu_pid(&name).expect("qemu pid file");
     std::thread::sleep(Duration::from_secs(1));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu), Signal::SIGSTOP).unwrap();
     let line = p.wait_for("booting it once more", 90);

@@ -12,7 +12,7 @@ use std::path::Path;
 fn load(run: &str, db: &Path) -> Result<Vec<CellResult>> {
     let dir = Path::new(run);
     if dir.is_dir() {
-        return crate::results::export::json::read_run(dir).map(|(_, cells)| cells).map_err(|e| InputError(format!("{run}: {e:#}")).into());
+        return crate::rundir::read_run(dir).map(|doc| doc.cells).map_err(|e| InputError(format!("{run}: {e:#}")).into());
     }
     if !db.is_file() {
         return Err(InputError(format!("{run}: not a run directory, and there is no history database at {} to look it up", db.display())).into());

@@ -2,43 +2,9 @@
 
 use crate::error::InputError;
 use super::{DbArgs, Format, HistoryArgs};
-use crate::history::{self, Db, RunRow};
-use crate::results::model::CellResult;
+use crate::history::{self, Db};
 use anyhow::Result;
-use std::path::{Path, PathBuf};
-
-/// Records a run's cells as they finish. The history is secondary to the run's own files: if
-/// it cannot be written, say so once and go on.
-pub struct Recorder {
-    db: Option<Db>,
-    path: PathBuf,
-    pub run: RunRow,
-}
-
-impl Recorder {
-    pub fn open(path: PathBuf, run: RunRow) -> Recorder {
-        let db = match Db::open(&path) {
-            Ok(db) => Some(db),
-            Err(e) => {
-                eprintln!("perfvm: warning: history not recorded ({e:#}); the run's own files are complete");
-                None
-            }
-        };
-        Recorder { db, path, run }
-    }
-
-    pub fn record(&mut self, cells: &[&CellResult]) {
-        if let Some(db) = &mut self.db
-            && let Err(e) = db.record(&self.run, cells) {
-                eprintln!("perfvm: warning: cannot record in {} ({e:#}); `perfvm db import` can add this run later", self.path.display());
-                self.db = None;
-            }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
+use std::path::PathBuf;
 
 pub fn import(dirs: &[PathBuf], a: &DbArgs) -> Result<i32> {
     let path = a.path();

@@ -7,6 +7,7 @@ pub mod files;
 pub mod history;
 pub mod image;
 pub mod matrix;
+pub mod report;
 pub mod run;
 pub mod target;
 pub mod upload;
@@ -464,16 +465,35 @@ pub struct CellArgs {
     pub hook_after_cell: Option<String>,
     #[command(flatten)]
     pub hosts: HostsArgs,
-    /// The image recipe and cloud-init templates to use instead of the project's (a snapshot's).
-    #[arg(skip)]
-    pub inputs: Option<Inputs>,
 }
 
-/// Where a run's inputs come from when not from the project directory (`matrix --from`).
-#[derive(Debug, Clone)]
-pub struct Inputs {
-    pub recipe_dir: PathBuf,
-    pub cloud_init_dir: PathBuf,
+impl CellArgs {
+    /// The options as the library takes them.
+    pub fn options(&self) -> Result<crate::setup::Options, crate::error::InputError> {
+        Ok(crate::setup::Options {
+            cell: crate::setup::CellSettings {
+                cpus: self.cpus,
+                timeout_s: self.timeout,
+                seed: self.seed,
+                content: self.kind,
+                transfer: if self.chunked { crate::upload::client::Transfer::Chunked } else { crate::upload::client::Transfer::ContentLength },
+                download: self.download,
+                sample_interval_ms: self.sample_interval,
+                sample_memory_only: self.sample_memory_only,
+                hook_before: self.hook_before_cell.clone(),
+                hook_after: self.hook_after_cell.clone(),
+            },
+            accel: self.accel,
+            target: self.target.clone(),
+            target_mode: self.target_mode,
+            image: self.image.source(),
+            hosts: self.hosts.specs()?,
+            results_dir: self.results_dir.clone(),
+            db: self.db.clone(),
+            label: self.label.clone(),
+            inputs: None,
+        })
+    }
 }
 
 fn parse_kind(s: &str) -> Result<ContentKind, String> {

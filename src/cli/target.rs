@@ -1,127 +1,15 @@
-//! `--target NAME|PATH` and `perfvm target list|check`: which server a cell measures.
+//! `perfvm target list|check`: the servers perfvm can measure.
 
-use crate::error::InputError;
-use crate::profile::parse::{self as profile, HostPaths, Profile};
-use crate::profile::{REFERENCE_NAME, TargetMode, TargetSpec};
-use anyhow::{Context, Result};
-use std::path::{Path, PathBuf};
-
-/// Where `--target` points: the built-in reference server or a profile file.
-pub enum Choice {
-    Reference,
-    Profile(Box<Profile>),
-}
-
-/// A shipped profile's name (`targets/NAME.toml`) or a path to a `.toml` file.
-pub fn choose(target: &str) -> Result<Choice, InputError> {
-    if target == REFERENCE_NAME {
-        return Ok(Choice::Reference);
-    }
-    let path = if target.contains('/') || target.ends_with(".toml") {
-        PathBuf::from(target)
-    } else {
-        if !target.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || target.is_empty() {
-            return Err(InputError(format!("--target {target:?}: a profile name (letters, digits, '-') or a path to a .toml file")));
-        }
-        let p = crate::paths::targets_dir().join(format!("{target}.toml"));
-        if !p.is_file() {
-            return Err(InputError(format!("--target {target}: no such target; known: {} (or give a profile file's path)", known_names().join(", "))));
-        }
-        p
-    };
-    profile::load(&path).map(|p| Choice::Profile(Box::new(p))).map_err(|e| InputError(format!("--target: {e}")))
-}
-
-/// The reference target and every shipped profile's name.
-fn known_names() -> Vec<String> {
-    let mut names = vec![REFERENCE_NAME.to_string()];
-    names.extend(shipped().into_iter().map(|(p, _)| p.file_stem().unwrap_or_default().to_string_lossy().into_owned()));
-    names
-}
-
-/// Shipped profiles, with each one's parse result.
-fn shipped() -> Vec<(PathBuf, Result<Profile, String>)> {
-    let dir = crate::paths::targets_dir();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect())
-        .unwrap_or_default();
-    paths.sort();
-    paths.into_iter().map(|p| {
-        let r = profile::load(&p);
-        (p, r)
-    }).collect()
-}
-
-pub fn host_paths(cache: &Path) -> HostPaths {
-    let bin = crate::paths::target_binary();
-    HostPaths {
-        cache: crate::paths::target_files_dir(cache),
-        perfvm_bin_dir: bin.parent().map(Path::to_path_buf).unwrap_or_default(),
-    }
-}
-
-/// The spec for a choice, with the profile's host files made if missing (its `[host] prepare`
-/// runs once, under a lock, output shown).
-pub fn spec(choice: &Choice, mode: Option<TargetMode>, cache: &Path) -> Result<TargetSpec> {
-    match choice {
-        Choice::Reference => {
-            let bin = crate::paths::target_binary();
-            Ok(TargetSpec::reference(mode.unwrap_or(TargetMode::Stream), bin))
-        }
-        Choice::Profile(p) => {
-            if mode.is_some() {
-                return Err(InputError(format!("--target-mode is for the reference target ({REFERENCE_NAME}), not {}", p.spec.name)).into());
-            }
-            let host = host_paths(cache);
-            let spec = p.resolve(&host);
-            ensure_host_files(p, &spec, &host)?;
-            Ok(spec)
-        }
-    }
-}
-
-fn missing(spec: &TargetSpec) -> Vec<PathBuf> {
-    spec.files.iter().filter(|f| !f.host.is_file()).map(|f| f.host.clone()).collect()
-}
-
-fn ensure_host_files(p: &Profile, spec: &TargetSpec, host: &HostPaths) -> Result<()> {
-    if missing(spec).is_empty() {
-        return Ok(());
-    }
-    let Some(cmd) = p.prepare_command(host) else {
-        let list: Vec<String> = missing(spec).iter().map(|m| m.display().to_string()).collect();
-        return Err(InputError(format!("target {}: missing host file(s) {} and the profile has no [host] prepare to make them", spec.name, list.join(", "))).into());
-    };
-    crate::paths::ensure_shared_dir(&host.cache).with_context(|| format!("cannot create {}", host.cache.display()))?;
-    let lock_path = host.cache.join(format!(".prepare-{}.lock", spec.name));
-    let lock = std::fs::File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
-    lock.lock()?;
-    // Another perfvm may have made them while we waited.
-    if missing(spec).is_empty() {
-        return Ok(());
-    }
-    eprintln!("[target] {}: making host files: {cmd}", spec.name);
-    let started = std::time::Instant::now();
-    let dir = p.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let status = std::process::Command::new("sh")
-        .args(["-ec", &cmd])
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        // Build output goes to our stderr, so stdout stays perfvm's.
-        .stdout(std::io::stderr())
-        .status()
-        .with_context(|| format!("cannot run the prepare command of {}", spec.name))?;
-    anyhow::ensure!(status.success(), "target {}: [host] prepare failed ({status}): {cmd}", spec.name);
-    let still: Vec<String> = missing(spec).iter().map(|m| m.display().to_string()).collect();
-    anyhow::ensure!(still.is_empty(), "target {}: [host] prepare ran but {} is still missing", spec.name, still.join(", "));
-    eprintln!("[target] {}: host files ready in {:.0} s", spec.name, started.elapsed().as_secs_f64());
-    Ok(())
-}
+use crate::profile::REFERENCE_NAME;
+use crate::profile::parse as profile;
+use crate::setup::target::shipped;
+use anyhow::Result;
+use std::path::PathBuf;
 
 /// `perfvm target list`.
 pub fn list() -> Result<i32> {
     println!("{:<16} {:<10} {:<22} DESCRIPTION", "NAME", "UPLOAD", "IMAGE PACKAGES");
-    println!("{REFERENCE_NAME:<16} {:<10} {:<22} perfvm's reference upload server (built in; --target-mode stream|memory)", "PUT", "-");
+    println!("{REFERENCE_NAME:<16} {:<10} {:<22} perfvm's reference upload server (built in; --target-mode stream|drop-cache|memory)", "PUT", "-");
     let mut bad = 0;
     for (path, r) in shipped() {
         match r {

@@ -23,6 +23,39 @@ pub struct Db {
     conn: Connection,
 }
 
+/// Records a run's cells as they finish. The history is secondary to the run's own files: if
+/// it cannot be written, say so once and go on.
+pub struct Recorder {
+    db: Option<Db>,
+    path: PathBuf,
+    pub run: RunRow,
+}
+
+impl Recorder {
+    pub fn open(path: PathBuf, run: RunRow) -> Recorder {
+        let db = match Db::open(&path) {
+            Ok(db) => Some(db),
+            Err(e) => {
+                eprintln!("perfvm: warning: history not recorded ({e:#}); the run's own files are complete");
+                None
+            }
+        };
+        Recorder { db, path, run }
+    }
+
+    pub fn record(&mut self, cells: &[&CellResult]) {
+        if let Some(db) = &mut self.db
+            && let Err(e) = db.record(&self.run, cells) {
+                eprintln!("perfvm: warning: cannot record in {} ({e:#}); `perfvm db import` can add this run later", self.path.display());
+                self.db = None;
+            }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// A run as the database knows it.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct RunRow {
@@ -291,7 +324,8 @@ fn dir_name(run_dir: &Path) -> String {
 pub fn import(db: &mut Db, dirs: &[PathBuf]) -> Result<(usize, usize)> {
     let mut cells = 0;
     for dir in dirs {
-        let (meta, attempts) = crate::results::export::json::read_run(dir)?;
+        let doc = crate::rundir::read_run(dir)?;
+        let (meta, attempts) = (doc.metadata, doc.cells);
         let run = match (&meta, attempts.first()) {
             (Some(m), _) => matrix_run(dir, m, None),
             (None, Some(r)) => single_run(dir, r, None),

@@ -14,17 +14,162 @@ use std::path::Path;
 use virt::connect::Connect;
 use virt::storage_pool::StoragePool;
 
-/// Which host a cell runs on, as its result records it.
-#[derive(Debug, Clone)]
-pub struct HostInfo {
+/// A libvirt host ready for cells: this machine, or another one reached over ssh. Every
+/// difference between the two is a method here (where a cell's files go, how its guest's port
+/// is reached, what can be watched), so the pipeline never asks which one it has.
+pub struct Host {
     pub name: String,
     pub uri: String,
-    pub remote: Option<std::sync::Arc<Remote>>,
+    pub conn: Connect,
+    remote: Option<std::sync::Arc<Remote>>,
 }
 
-impl HostInfo {
+/// Where a cell's disk, seed and console log are for the host's qemu, and how its forwarded
+/// port is reached from here. Dropping it removes a remote host's volumes and ends the tunnel;
+/// a local cell's files live in its work directory.
+pub enum Placed {
+    Local { work: std::path::PathBuf, port: u16 },
+    Remote { files: RemoteCell, tunnel: tunnel::Tunnel },
+}
+
+/// The paths a domain's XML names, as the host sees them.
+pub struct DomainFiles {
+    pub boot: Boot,
+    pub disk: std::path::PathBuf,
+    pub seed: std::path::PathBuf,
+    pub console: std::path::PathBuf,
+}
+
+impl Host {
+    pub fn local(name: String, uri: String, conn: Connect) -> Host {
+        Host { name, uri, conn, remote: None }
+    }
+
+    pub fn remote(name: String, uri: String, conn: Connect, remote: Remote) -> Host {
+        Host { name, uri, conn, remote: Some(std::sync::Arc::new(remote)) }
+    }
+
+    /// How perfvm reaches a guest here, as results record it.
     pub fn access(&self) -> &'static str {
         if self.remote.is_some() { "ssh-tunnel" } else { "local" }
+    }
+
+    /// Guests that end with perfvm's connection, however it ends: a remote guest left running
+    /// would hold another machine's memory until someone noticed.
+    pub fn autodestroy(&self) -> bool {
+        self.remote.is_some()
+    }
+
+    /// qemu's pid, when qemu runs on this machine (its RSS and CPU are then sampled).
+    pub fn qemu_pid(&self, domain: &str) -> Option<i32> {
+        if self.remote.is_some() { None } else { local_qemu_pid(domain) }
+    }
+
+    /// A new connection to the same host, for teardown when the cell's own one died (Ctrl-C
+    /// on a terminal kills the ssh that libvirt runs for a remote host).
+    pub fn reconnect(&self) -> Result<Connect, String> {
+        crate::hypervisor::conn::open(&self.uri).map_err(|e| format!("cannot reconnect to {}: {e}", self.uri))
+    }
+
+    /// Put a cell's files where this host's qemu reads them. Locally the overlay is made in
+    /// `work` on the image (qemu-img) and the forward takes a free loopback port; remotely the
+    /// overlay, the seed and the console log become volumes in the host's pool, and an ssh
+    /// tunnel reaches the guest's forward.
+    pub fn place(&self, domain: &str, work: &std::path::Path, image: &Image) -> Result<Placed, String> {
+        let Some(remote) = &self.remote else {
+            let out = std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                .arg(image.disk())
+                .arg(work.join(OVERLAY))
+                .output()
+                .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+            let port = crate::proc::free_loopback_port().map_err(|e| format!("no free loopback port: {e}"))?;
+            return Ok(Placed::Local { work: work.to_path_buf(), port });
+        };
+        let files = RemoteCell::create(&self.conn, remote, domain, &work.join(SEED)).map_err(|e| format!("files on host {}: {e}", self.name))?;
+        let tunnel = tunnel::Tunnel::open(&remote.ssh, files.port, &work.join(TUNNEL_LOG), std::time::Duration::from_secs(30))
+            .map_err(|e| format!("tunnel to host {}: {e}", self.name))?;
+        Ok(Placed::Remote { files, tunnel })
+    }
+
+    /// What a cell's domain XML names: the image's boot and the cell's files, by the host's paths.
+    pub fn domain_files(&self, placed: &Placed, image: &Image) -> DomainFiles {
+        match placed {
+            Placed::Local { work, .. } => DomainFiles { boot: image.boot(), disk: work.join(OVERLAY), seed: work.join(SEED), console: work.join(CONSOLE) },
+            // Placed remotely only on a remote host, whose copy of the image it boots.
+            Placed::Remote { files, .. } => DomainFiles {
+                boot: self.remote.as_ref().map(|r| r.boot.clone()).unwrap_or_else(|| image.boot()),
+                disk: files.overlay.clone().into(),
+                seed: files.seed.clone().into(),
+                console: files.console.clone().into(),
+            },
+        }
+    }
+}
+
+/// The pid of a domain's qemu on this machine, from the pid file libvirt keeps for it.
+pub fn local_qemu_pid(domain: &str) -> Option<i32> {
+    std::fs::read_to_string(format!("/run/libvirt/qemu/{domain}.pid")).ok()?.trim().parse().ok()
+}
+
+/// A cell's files in its work directory on this machine.
+pub const OVERLAY: &str = "overlay.qcow2";
+pub const SEED: &str = "seed.iso";
+pub const CONSOLE: &str = "console.log";
+const TUNNEL_LOG: &str = "ssh-tunnel.log";
+
+impl Placed {
+    /// The forward's port on the hypervisor host's loopback (in the domain XML).
+    pub fn forward_port(&self) -> u16 {
+        match self {
+            Placed::Local { port, .. } => *port,
+            Placed::Remote { files, .. } => files.port,
+        }
+    }
+
+    /// Where perfvm reaches the guest's forward: 127.0.0.1 here, the forward itself or the
+    /// tunnel's end.
+    pub fn local_port(&self) -> u16 {
+        match self {
+            Placed::Local { port, .. } => *port,
+            Placed::Remote { tunnel, .. } => tunnel.local_port,
+        }
+    }
+
+    /// The console log as qemu writes it, when it is written here (it can then be watched).
+    pub fn console_here(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Placed::Local { work, .. } => Some(work.join(CONSOLE)),
+            Placed::Remote { .. } => None,
+        }
+    }
+
+    /// The way to the guest is still there: a remote guest's ssh tunnel has not died. When it
+    /// has, the name of its log (in the work directory) says why.
+    pub fn reachable(&mut self) -> Result<(), &'static str> {
+        match self {
+            Placed::Local { .. } => Ok(()),
+            Placed::Remote { tunnel, .. } => if tunnel.alive() { Ok(()) } else { Err(TUNNEL_LOG) },
+        }
+    }
+
+    /// Bring the console log into `work` (a remote host's daemon wrote it there).
+    pub fn fetch_console(&self, work: &std::path::Path) -> Result<(), String> {
+        match self {
+            Placed::Local { .. } => Ok(()),
+            Placed::Remote { files, .. } => files.fetch_console(&work.join(CONSOLE)).map(|_| ()).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Remove a remote cell's volumes (through `reconnect` when the cell's connection died) and
+    /// end its tunnel; nothing to do for a local cell, whose files go with its work directory.
+    pub fn remove(self, reconnect: &mut dyn FnMut() -> Result<Connect, String>) -> Result<(), String> {
+        let Placed::Remote { mut files, tunnel } = self else { return Ok(()) };
+        drop(tunnel);
+        files.remove().or_else(|e| reconnect().and_then(|c| files.remove_via(&c)).map_err(|again| format!("{e}; {again}")))
     }
 }
 

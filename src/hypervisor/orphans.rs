@@ -71,3 +71,10 @@ pub fn remove_orphans(conn: &Connect, work_dirs: bool) -> Result<Vec<String>, Vi
     }
     Ok(removed)
 }
+
+/// `perfvm cleanup`: connect to `uri` and remove what dead perfvm processes left there (their
+/// cell files too when it is this machine's libvirtd). Returns what was removed.
+pub fn cleanup(uri: &str) -> Result<Vec<String>, VirtError> {
+    let conn = super::conn::open(uri)?;
+    remove_orphans(&conn, uri == super::conn::DEFAULT_URI)
+}

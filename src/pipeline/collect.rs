@@ -30,6 +30,42 @@ impl Collected {
     }
 }
 
+/// Where each accepted upload landed: the profile's template, perhaps with values from the
+/// upload's answer (a server that says where it stored the file). None for an upload that was
+/// not accepted or whose answer lacked a value; those are noted. Pure.
+pub fn stored_paths(target: &TargetSpec, outcomes: &[crate::upload::client::UploadOutcome], vars: &[std::collections::BTreeMap<String, String>]) -> (Vec<Option<String>>, Vec<String>) {
+    let mut notes = Vec::new();
+    let paths = outcomes
+        .iter()
+        .zip(vars)
+        .map(|(o, vars)| {
+            if !o.accepted() {
+                return None;
+            }
+            let mut v = vars.clone();
+            for c in &target.upload_capture {
+                match crate::upload::session::capture(c, &o.response_headers, &o.response_body) {
+                    Ok(val) => {
+                        v.insert(c.var.clone(), val);
+                    }
+                    Err(e) => {
+                        notes.push(format!("upload of {}: {e}", vars.get("name").map(String::as_str).unwrap_or("?")));
+                        return None;
+                    }
+                }
+            }
+            target.stored_path_with(&v)
+        })
+        .collect();
+    (paths, notes)
+}
+
+/// Time the in-guest sha256sum of `size` bytes may take: generous, since TCG hashes slowly
+/// (~70 MB/s measured).
+pub fn hash_budget(size: u64) -> Duration {
+    Duration::from_secs(30) + Duration::from_secs_f64(size as f64 / (20.0 * 1024.0 * 1024.0))
+}
+
 /// Upper bound in practice of everything in `collect` but the sha256: two file reads (5 s per
 /// agent call), a few commands, and up to 5 s waiting for a restarting unit to settle.
 pub const FIXED_BUDGET: Duration = Duration::from_secs(150);
@@ -71,6 +107,40 @@ fn parse_sha256sum(out: &str, paths: &[String]) -> Vec<Option<String>> {
             })
         })
         .collect()
+}
+
+/// What collection found after the uploads: the guest's facts, where each upload was stored,
+/// what a profile could not capture from an answer, and whether the guest still ran.
+pub struct Found {
+    pub collected: Collected,
+    pub stored: Vec<Option<String>>,
+    pub capture_notes: Vec<String>,
+    pub guest_alive: bool,
+}
+
+/// Collect after the uploads of `report`, whose names' values (`{name}`, captured ones) are
+/// `vars`, each `size` bytes.
+pub async fn after_upload(
+    agent: &Agent,
+    dom: &virt::domain::Domain,
+    target: &TargetSpec,
+    report: &super::workload::UploadReport,
+    vars: &[std::collections::BTreeMap<String, String>],
+    size: u64,
+) -> Result<Found, super::cell::CellError> {
+    let (stored, capture_notes) = stored_paths(target, &report.outcomes, vars);
+    let collected = run(agent, target, stored.iter().flatten().cloned().collect(), size).await?;
+    let d = dom.clone();
+    let guest_alive = super::cell::blocking(move || Ok(d.is_active().unwrap_or(false))).await?;
+    Ok(Found { collected, stored, capture_notes, guest_alive })
+}
+
+/// Collect, off the async threads: the sha256 of every stored file (of `size` bytes each) within
+/// its budget.
+pub async fn run(agent: &Agent, target: &TargetSpec, stored: Vec<String>, size: u64) -> Result<Collected, super::cell::CellError> {
+    let (a, t) = (agent.clone(), target.clone());
+    let budget = hash_budget(size * stored.len() as u64);
+    super::cell::blocking(move || Ok(collect(&a, &t, &stored, budget))).await
 }
 
 /// Blocking; run through `spawn_blocking`. `hash_budget` bounds the in-guest sha256sum of all

@@ -4,7 +4,7 @@
 //! upload) and `guest_teardown` (after collection), run through the agent. Each one's output is
 //! saved beside the result, and a failing one fails the cell as the harness's error.
 
-use super::CellError;
+use super::cell::{CellConfig, CellError};
 use crate::results::model::{ExitReason, HookRecord};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ fn finish(name: &str, at: f64, code: Option<i32>, text: &str, out_dir: &Path) ->
 }
 
 /// The cell's facts for host hooks.
-pub fn env(cfg: &super::CellConfig, target: &str, out_dir: &Path) -> Vec<(&'static str, String)> {
+pub fn env(cfg: &CellConfig, target: &str, out_dir: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("PERFVM_RUN_ID", cfg.run_id.clone()),
         ("PERFVM_CELL", cfg.cell.clone()),

@@ -1,13 +1,14 @@
-//! Prepare: the cell's work directory with a qcow2 overlay on the base image, the cloud-init
-//! seed ISO, and a free loopback port for the forward.
+//! Prepare: the cell's work directory, its cloud-init seed ISO and secret, and its files placed
+//! where the host's qemu reads them (`Host::place`: an overlay here, or volumes and a tunnel on
+//! a remote host).
 
-use super::{CellConfig, CellEnv, CellError};
+use super::cell::{CellConfig, CellEnv, CellError};
 use crate::cloudinit::seed;
+use crate::hosts::{self, Placed};
 use crate::results::model::ExitReason;
 use std::path::PathBuf;
-use std::process::Command;
 
-/// A cell's files on the host; removed when dropped unless kept.
+/// A cell's files on this machine; removed when dropped unless kept.
 pub struct WorkDir {
     pub path: PathBuf,
     keep: bool,
@@ -24,14 +25,11 @@ impl WorkDir {
         self.keep = true; // once
         std::fs::remove_dir_all(&self.path)
     }
-    pub fn overlay(&self) -> PathBuf {
-        self.path.join("overlay.qcow2")
-    }
     pub fn seed(&self) -> PathBuf {
-        self.path.join("seed.iso")
+        self.path.join(hosts::SEED)
     }
     pub fn console_log(&self) -> PathBuf {
-        self.path.join("console.log")
+        self.path.join(hosts::CONSOLE)
     }
 }
 
@@ -45,15 +43,10 @@ impl Drop for WorkDir {
 
 pub struct Prepared {
     pub work: WorkDir,
+    pub placed: Placed,
     /// Made for this cell; the target gets it through its unit, the uploads through auth.
     pub secret: crate::profile::Secret,
-    /// Where perfvm reaches the target: 127.0.0.1 here (the forward itself, or the tunnel's end).
-    pub host_port: u16,
-    /// The forward's port on the hypervisor host's loopback (= host_port on a local host).
-    pub forward_port: u16,
     pub ssh_port: Option<u16>,
-    /// On a remote host: the overlay, seed and console log in its pool, and the ssh tunnel.
-    pub remote: Option<(crate::hosts::RemoteCell, crate::hosts::tunnel::Tunnel)>,
 }
 
 pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
@@ -74,19 +67,6 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     // Lets `perfvm cleanup` tell a live cell's files from a dead process's.
     std::fs::write(work.path.join("owner.pid"), std::process::id().to_string()).map_err(|e| err(format!("cannot write owner.pid: {e}")))?;
 
-    // A remote host makes the overlay itself, on its copy of the image.
-    if env.host.remote.is_none() {
-        let out = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-            .arg(env.image.disk())
-            .arg(work.overlay())
-            .output()
-            .map_err(|e| err(format!("cannot run qemu-img: {e}")))?;
-        if !out.status.success() {
-            return Err(err(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
-        }
-    }
-
     // A fresh instance-id per cell makes cloud-init treat every boot as a first boot.
     let instance_id = format!("{}-{}", cfg.domain_name, std::process::id());
     let files = [seed::harness_files(crate::paths::probe_binary()), env.target.files.clone()].concat();
@@ -98,14 +78,6 @@ pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
         Some(_) => Some(crate::proc::free_loopback_port().map_err(|e| err(format!("no free loopback port: {e}")))?),
         None => None,
     };
-    let Some(remote) = &env.host.remote else {
-        let host_port = crate::proc::free_loopback_port().map_err(|e| err(format!("no free loopback port: {e}")))?;
-        return Ok(Prepared { work, secret, host_port, forward_port: host_port, ssh_port, remote: None });
-    };
-    let files = crate::hosts::RemoteCell::create(&env.conn, remote, &cfg.domain_name, &work.seed())
-        .map_err(|e| err(format!("files on host {}: {e}", env.host.name)))?;
-    let forward_port = files.port;
-    let tunnel = crate::hosts::tunnel::Tunnel::open(&remote.ssh, forward_port, &work.path.join("ssh-tunnel.log"), std::time::Duration::from_secs(30))
-        .map_err(|e| err(format!("tunnel to host {}: {e}", env.host.name)))?;
-    Ok(Prepared { work, secret, host_port: tunnel.local_port, forward_port, ssh_port, remote: Some((files, tunnel)) })
+    let placed = env.host.place(&cfg.domain_name, &work.path, &env.image).map_err(err)?;
+    Ok(Prepared { work, placed, secret, ssh_port })
 }

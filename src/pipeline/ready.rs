@@ -2,7 +2,7 @@
 //! started), and the target's health check passes over the loopback forward. Each wait ends at
 //! the cell's deadline and watches the domain so a dead guest fails fast.
 
-use super::{CellError, blocking};
+use super::cell::{CellError, blocking};
 use crate::accel::Accel;
 use crate::results::model::ExitReason;
 use crate::guest::agent::Agent;
@@ -59,9 +59,6 @@ async fn poll<T: Send + 'static>(
     }
 }
 
-/// The start of a boot-stall error: the pipeline boots such a cell once more.
-pub const BOOT_STALLED: &str = "the boot stalled";
-
 /// Wait for the agent. With the guest's console log (a local host), a console silent for
 /// `stall` before the agent answers ends the wait early: a guest kernel that hung in early
 /// boot (seen once in a CI run here, right after "NET: Registered PF_INET")
@@ -91,8 +88,8 @@ impl ConsoleWatch {
         }
         let text = std::fs::read(path).unwrap_or_default();
         let last = String::from_utf8_lossy(&text).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        Err(boot_failed(format!(
-            "{BOOT_STALLED}: no console output for {} s before the guest agent answered (last line: {last:?}); see console.log",
+        Err(CellError::boot_stalled(format!(
+            "the boot stalled: no console output for {} s before the guest agent answered (last line: {last:?}); see console.log",
             self.stall.as_secs()
         )))
     }

@@ -2,7 +2,7 @@
 //! while the uploads stream (one, or `--concurrency N` at once) and, with `--download`, while
 //! the first stored file is fetched back.
 
-use super::{CellError, blocking};
+use super::cell::{CellConfig, CellEnv, CellError, Reporter, blocking};
 use crate::results::model::ExitReason;
 use crate::sampler::{PhaseSummaries, Progress, Sampler, Sources};
 use crate::upload::client::{self, DownloadOutcome, Transfer, UploadOutcome};
@@ -44,6 +44,69 @@ pub struct UploadPlan {
     /// The cell's deadline for the transfers.
     pub deadline: Instant,
     pub samples_csv: PathBuf,
+}
+
+impl UploadPlan {
+    /// The uploads of a cell (one request per name, with its session's values), and the
+    /// download when asked for.
+    pub fn new(env: &CellEnv, cfg: &CellConfig, base: &str, session: &crate::upload::session::Session, secret: &crate::profile::Secret, deadline: Instant, samples_csv: PathBuf) -> UploadPlan {
+        let t = &env.target;
+        let names = cfg.upload_names();
+        UploadPlan {
+            requests: names.iter().zip(&session.vars).map(|(n, v)| request(t, base, n, v, secret, &session.client)).collect(),
+            payload: cfg.payload(),
+            transfer: cfg.transfer,
+            download_url: if cfg.download { t.download_path_with(&session.vars[0]).map(|p| format!("{base}{p}")) } else { None },
+            download_headers: t.auth_headers(secret),
+            client: session.client.clone(),
+            interval: cfg.sample_interval,
+            memory_only: cfg.sample_memory_only,
+            deadline,
+            samples_csv,
+        }
+    }
+}
+
+/// The request of one upload named `name`; `vars` has its `{name}` and captured values.
+fn request(
+    t: &crate::profile::TargetSpec,
+    base: &str,
+    name: &str,
+    vars: &std::collections::BTreeMap<String, String>,
+    secret: &crate::profile::Secret,
+    client: &reqwest::Client,
+) -> client::Request {
+    client::Request {
+        method: t.upload.method,
+        url: format!("{base}{}", t.upload_path_with(vars)),
+        headers: t.upload_headers(vars, secret),
+        multipart: match &t.upload.shape {
+            crate::profile::Shape::Raw => None,
+            crate::profile::Shape::Multipart { field } => Some((field.clone(), name.to_string())),
+        },
+        success: t.upload.success.clone(),
+        client: Some(client.clone()),
+    }
+}
+
+/// The upload phase: the uploads (and the download) while sampling, shown as progress.
+pub async fn run(sources: Sources, plan: UploadPlan, cfg: &CellConfig, rep: &dyn Reporter) -> Result<UploadReport, CellError> {
+    let progress = Progress::default();
+    rep.upload(&cfg.cell, cfg.file_size.bytes() * plan.requests.len() as u64, progress.uploaded.clone());
+    let _shown = UploadShown { rep, cell: &cfg.cell };
+    upload_while_sampling(sources, plan, progress).await
+}
+
+/// Marks an upload finished for the UI even when the cell future is dropped mid-upload.
+struct UploadShown<'a> {
+    rep: &'a dyn Reporter,
+    cell: &'a str,
+}
+
+impl Drop for UploadShown<'_> {
+    fn drop(&mut self) {
+        self.rep.upload_done(self.cell);
+    }
 }
 
 pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progress: Progress) -> Result<UploadReport, CellError> {

@@ -56,36 +56,23 @@ impl Report {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct MatrixDoc {
-    metadata: RunMetadata,
-    #[serde(default)]
-    repeats: Vec<RepeatSummary>,
-    cells: Vec<CellResult>,
-}
-
 /// Read a run directory.
 pub fn load(run_dir: &Path) -> Result<Report> {
-    let matrix = run_dir.join("results.json");
-    if matrix.is_file() {
-        let doc: MatrixDoc = serde_json::from_slice(&std::fs::read(&matrix)?).with_context(|| format!("cannot read {}", matrix.display()))?;
-        let cells = crate::results::export::finals(&doc.cells)
-            .into_iter()
-            .map(|r| {
-                let dir = crate::matrix::state::attempt_rel(&r.key(), r.attempt);
-                let timeline = read_timeline(&run_dir.join(&dir).join("samples.csv"));
-                ReportCell { result: r.clone(), dir, timeline }
-            })
-            .collect();
-        let attempts = doc.cells.len();
-        let title = format!("perfvm matrix {}", doc.metadata.run_key);
-        return Ok(Report { title, metadata: Some(doc.metadata), cells, attempts, repeats: doc.repeats, history: Vec::new() });
-    }
-    let single = run_dir.join("result.json");
-    let r: CellResult = serde_json::from_slice(&std::fs::read(&single).with_context(|| format!("{} has neither results.json (a matrix) nor result.json (a cell)", run_dir.display()))?)
-        .with_context(|| format!("cannot read {}", single.display()))?;
-    let timeline = read_timeline(&run_dir.join("samples.csv"));
-    Ok(Report { title: format!("perfvm run {}", r.run_id), metadata: None, cells: vec![ReportCell { result: r, dir: ".".into(), timeline }], attempts: 1, repeats: Vec::new(), history: Vec::new() })
+    let doc = crate::rundir::read_run(run_dir)?;
+    let matrix = doc.metadata.is_some();
+    let cells = crate::results::export::finals(&doc.cells)
+        .into_iter()
+        .map(|r| {
+            let dir = crate::rundir::cell_rel(r, matrix);
+            let timeline = read_timeline(&run_dir.join(&dir).join("samples.csv"));
+            ReportCell { result: r.clone(), dir, timeline }
+        })
+        .collect();
+    let title = match &doc.metadata {
+        Some(m) => format!("perfvm matrix {}", m.run_key),
+        None => format!("perfvm run {}", doc.cells[0].run_id),
+    };
+    Ok(Report { title, metadata: doc.metadata, cells, attempts: doc.cells.len(), repeats: doc.repeats, history: Vec::new() })
 }
 
 /// The memory columns of a samples.csv; None if it cannot be read.

@@ -1,7 +1,7 @@
-//! What cells produce: the result model, where it is written, and the matrix exports.
+//! What cells produce: the result model, the matrix exports, comparisons and snapshots. Where
+//! results live on disk is `rundir`'s.
 
 pub mod compare;
 pub mod export;
 pub mod model;
 pub mod snapshot;
-pub mod store;

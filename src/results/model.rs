@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 /// 2: `peak_memory_*` is the working set (memory.current − inactive_file), no longer
 /// memory.peak, which counts the page cache of what the target wrote; `memory` splits it up;
-/// `restarts` counts restarts during the upload, `restarts_before_upload` those before.
+/// `restarts` counts restarts during the upload, `restarts_before_upload` those before;
+/// `failure` says what a failure means for a matrix (infrastructure, host lost, …).
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// What `peak_memory_*` measured: results of schema 1 have `memory.peak`.
@@ -52,6 +53,40 @@ impl std::fmt::Display for ExitReason {
         f.write_str(self.as_str())
     }
 }
+
+/// What a failure means for what happens next: the field a matrix decides on, never the error's
+/// wording. Stored in result.json as `failure` (null for a cell that passed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The target failed (OOM, crash, HTTP error, sha256, timeout during the upload): a result
+    /// like any other, never retried.
+    Target,
+    /// The VM or the harness failed: a matrix retries it (`--retries`).
+    Infrastructure,
+    /// The connection to the cell's libvirt host was lost: the cell moves to another host
+    /// without using a retry.
+    HostLost,
+    /// The guest's boot stalled before its agent answered: the cell boots once more.
+    BootStalled,
+    /// Cut short by SIGINT/SIGTERM: not a measurement; run again on resume.
+    Interrupted,
+}
+
+impl FailureKind {
+    /// The kind a failure with this exit reason has, unless something more specific is known.
+    pub fn of(reason: ExitReason) -> Option<FailureKind> {
+        match reason {
+            ExitReason::Success => None,
+            r if r.is_infrastructure() => Some(FailureKind::Infrastructure),
+            _ => Some(FailureKind::Target),
+        }
+    }
+}
+
+/// Results of schema 1 have no `failure`; a lost host was told only in the error's text, as
+/// this (the message then; frozen here, whatever the pipeline says now).
+const SCHEMA1_HOST_LOST: &str = "libvirt connection lost (libvirtd stopped?)";
 
 /// Seconds spent in each phase; None for phases the cell never reached.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -136,9 +171,14 @@ pub struct CellResult {
     pub repeat: u32,
     #[serde(default = "one")]
     pub attempt: u32,
-    /// The cell was cut short by SIGINT/SIGTERM: not a measurement, redone on resume.
+    /// The cell was cut short by SIGINT/SIGTERM: not a measurement, redone on resume (the same
+    /// as `failure: interrupted`; kept for readers of older results).
     #[serde(default)]
     pub interrupted: bool,
+    /// What the failure means for a matrix (null when the cell passed). Results of schema 1
+    /// lack it; `upgrade` derives it.
+    #[serde(default)]
+    pub failure: Option<FailureKind>,
     /// Boots that stalled before the guest agent answered (a guest kernel hung early, seen
     /// once in a CI run here) and were started again within this cell, from a fresh
     /// overlay; each stalled console is kept as `console-stalled-N.log`.
@@ -295,6 +335,22 @@ pub struct MemoryBreakdown {
 }
 
 impl CellResult {
+    /// Fill in what results of an older schema lack, so everything after reading decides on
+    /// the same fields: `failure`, derived from `interrupted`, the exit reason and (schema 1
+    /// only) the lost-host message of that version.
+    pub fn upgrade(&mut self) {
+        if self.failure.is_some() || self.success {
+            return;
+        }
+        self.failure = if self.interrupted {
+            Some(FailureKind::Interrupted)
+        } else if self.exit_reason.is_infrastructure() && self.error.as_deref().is_some_and(|e| e.contains(SCHEMA1_HOST_LOST)) {
+            Some(FailureKind::HostLost)
+        } else {
+            FailureKind::of(self.exit_reason)
+        };
+    }
+
     /// The cell this result is an attempt of.
     pub fn key(&self) -> crate::plan::key::CellKey {
         crate::plan::key::CellKey { ram_mib: self.ram_mb, size: crate::size::ByteSize(self.file_size_bytes), concurrency: self.concurrency, repeat: self.repeat }
@@ -424,6 +480,10 @@ pub fn classify(o: &Observed) -> ExitReason {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +512,33 @@ mod tests {
     }
 
     #[test]
+    fn results_of_older_schemas_get_their_failure_kind() {
+        let base: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
+        assert_eq!((base.schema_version, base.failure), (1, None));
+        let old = |reason: ExitReason, error: &str, interrupted: bool| {
+            let mut r = base.clone();
+            (r.exit_reason, r.success, r.interrupted) = (reason, false, interrupted);
+            r.error = Some(error.into());
+            r.upgrade();
+            r.failure
+        };
+        assert_eq!(old(ExitReason::HarnessError, "boot: libvirt connection lost (libvirtd stopped?); what failed: define", false), Some(FailureKind::HostLost));
+        assert_eq!(old(ExitReason::BootFailed, "agent: the guest agent never answered", false), Some(FailureKind::Infrastructure));
+        assert_eq!(old(ExitReason::OomKilled, "upload: reset", false), Some(FailureKind::Target));
+        assert_eq!(old(ExitReason::HarnessError, "interrupted by a signal", true), Some(FailureKind::Interrupted));
+        // A passed cell has none; a new result keeps the one it has, whatever its text says.
+        let mut ok = base.clone();
+        ok.upgrade();
+        assert_eq!(ok.failure, None);
+        let mut new = base.clone();
+        (new.success, new.exit_reason, new.failure) = (false, ExitReason::HarnessError, Some(FailureKind::Infrastructure));
+        new.error = Some("libvirt connection lost (libvirtd stopped?)".into());
+        new.upgrade();
+        assert_eq!(new.failure, Some(FailureKind::Infrastructure));
+        assert_eq!(serde_json::to_string(&FailureKind::HostLost).unwrap(), "\"host_lost\"");
+    }
+
+    #[test]
     fn exit_reasons_serialize_snake_case() {
         assert_eq!(serde_json::to_string(&ExitReason::OomKilled).unwrap(), "\"oom_killed\"");
         for r in [ExitReason::Success, ExitReason::BootFailed, ExitReason::HarnessError, ExitReason::VerifyFailed] {
@@ -460,8 +547,4 @@ mod tests {
         assert!(ExitReason::BootFailed.is_infrastructure());
         assert!(!ExitReason::OomKilled.is_infrastructure());
     }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }

@@ -75,6 +75,17 @@ fn mb(v: Option<u64>) -> String {
     v.map(|b| format!("{:.3}", mib(b))).unwrap_or_default()
 }
 
+pub struct Csv;
+
+impl super::Exporter for Csv {
+    fn file_name(&self) -> &'static str {
+        "matrix.csv"
+    }
+    fn export(&self, run: &super::RunView) -> Vec<u8> {
+        export(run.results, &run.result_path)
+    }
+}
+
 /// `result_file` of each row is given by `path_of` (relative to the run directory).
 pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -> Vec<u8> {
     let mut w = ::csv::Writer::from_writer(Vec::new());

@@ -43,26 +43,6 @@ pub struct RunSummary {
 }
 
 /// Summary over the final result of each cell.
-/// Every attempt of a run directory, with its metadata when it is a matrix run (results.json)
-/// rather than a single cell (result.json).
-pub fn read_run(dir: &std::path::Path) -> anyhow::Result<(Option<RunMetadata>, Vec<CellResult>)> {
-    use anyhow::Context;
-    #[derive(serde::Deserialize)]
-    struct Doc {
-        metadata: RunMetadata,
-        cells: Vec<CellResult>,
-    }
-    let matrix = dir.join("results.json");
-    if matrix.is_file() {
-        let doc: Doc = serde_json::from_slice(&std::fs::read(&matrix)?).with_context(|| format!("cannot read {}", matrix.display()))?;
-        return Ok((Some(doc.metadata), doc.cells));
-    }
-    let single = dir.join("result.json");
-    let text = std::fs::read(&single).with_context(|| format!("{} is not a run directory (no results.json or result.json)", dir.display()))?;
-    let r: CellResult = serde_json::from_slice(&text).with_context(|| format!("cannot read {}", single.display()))?;
-    Ok((None, vec![r]))
-}
-
 pub fn summarize(total_cells: usize, finals: &[&CellResult], attempts: usize, total_seconds: Option<f64>) -> RunSummary {
     let mut failed_by_reason = BTreeMap::new();
     for r in finals.iter().filter(|r| !r.success) {
@@ -139,6 +119,17 @@ struct Doc<'a> {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     repeats: Vec<RepeatSummary>,
     cells: Vec<&'a CellResult>,
+}
+
+pub struct Json;
+
+impl super::Exporter for Json {
+    fn file_name(&self) -> &'static str {
+        "results.json"
+    }
+    fn export(&self, run: &super::RunView) -> Vec<u8> {
+        export(run.meta, &run.summary, run.results, &run.finals, &run.stops)
+    }
 }
 
 /// `stops`: with --target-rsd, why each settled cell shape got no more repetitions.

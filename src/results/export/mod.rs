@@ -1,11 +1,42 @@
-//! Matrix exports, one file per format. Each exporter is pure (results in, bytes out); the
-//! caller writes atomically after every cell, so a crash never loses a finished cell.
+//! Matrix exports, one file per format, behind one trait. Each exporter is pure (a view of the
+//! run in, bytes out); the matrix writes every one atomically into the run directory after
+//! every cell, so a crash never loses a finished cell.
 
 pub mod csv;
 pub mod json;
 pub mod summary;
 
 use super::model::CellResult;
+use crate::plan::repeats::{Adaptive, Stop};
+use std::collections::BTreeMap;
+
+/// What the exporters see of a matrix run.
+pub struct RunView<'a> {
+    pub meta: &'a json::RunMetadata,
+    /// Every finished attempt, and the final one of each cell.
+    pub results: &'a [CellResult],
+    pub finals: Vec<&'a CellResult>,
+    pub summary: json::RunSummary,
+    /// With `--target-rsd`: the policy, and why each settled shape stopped.
+    pub adaptive: Option<Adaptive>,
+    pub stops: BTreeMap<String, Stop>,
+    /// The definition's RAM sizes and file sizes (bytes, label), sorted.
+    pub rams: Vec<u64>,
+    pub sizes: Vec<(u64, String)>,
+    /// Where an attempt's result.json is, relative to the run directory.
+    pub result_path: fn(&CellResult) -> String,
+}
+
+/// One output file of a matrix run.
+pub trait Exporter {
+    fn file_name(&self) -> &'static str;
+    fn export(&self, run: &RunView) -> Vec<u8>;
+}
+
+/// matrix.csv, results.json, summary.txt.
+pub fn all() -> [&'static dyn Exporter; 3] {
+    [&csv::Csv, &json::Json, &summary::Summary]
+}
 
 /// The final result of each cell that has one: its last finished attempt.
 pub fn finals(results: &[CellResult]) -> Vec<&CellResult> {

@@ -7,6 +7,36 @@ use crate::results::model::CellResult;
 use crate::stats::stats;
 use std::collections::BTreeMap;
 
+pub struct Summary;
+
+impl super::Exporter for Summary {
+    fn file_name(&self) -> &'static str {
+        "summary.txt"
+    }
+    fn export(&self, run: &super::RunView) -> Vec<u8> {
+        let m = run.meta;
+        let s = &run.summary;
+        let title = format!("perfvm matrix {} — {} ({} mode), {}, image {}; {}/{} cells finished, {} passed", m.run_key, m.target, m.target_mode, m.accel, m.image_id, s.finished, s.cells, s.passed);
+        let mut out = export(&title, &run.finals, &run.rams, &run.sizes);
+        if let Some(policy) = &run.adaptive {
+            out.extend(repetition_lines(policy, &run.stops).into_bytes());
+        }
+        out
+    }
+}
+
+/// Under --target-rsd: each cell's repetitions and why it stopped.
+fn repetition_lines(policy: &crate::plan::repeats::Adaptive, why: &BTreeMap<String, crate::plan::repeats::Stop>) -> String {
+    if why.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\nrepetitions (--target-rsd {} %, {}–{} per cell):\n", policy.target_rsd_percent, policy.min_repeats, policy.max_repeats);
+    for (shape, stop) in why {
+        out.push_str(&format!("  {shape:<14} {}\n", stop.message));
+    }
+    out
+}
+
 /// One grid per concurrency level (a matrix with `--concurrency 1,4` has two).
 pub fn export(title: &str, finals: &[&CellResult], rams: &[u64], sizes: &[(u64, String)]) -> Vec<u8> {
     let mut levels: Vec<u32> = finals.iter().map(|r| r.concurrency).collect();

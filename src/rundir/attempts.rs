@@ -1,5 +1,5 @@
-//! Resume bookkeeping, derived from the run directory alone: `cells/<cell-id>/a<attempt>/` holds
-//! one attempt, finished when its `result.json` exists and is not marked interrupted.
+//! A matrix run's attempts: `cells/<cell-id>/a<attempt>/` holds one, finished when its
+//! `result.json` exists and is not marked interrupted. What to run next is the scheduler's.
 
 use crate::plan::key::CellKey;
 use crate::results::model::CellResult;
@@ -16,35 +16,6 @@ pub fn attempt_dir(run: &Path, key: &CellKey, attempt: u32) -> PathBuf {
 /// `cells/<cell-id>/a<attempt>`, relative to the run directory (as exports and reports name it).
 pub fn attempt_rel(key: &CellKey, attempt: u32) -> String {
     format!("cells/{}/a{attempt}", key.id())
-}
-
-/// What to do with a cell.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Next {
-    /// It has a final result: a measurement, or infrastructure failures with retries used up.
-    Done,
-    /// Run this attempt number.
-    Run(u32),
-}
-
-/// Decide from the finished attempts of one cell (interrupted ones excluded). Attempts whose
-/// host was lost (libvirtd gone) do not count against `retries`, as in a running matrix, where
-/// such a cell moves to another host. Pure.
-pub fn next(finished: &[CellResult], retries: u32) -> Next {
-    if finished.iter().any(|r| !r.exit_reason.is_infrastructure()) {
-        return Next::Done;
-    }
-    let n = finished.iter().filter(|r| !host_lost(r)).count() as u32;
-    if n > retries {
-        Next::Done
-    } else {
-        Next::Run(finished.iter().map(|r| r.attempt).max().unwrap_or(0) + 1)
-    }
-}
-
-/// The attempt failed because its libvirt connection was lost, not because of the cell.
-pub fn host_lost(r: &CellResult) -> bool {
-    r.exit_reason.is_infrastructure() && r.error.as_deref().is_some_and(|e| e.contains(crate::pipeline::LIBVIRT_LOST))
 }
 
 /// Finished attempts of a cell, by attempt number. Read-only: attempts still running (no
@@ -65,7 +36,7 @@ pub fn finished_attempts(run: &Path, key: &CellKey) -> Vec<CellResult> {
 pub fn discard_unfinished(run: &Path, key: &CellKey) -> usize {
     let mut n = 0;
     for p in attempt_dirs(run, key) {
-        let file = p.join("result.json");
+        let file = p.join(super::RESULT);
         let gone = if !file.exists() || read(&p).is_some_and(|r| r.interrupted) {
             std::fs::remove_dir_all(&p).is_ok()
         } else if read(&p).is_none() {
@@ -92,7 +63,7 @@ fn attempt_dirs(run: &Path, key: &CellKey) -> Vec<PathBuf> {
 }
 
 fn read(attempt: &Path) -> Option<CellResult> {
-    serde_json::from_str(&std::fs::read_to_string(attempt.join("result.json")).ok()?).ok()
+    super::read_result(attempt)
 }
 
 #[cfg(test)]
@@ -106,26 +77,6 @@ mod tests {
         r.exit_reason = reason;
         r.success = reason == ExitReason::Success;
         r
-    }
-
-    #[test]
-    fn next_attempt_rules() {
-        assert_eq!(next(&[], 1), Next::Run(1));
-        assert_eq!(next(&[r(1, ExitReason::Success)], 1), Next::Done);
-        // Target failures are results, never retried.
-        assert_eq!(next(&[r(1, ExitReason::OomKilled)], 1), Next::Done);
-        assert_eq!(next(&[r(1, ExitReason::Timeout)], 3), Next::Done);
-        // Infrastructure failures are retried up to --retries times.
-        assert_eq!(next(&[r(1, ExitReason::BootFailed)], 1), Next::Run(2));
-        assert_eq!(next(&[r(1, ExitReason::BootFailed), r(2, ExitReason::HarnessError)], 1), Next::Done);
-        assert_eq!(next(&[r(1, ExitReason::BootFailed)], 0), Next::Done);
-        assert_eq!(next(&[r(1, ExitReason::BootFailed), r(2, ExitReason::Success)], 1), Next::Done);
-        // A lost host is not the cell's failure: it does not use up a retry.
-        let mut lost = r(1, ExitReason::HarnessError);
-        lost.error = Some(format!("boot: {}; what failed: define", crate::pipeline::LIBVIRT_LOST));
-        assert!(host_lost(&lost) && !host_lost(&r(1, ExitReason::HarnessError)));
-        assert_eq!(next(&[lost.clone(), r(2, ExitReason::BootFailed)], 1), Next::Run(3));
-        assert_eq!(next(&[lost, r(2, ExitReason::BootFailed), r(3, ExitReason::BootFailed)], 1), Next::Done);
     }
 
     #[test]
@@ -151,7 +102,6 @@ mod tests {
         assert!(attempt_dir(run.path(), &key, 1).exists());
         assert!(!attempt_dir(run.path(), &key, 2).exists());
         assert!(!attempt_dir(run.path(), &key, 3).exists());
-        assert_eq!(next(&got, 1), Next::Run(2));
         // An unreadable result (another perfvm version) is kept aside, not deleted.
         let d4 = attempt_dir(run.path(), &key, 4);
         std::fs::create_dir_all(&d4).unwrap();

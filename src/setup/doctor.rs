@@ -1,0 +1,135 @@
+//! `perfvm doctor`: every precondition of a cell, each with what to do when it fails. The
+//! checks are here; the CLI prints them.
+
+use crate::accel::{AccelChoice, KvmProbe, resolve};
+use crate::image::recipe;
+use crate::size::human;
+use anyhow::Result;
+use std::path::Path;
+
+pub struct Check {
+    pub ok: bool,
+    pub what: String,
+    /// What to do about it, when it failed.
+    pub fix: Option<String>,
+}
+
+fn check(ok: bool, what: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check { ok, what: what.into(), fix: (!ok).then(|| fix.into()) }
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    // The nearest existing ancestor: the directory may not exist yet.
+    let mut p = std::path::absolute(path).ok()?;
+    while !p.exists() {
+        p = p.parent()?.to_path_buf();
+    }
+    let s = nix::sys::statvfs::statvfs(&p).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
+/// Every check, in order. `image`: a `--image` to look into (without booting it).
+pub fn checks(uri: &str, results_dir: &Path, image: Option<&crate::image::import::Source>) -> Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    let setup = "run scripts/setup.sh as root";
+    for tool in ["mmdebstrap", "mkfs.ext4", "qemu-img", "genisoimage", "qemu-system-x86_64"] {
+        checks.push(check(on_path(tool) || std::path::Path::new("/usr/sbin").join(tool).is_file(), format!("{tool} installed"), setup));
+    }
+    checks.push(check(crate::proc::running("virtlogd"), "virtlogd running", "start it: virtlogd -d (or scripts/setup.sh)"));
+    checks.push(check(crate::proc::running("libvirtd"), "libvirtd running", "start it: libvirtd -d (or scripts/setup.sh)"));
+    let conn = crate::hypervisor::conn::open(uri);
+    match &conn {
+        Ok(c) => {
+            let (lib, hyp) = crate::hypervisor::conn::versions(c);
+            checks.push(check(true, format!("libvirt reachable at {} (libvirt {}, qemu {})", uri, lib.unwrap_or_default(), hyp.unwrap_or_default()), ""));
+        }
+        Err(e) => checks.push(check(false, format!("libvirt reachable at {}", uri), e.to_string())),
+    }
+    let probe = KvmProbe::read();
+    let accel = resolve(AccelChoice::Auto, &probe).unwrap_or(crate::accel::Accel::Tcg);
+    match probe.kvm_unusable_reason() {
+        None => checks.push(check(true, format!("acceleration: kvm ({})", probe.vendor_module.unwrap_or("?")), "")),
+        Some(why) => checks.push(Check {
+            ok: true,
+            what: format!("acceleration: tcg (software emulation, slower than KVM); KVM unusable: {why}"),
+            fix: None,
+        }),
+    }
+    let cache = crate::paths::cache_dir();
+    match recipe::load(&crate::paths::recipe_dir()) {
+        Ok(r) => {
+            let img = crate::image::image_for(&cache, &r.id);
+            checks.push(check(true, format!("image recipe {} (id {})", r.dir.display(), r.id), ""));
+            checks.push(check(img.is_complete(), format!("image {} built", r.id), "perfvm image build (≈1–2 min; perfvm run also builds it on first use)"));
+        }
+        Err(e) => checks.push(check(false, "image recipe", e.to_string())),
+    }
+    let target = crate::paths::target_binary();
+    checks.push(check(target.is_file(), format!("reference target {}", target.display()), "cargo build --release"));
+    for (what, path, need) in [
+        ("image cache", cache.clone(), 2u64 << 30),
+        ("results dir", results_dir.to_path_buf(), 100u64 << 20),
+    ] {
+        match free_bytes(&path) {
+            Some(b) => checks.push(check(b >= need, format!("{what} {}: {} free", path.display(), human(b)), format!("free space on {}", path.display()))),
+            None => checks.push(check(false, format!("{what} {}", path.display()), "cannot stat the filesystem")),
+        }
+    }
+    checks.push(check(crate::rundir::check_writable(results_dir).is_ok(), format!("results dir {} writable", results_dir.display()), "choose another --results-dir or fix permissions"));
+    checks.push(check(crate::proc::free_loopback_port().is_ok(), "a free port on 127.0.0.1", "no loopback port could be bound"));
+    if let Some((total, avail)) = crate::proc::host_memory() {
+        let overhead = super::check::qemu_overhead_mib(accel);
+        checks.push(check(
+            avail / (1 << 20) > overhead + super::check::MIN_RAM_MIB,
+            format!("host memory: {} total, {} available; a cell costs its RAM + ~{overhead} MiB under {accel}", human(total), human(avail)),
+            "free memory: not even the smallest cell fits",
+        ));
+    }
+    if let Ok(c) = &conn {
+        match (crate::hypervisor::conn::perfvm_domains(c), crate::hypervisor::orphans::orphaned_domains(c)) {
+            (Ok(all), Ok(orphans)) => {
+                let kept = all.iter().filter(|d| d.owner.as_ref().is_some_and(|o| o.keep)).count();
+                let names: Vec<String> = orphans.iter().map(|d| d.name.clone()).collect();
+                checks.push(check(
+                    orphans.is_empty(),
+                    format!(
+                        "leftover domains: {} orphaned, {kept} kept with --keep-vm, {} owned by running perfvm processes",
+                        orphans.len(),
+                        all.len() - orphans.len() - kept
+                    ),
+                    format!("perfvm cleanup (removes {})", names.join(", ")),
+                ));
+            }
+            (Err(e), _) | (_, Err(e)) => checks.push(check(false, "list domains", e.to_string())),
+        }
+        match crate::hypervisor::orphans::orphaned_work_dirs(c) {
+            Ok(dirs) => checks.push(check(
+                dirs.is_empty(),
+                format!("leftover cell files in {}: {}", crate::paths::cells_dir(&cache).display(), dirs.len()),
+                format!(
+                    "perfvm cleanup (removes {})",
+                    dirs.iter().map(|d| d.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            Err(e) => checks.push(check(false, "list cell files", e.to_string())),
+        }
+    }
+    if let Some(src) = image {
+        // A sparse raw copy to look into; beside the image cache, which has room for images.
+        let scratch = crate::paths::cache_dir().join(format!(".inspect-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch)?;
+        let found = crate::image::import::inspect(src, &scratch);
+        let _ = std::fs::remove_dir_all(&scratch);
+        match found {
+            Ok(found) => checks.extend(found.into_iter().map(|f| check(f.ok, format!("--image: {}", f.what), f.fix))),
+            Err(e) => checks.push(check(false, "--image", format!("{e:#}"))),
+        }
+    }
+    Ok(checks)
+}
