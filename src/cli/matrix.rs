@@ -56,8 +56,9 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     let on_disk = format!("{} of {planned} cells finished and on disk in {}", finals.len(), done.run_dir.display());
     match &done.outcome.stopped {
         Some(Stopped::HostsLost { during }) => anyhow::bail!(
-            "{} on every host that could run the cells left, during cell {during}. {on_disk}. Start libvirtd (scripts/setup.sh), run `perfvm cleanup` to remove guests left running, then the same command to resume.",
-            crate::pipeline::LIBVIRT_LOST
+            "{}{} during cell {during}. {on_disk}. Start libvirtd (scripts/setup.sh), run `perfvm cleanup` to remove guests left running, then the same command to resume.",
+            crate::pipeline::LIBVIRT_LOST,
+            if done.hosts > 1 { " on every host that could run the cells left" } else { "" }
         ),
         Some(Stopped::NothingFits { cells }) => {
             anyhow::bail!("the cells {} fit no host that is left. {on_disk}. Free memory or give more hosts, then the same command to resume.", cells.join(", "))

@@ -65,10 +65,12 @@ impl Host {
         if self.remote.is_some() { None } else { local_qemu_pid(domain) }
     }
 
-    /// A new connection to the same host, for teardown when the cell's own one died (Ctrl-C
-    /// on a terminal kills the ssh that libvirt runs for a remote host).
-    pub fn reconnect(&self) -> Result<Connect, String> {
-        crate::hypervisor::conn::open(&self.uri).map_err(|e| format!("cannot reconnect to {}: {e}", self.uri))
+    /// A new connection to the same host, for teardown when the cell's own one died: Ctrl-C on
+    /// a terminal kills the ssh that libvirt runs for a remote host. None for this machine,
+    /// whose connection only dies with libvirtd (a new one would not help, or would start it
+    /// again where it is socket-activated).
+    pub fn reconnect(&self) -> Option<Result<Connect, String>> {
+        self.remote.is_some().then(|| crate::hypervisor::conn::open(&self.uri).map_err(|e| format!("cannot reconnect to {}: {e}", self.uri)))
     }
 
     /// Put a cell's files where this host's qemu reads them. Locally the overlay is made in
@@ -166,10 +168,13 @@ impl Placed {
 
     /// Remove a remote cell's volumes (through `reconnect` when the cell's connection died) and
     /// end its tunnel; nothing to do for a local cell, whose files go with its work directory.
-    pub fn remove(self, reconnect: &mut dyn FnMut() -> Result<Connect, String>) -> Result<(), String> {
+    pub fn remove(self, reconnect: &mut dyn FnMut() -> Option<Result<Connect, String>>) -> Result<(), String> {
         let Placed::Remote { mut files, tunnel } = self else { return Ok(()) };
         drop(tunnel);
-        files.remove().or_else(|e| reconnect().and_then(|c| files.remove_via(&c)).map_err(|again| format!("{e}; {again}")))
+        files.remove().or_else(|e| match reconnect() {
+            Some(c) => c.and_then(|c| files.remove_via(&c)).map_err(|again| format!("{e}; {again}")),
+            None => Err(e),
+        })
     }
 }
 

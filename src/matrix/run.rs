@@ -83,6 +83,8 @@ pub struct Finished {
     pub db: PathBuf,
     /// report.html and report.md, or why they were not written (never fatal).
     pub report: Result<(), String>,
+    /// Hosts the run had.
+    pub hosts: usize,
 }
 
 impl Finished {
@@ -177,13 +179,14 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
     let outcome = sched.run(finished, runner, cancel, &mut rec).await?;
     ui.finish();
     rec.meta.finished = Some(chrono::Utc::now());
-    rec.exports.write(&rec.meta, &outcome.results, Some(outcome.wall_seconds), &HashSet::new())?;
+    rec.exports.write(&rec.meta, &outcome.results, Some(outcome.wall_seconds), &outcome.unsettled)?;
     rec.recorder.run.finished = rec.meta.finished.map(|f| f.to_rfc3339());
     rec.recorder.record(&[]);
     let db = rec.recorder.path().to_path_buf();
+    let hosts = rec.meta.hosts.iter().filter(|h| !h.starts_with("skipped:")).count();
     // The report is a reading aid: failing to write it never fails the run.
     let report = tokio::task::block_in_place(|| crate::report::write(&run_dir, Some(&db))).map(|_| ()).map_err(|e| format!("{e:#}"));
-    Ok(Finished { run_dir, outcome, db, report })
+    Ok(Finished { run_dir, outcome, db, report, hosts })
 }
 
 /// Everything that defines the run's cells, for its key.
@@ -347,7 +350,10 @@ impl CellRunner for PipelineRunner {
             let rep: &dyn Reporter = ui.as_ref();
             std::panic::AssertUnwindSafe(crate::pipeline::run_cell(&env, &cfg, &out, &cancel, rep)).catch_unwind().await.unwrap_or_else(|p| {
                 let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                let r = crate::pipeline::failed_result(&env, &cfg, format!("perfvm panicked in this cell: {msg}"));
+                let mut r = crate::pipeline::failed_result(&env, &cfg, format!("perfvm panicked in this cell: {msg}"));
+                if !crate::hypervisor::conn::alive(&env.host.conn) {
+                    r.failure = Some(crate::results::model::FailureKind::HostLost);
+                }
                 let _ = rundir::write_result(&out, &r);
                 r
             })
@@ -413,4 +419,47 @@ pub fn from_snapshot(mut o: Options, mut m: MatrixOptions, archive: &Path) -> Re
     // Always a new run: the snapshot's cells run again, none are resumed.
     m.fresh = true;
     Ok((o, m, about))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_awaiting_a_retry_is_not_judged_a_failed_repetition() {
+        use crate::results::model::ExitReason;
+        let policy = Adaptive { min_repeats: 2, max_repeats: 4, target_rsd_percent: 5.0 };
+        let cell = |repeat: u32, ok: bool| {
+            let mut r: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
+            (r.ram_mb, r.file_size_bytes, r.concurrency, r.repeat, r.attempt) = (256, 1 << 20, 1, repeat, 1);
+            (r.success, r.throughput_mbps) = (ok, Some(50.0));
+            if !ok {
+                r.exit_reason = ExitReason::HarnessError;
+            }
+            r
+        };
+        let results = [cell(1, true), cell(2, false)];
+        let r2 = results[1].key();
+        let d = tempfile::tempdir().unwrap();
+        let m = MatrixOptions { ram: vec![256], file_sizes: vec![ByteSize(1 << 20)], concurrency: vec![1], repeat: 1, adaptive: Some(policy), only: vec![], skip: vec![], fresh: false, jobs: None, retries: 1, stop_on_failure: false };
+        let ex = Exports::new(d.path(), &[results[0].key(), r2], &m);
+        let meta: RunMetadata = serde_json::from_value(serde_json::json!({
+            "run_key": "matrix-x", "perfvm_version": "0", "git_rev": null, "host": "h", "kernel": "k",
+            "libvirt_version": null, "qemu_version": null, "accel": "tcg", "image_id": "i", "target": "t",
+            "target_mode": "stream", "jobs": 1, "started": "2026-11-30T00:00:00Z", "finished": null,
+            "definition": { "ram_mib": [256], "file_sizes": ["1M"], "repeat": 4, "target": "t", "target_mode": "stream",
+              "image_id": "i", "accel": "tcg", "cpus": 2, "timeout_s": 600, "seed": 1, "sample_interval_ms": 100 }
+        }))
+        .unwrap();
+        // Queued for a retry: r2's infrastructure failure is not a failed repetition.
+        ex.write(&meta, &results, None, &HashSet::from([r2])).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("results.json")).unwrap()).unwrap();
+        assert!(doc["repeats"][0].get("stop").is_none(), "{doc:#}");
+        assert!(!std::fs::read_to_string(d.path().join("summary.txt")).unwrap().contains("did not pass"));
+        // Settled, it ends the shape.
+        ex.write(&meta, &results, None, &HashSet::new()).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("results.json")).unwrap()).unwrap();
+        assert_eq!(doc["repeats"][0]["stop"]["kind"], "failed");
+        assert!(std::fs::read_to_string(d.path().join("summary.txt")).unwrap().contains("256-1M         r2 did not pass"));
+    }
 }

@@ -109,8 +109,9 @@ pub struct Outcome {
     pub planned: Vec<CellKey>,
     pub stopped: Option<Stopped>,
     pub interrupted: bool,
-    /// Attempts finished now (retries included), and seconds the run took.
-    pub finished_now: usize,
+    /// Cells still queued when the run ended (a retry, a move): not settled, not judged.
+    pub unsettled: HashSet<CellKey>,
+    /// Seconds the run took.
     pub wall_seconds: f64,
 }
 
@@ -172,7 +173,7 @@ impl Scheduler {
         let unsettled = |pending: &[Pending], running: &HashSet<CellKey>| -> HashSet<CellKey> { pending.iter().map(|p| p.key).chain(running.iter().copied()).collect() };
         let mut set: tokio::task::JoinSet<(usize, Pending, u64, CellResult, f64)> = tokio::task::JoinSet::new();
         let (mut stop, mut stopped) = (false, None);
-        let (mut done_now, mut failed_now, mut finished_now, mut wall) = (0usize, 0usize, 0usize, Vec::<f64>::new());
+        let (mut done_now, mut failed_now, mut wall) = (0usize, 0usize, Vec::<f64>::new());
         loop {
             while !stop && !cancel.is_cancelled() {
                 let costs: Vec<u64> = pending.iter().map(|p| self.cost(&p.key)).collect();
@@ -182,11 +183,10 @@ impl Scheduler {
                 self.slots[h].budget.take(cost);
                 self.slots[h].running += 1;
                 running.insert(job.key);
-                let (fut, cancel) = (runner.run(h, Job { key: job.key, attempt: job.attempt }, cancel.clone()), cancel.clone());
+                let fut = runner.run(h, Job { key: job.key, attempt: job.attempt }, cancel.clone());
                 set.spawn(async move {
                     let t = std::time::Instant::now();
                     let r = fut.await;
-                    drop(cancel);
                     (h, job, cost, r, t.elapsed().as_secs_f64())
                 });
             }
@@ -206,7 +206,6 @@ impl Scheduler {
             if r.interrupted {
                 continue;
             }
-            finished_now += 1;
             wall.push(secs);
             // A host whose libvirtd is gone gets no more cells; its cells go to the other hosts.
             // Without any host left no cell can run: stop, keep what is finished.
@@ -226,7 +225,8 @@ impl Scheduler {
                 }
                 if others && !cancel.is_cancelled() {
                     moved = true;
-                } else if stopped.is_none() {
+                } else if !matches!(stopped, Some(Stopped::HostsLost { .. })) {
+                    // Whatever stopped the run before, no host is left: that is what to say.
                     stopped = Some(Stopped::HostsLost { during: job.key.id() });
                     stop = true;
                 }
@@ -268,7 +268,8 @@ impl Scheduler {
             let mean = wall.iter().sum::<f64>() / wall.len() as f64;
             events.progress(already + done_now, failed_now, planned.len(), remaining, mean * remaining as f64 / good_jobs.max(1) as f64);
         }
-        Ok(Outcome { results, planned, stopped, interrupted: cancel.is_cancelled(), finished_now, wall_seconds: started.elapsed().as_secs_f64() })
+        let unsettled = unsettled(&pending, &running);
+        Ok(Outcome { results, planned, stopped, interrupted: cancel.is_cancelled(), unsettled, wall_seconds: started.elapsed().as_secs_f64() })
     }
 }
 
@@ -449,6 +450,14 @@ mod tests {
         fake.script.insert((256, 1, 1), (ExitReason::BootFailed, Some(FailureKind::Infrastructure)));
         let (o, _) = go(sched(vec![key(256, 1), key(512, 1)], 1, Policy { stop_on_failure: true, ..RULES }), vec![], Arc::new(fake)).await;
         assert_eq!((o.stopped, o.results.len()), (None, 3));
+        // A host lost after a stop on failure is still what the run says (nothing can resume
+        // without it).
+        let mut fake = Fake::default();
+        fake.script.insert((256, 1, 1), (ExitReason::HttpError, Some(FailureKind::Target)));
+        fake.script.insert((512, 1, 1), (ExitReason::HarnessError, Some(FailureKind::HostLost)));
+        let s = Scheduler { slots: vec![slot(2)], ..sched(vec![key(256, 1), key(512, 1)], 1, Policy { stop_on_failure: true, ..RULES }) };
+        let (o, _) = go(s, vec![], Arc::new(fake)).await;
+        assert_eq!(o.stopped, Some(Stopped::HostsLost { during: "512-1M-r1".into() }));
     }
 
     #[tokio::test]

@@ -13,8 +13,8 @@ pub mod prepare;
 pub mod ready;
 pub mod record;
 pub mod teardown;
-pub mod verdict;
 pub mod state;
+pub mod verdict;
 pub mod workload;
 
 pub use cell::{CellConfig, CellEnv, CellError, Phase, Reporter, UPLOAD_NAME, blocking};
@@ -122,7 +122,7 @@ async fn steps(c: &mut Cell<'_>) -> Result<(), CellError> {
 
 async fn run_once(env: &CellEnv, cfg: &CellConfig, out: &Path, cancel: &CancellationToken, rep: &dyn Reporter) -> CellResult {
     let t0 = Instant::now();
-    let mut cell = Cell { env, cfg, out, rep, res: record::base(env, cfg), held: Resources::default(), t0, deadline: t0 + cfg.timeout, phase: None };
+    let mut cell = Cell { env, cfg, out, rep, res: record::base(env, cfg), held: Resources::default(), t0, deadline: t0 + cfg.timeout, phase: None, phase_started: None };
     // Collection has its own budget beyond --timeout: the in-guest sha256 of every file.
     let hard_deadline = cell.deadline + collect::hash_budget(cfg.total_bytes()) + collect::FIXED_BUDGET;
     let outcome = tokio::select! {
@@ -136,13 +136,13 @@ async fn run_once(env: &CellEnv, cfg: &CellConfig, out: &Path, cancel: &Cancella
     }
     cell.save_console().await;
     cell.res.error = cell.res.error.take().map(|e| cell.held.redact(&e));
-    cell.settle_failure(cancel);
+    cell.settle_failure();
     // Written before teardown too, so a crash during teardown loses nothing measured.
     write(out, &cell.res);
     cell.teardown(cancel).await;
     cell.res.harness_peak_rss_bytes = crate::proc::own_peak_rss_bytes();
     cell.res.error = cell.res.error.take().map(|e| cell.held.redact(&e));
-    cell.settle_failure(cancel);
+    cell.settle_failure();
     write(out, &cell.res);
     cell.res
 }

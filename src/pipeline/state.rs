@@ -22,22 +22,23 @@ pub struct Cell<'a> {
     pub t0: Instant,
     /// Boot, readiness and the upload must be done by then (`--timeout`).
     pub deadline: Instant,
-    /// The phase under way and when it began.
-    pub phase: Option<(Phase, Instant)>,
+    /// The last phase entered (what a failure is told as), and when it began while it runs.
+    pub phase: Option<Phase>,
+    pub phase_started: Option<Instant>,
 }
 
 impl Cell<'_> {
     /// Close the phase under way (its time goes into the result) and begin `p`.
     pub fn enter(&mut self, p: Phase) {
         self.close();
-        self.phase = Some((p, Instant::now()));
+        (self.phase, self.phase_started) = (Some(p), Some(Instant::now()));
         self.rep.phase(&self.cfg.cell, p);
     }
 
     /// Close the phase under way; a phase timed otherwise (the upload's own wall time) keeps
     /// its figure.
     pub fn close(&mut self) {
-        if let Some((p, t)) = self.phase.take()
+        if let (Some(p), Some(t)) = (self.phase, self.phase_started.take())
             && let Some(slot) = phase_slot(&mut self.res.phases, p)
             && slot.is_none()
         {
@@ -130,7 +131,7 @@ impl Cell<'_> {
     /// A step failed: the result says how (the phase, the exit reason, what that means for a
     /// matrix), and the unit's journal is saved when the agent was up.
     pub async fn failed(&mut self, mut e: CellError, cancel: &CancellationToken) {
-        let phase = self.phase.map(|(p, _)| p);
+        let phase = self.phase;
         self.close();
         let name = phase.map(Phase::as_str).unwrap_or("start");
         if e.reason == ExitReason::Timeout && e.message.is_empty() {
@@ -155,6 +156,9 @@ impl Cell<'_> {
         self.res.exit_reason = e.reason;
         self.res.failure = Some(e.kind);
         self.res.success = false;
+        // Only a cell cut short by the signal is interrupted: one that finished in the same
+        // moment, or is in its teardown, keeps its result.
+        self.res.interrupted = cancel.is_cancelled();
         // A step's own error may name the phase already (`login: POST /login answered …`).
         self.res.error = Some(if e.message.starts_with(&format!("{name}:")) { e.message } else { format!("{name}: {}", e.message) });
         if self.res.journal.is_none()
@@ -204,8 +208,7 @@ impl Cell<'_> {
     }
 
     /// What the failure means for a matrix, once the result is settled.
-    pub fn settle_failure(&mut self, cancel: &CancellationToken) {
-        self.res.interrupted = cancel.is_cancelled();
+    pub fn settle_failure(&mut self) {
         if self.res.interrupted {
             self.res.failure = Some(FailureKind::Interrupted);
         } else if self.res.success {
@@ -232,7 +235,8 @@ fn phase_slot(t: &mut PhaseTimes, p: Phase) -> Option<&mut Option<f64>> {
         Phase::Login => &mut t.login,
         Phase::Upload => &mut t.upload,
         Phase::Collect => &mut t.collect,
-        Phase::Teardown => &mut t.teardown,
+        // Timed by teardown itself, which is not a step.
+        Phase::Teardown => return None,
     })
 }
 

@@ -42,17 +42,24 @@ impl Resources {
     }
 
     /// Give everything back, in order. A remote host's connection can have died under the cell
-    /// (Ctrl-C on a terminal kills the ssh libvirt runs for it): then through a new one.
+    /// (Ctrl-C on a terminal kills the ssh libvirt runs for it): then through a new one
+    /// (`Host::reconnect`).
     /// Blocking (libvirt destroy, removing a multi-GiB overlay). Returns what could not be done.
     pub fn teardown(&mut self, host: &Host) -> Vec<String> {
         let mut errors = Vec::new();
-        let mut fresh: Option<Result<virt::connect::Connect, String>> = None;
+        let mut fresh: Option<Option<Result<virt::connect::Connect, String>>> = None;
         let mut reconnect = || fresh.get_or_insert_with(|| host.reconnect()).clone();
         if let Some(mut d) = self.domain.take()
             && let Err(e) = d.destroy()
-            && let Err(again) = reconnect().and_then(|c| d.destroy_via(&c))
         {
-            errors.push(format!("{e}; {again}"));
+            match reconnect() {
+                Some(c) => {
+                    if let Err(again) = c.and_then(|c| d.destroy_via(&c)) {
+                        errors.push(format!("{e}; {again}"));
+                    }
+                }
+                None => errors.push(e),
+            }
         }
         if let Some(p) = self.placed.take()
             && let Err(e) = p.remove(&mut reconnect)
