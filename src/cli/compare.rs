@@ -17,7 +17,9 @@ fn load(run: &str, db: &Path) -> Result<Vec<CellResult>> {
     if !db.is_file() {
         return Err(InputError(format!("{run}: not a run directory, and there is no history database at {} to look it up", db.display())).into());
     }
-    let found = crate::history::Db::open(db)?.run_results(run)?;
+    let hist = crate::history::Db::open(db)?;
+    let id = hist.resolve_run(run).map_err(InputError)?.unwrap_or_else(|| run.to_string());
+    let found = hist.run_results(&id)?;
     if found.is_empty() {
         return Err(InputError(format!("{run}: not a run directory, nor a run id in {} (see `perfvm history`)", db.display())).into());
     }

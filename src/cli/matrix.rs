@@ -31,7 +31,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         stop_on_failure: args.stop_on_failure,
     };
     if let Some(archive) = &args.from {
-        let (o2, m2, about) = tokio::task::block_in_place(|| matrix::from_snapshot(o, m, archive))?;
+        let (o2, m2, about) = tokio::task::block_in_place(|| matrix::from_snapshot(o, m, archive, args.trust))?;
         eprintln!("perfvm: {about}");
         (o, m) = (o2, m2);
     }

@@ -354,6 +354,11 @@ pub struct MatrixArgs {
     /// profile, image recipe and cloud-init templates; a new run in --results-dir.
     #[arg(long, value_name = "SNAPSHOT.tar.zst", conflicts_with_all = ["ram", "file_size", "concurrency", "repeat", "target_rsd", "min_repeats", "max_repeats", "target", "target_mode", "image"])]
     pub from: Option<PathBuf>,
+    /// With --from: run the commands the snapshot brings for this host (its image recipe's,
+    /// its profile's [host] prepare) when they are not this project's own. Without it, perfvm
+    /// lists them and stops.
+    #[arg(long, requires = "from")]
+    pub trust: bool,
     /// Uploads at once, comma-separated: a third dimension (`--concurrency 1,4`); each upload
     /// sends the whole file under its own name.
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_value = "1")]

@@ -59,7 +59,8 @@ impl Recorder {
 /// A run as the database knows it.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
 pub struct RunRow {
-    /// The run directory's name: unique, also across `--fresh` runs of one definition.
+    /// A single cell's run directory name (time and a random tag), or a matrix run's directory
+    /// name and uid (`matrix-<key>@<uid>`): unique, also across results directories.
     pub id: String,
     pub dir: String,
     /// `matrix` or `run`.
@@ -234,6 +235,22 @@ impl Db {
 }
 
 impl Db {
+    /// A run's id from what a user typed: the id itself, or the directory name of exactly one
+    /// recorded run (`matrix-<key>` for `matrix-<key>@<uid>`). Err names the candidates.
+    pub fn resolve_run(&self, given: &str) -> Result<Option<String>, String> {
+        let mut st = self.conn.prepare("SELECT id FROM runs WHERE id = ?1 OR id LIKE ?2 ESCAPE '\\' ORDER BY started").map_err(|e| e.to_string())?;
+        let like = format!("{}@%", given.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+        let ids: Vec<String> = st.query_map(rusqlite::params![given, like], |r| r.get(0)).map_err(|e| e.to_string())?.flatten().collect();
+        if ids.iter().any(|i| i == given) {
+            return Ok(Some(given.to_string()));
+        }
+        match ids.len() {
+            0 => Ok(None),
+            1 => Ok(ids.into_iter().next()),
+            _ => Err(format!("{given} names {} runs in the history: {}", ids.len(), ids.join(", "))),
+        }
+    }
+
     /// Every recorded attempt of a run, by its id.
     pub fn run_results(&self, run_id: &str) -> Result<Vec<CellResult>> {
         let mut st = self.conn.prepare("SELECT result_json FROM cells WHERE run_id = ?1")?;
@@ -272,10 +289,12 @@ pub struct TrendPoint {
     pub memory_peak_mb: Option<f64>,
 }
 
-/// The run row of a matrix run directory, from its metadata.
+/// The run row of a matrix run directory, from its metadata: its id is the directory's name
+/// and the run's uid, so runs of one definition in two results directories stay two runs.
 pub fn matrix_run(run_dir: &Path, meta: &crate::results::export::json::RunMetadata, label: Option<&str>) -> RunRow {
+    let uid = meta.run_uid.clone().unwrap_or_else(|| crate::rundir::legacy_uid(run_dir, &meta.started));
     RunRow {
-        id: dir_name(run_dir),
+        id: format!("{}@{uid}", dir_name(run_dir)),
         dir: std::path::absolute(run_dir).unwrap_or_else(|_| run_dir.to_path_buf()).display().to_string(),
         kind: "matrix".into(),
         run_key: Some(meta.run_key.clone()),

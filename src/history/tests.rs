@@ -164,3 +164,49 @@ fn two_writers_at_once_lose_nothing() {
     let ok: String = db.conn().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
     assert_eq!(ok, "ok");
 }
+
+/// A matrix run's results.json as perfvm writes it, with `uid` (None: a run of an older perfvm).
+fn matrix_dir(results: &Path, started: &str, uid: Option<&str>, thr: f64) -> PathBuf {
+    let dir = results.join("matrix-0123456789ab");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut meta = serde_json::json!({
+        "run_key": "matrix-0123456789ab", "perfvm_version": "0", "git_rev": null, "host": "h", "kernel": "k",
+        "libvirt_version": null, "qemu_version": null, "accel": "tcg", "image_id": "i", "target": "perfvm-target",
+        "target_mode": "stream", "jobs": 1, "started": started, "finished": null,
+        "definition": { "ram_mib": [512], "file_sizes": ["1G"], "repeat": 1, "target": "perfvm-target", "target_mode": "stream",
+          "image_id": "i", "accel": "tcg", "cpus": 2, "timeout_s": 600, "seed": 1, "sample_interval_ms": 100 }
+    });
+    if let Some(u) = uid {
+        meta["run_uid"] = u.into();
+    }
+    let doc = serde_json::json!({"metadata": meta, "summary": {}, "cells": [cell(512, "1G", 1, 1, thr, 10, true)]});
+    std::fs::write(dir.join("results.json"), serde_json::to_vec(&doc).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn runs_of_one_definition_in_two_results_directories_stay_two_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&d.path().join("h.sqlite")).unwrap();
+    // Two fresh CI workspaces ran the same definition: the same run directory name in each.
+    let a = matrix_dir(&d.path().join("ws1"), "2026-12-01T00:00:00Z", Some("aaaa0001"), 40.0);
+    let b = matrix_dir(&d.path().join("ws2"), "2026-12-02T00:00:00Z", Some("bbbb0002"), 60.0);
+    import(&mut db, &[a.clone(), b]).unwrap();
+    let runs = db.runs().unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>(), ["matrix-0123456789ab@bbbb0002", "matrix-0123456789ab@aaaa0001"]);
+    let t = db.trend(512, 1 << 30, 1, None).unwrap();
+    assert_eq!(t.iter().map(|p| p.throughput_mbps).collect::<Vec<_>>(), [Some(40.0), Some(60.0)], "neither replaced the other's cells");
+    // Importing again changes nothing.
+    import(&mut db, &[a]).unwrap();
+    assert_eq!(db.runs().unwrap().len(), 2);
+    // The directory name finds a run when it names one; both, it says so.
+    assert!(db.resolve_run("matrix-0123456789ab").unwrap_err().contains("names 2 runs"));
+    assert_eq!(db.resolve_run("matrix-0123456789ab@aaaa0001").unwrap().as_deref(), Some("matrix-0123456789ab@aaaa0001"));
+    assert_eq!(db.resolve_run("nope").unwrap(), None);
+    // A run of an older perfvm (no uid) gets one from its name and start: the same each time.
+    let old = matrix_dir(&d.path().join("ws3"), "2026-11-01T00:00:00Z", None, 50.0);
+    import(&mut db, std::slice::from_ref(&old)).unwrap();
+    import(&mut db, &[old]).unwrap();
+    assert_eq!(db.runs().unwrap().len(), 3);
+}

@@ -145,7 +145,9 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
         finished.extend(attempts::finished_attempts(&run_dir, k));
     }
     let jobs: usize = slots.iter().map(|s| s.jobs).sum();
-    let mut meta = metadata(&envs[0], &def, &key, jobs, rundir::matrix_started(&run_dir).unwrap_or_else(chrono::Utc::now));
+    let (started, uid) = rundir::matrix_identity(&run_dir);
+    let mut meta = metadata(&envs[0], &def, &key, jobs, started);
+    meta.run_uid = Some(uid);
     meta.hosts = specs.iter().zip(&slots).map(|(h, s)| format!("{} ({}, {}): {} job(s), budget {} MiB", h.name, h.uri, h.access.as_str(), s.jobs, s.budget.total_mib)).collect();
     meta.hosts.extend(ready.skipped.iter().map(|s| format!("skipped: {s}")));
     let room = if slots.len() == 1 { format!("{jobs} job(s), budget {} MiB", slots[0].budget.total_mib) } else { format!("hosts: {}", meta.hosts.join("; ")) };
@@ -222,6 +224,7 @@ fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started:
     let uts = nix::sys::utsname::uname().ok();
     RunMetadata {
         run_key: key.to_string(),
+        run_uid: None,
         perfvm_version: env!("CARGO_PKG_VERSION").to_string(),
         git_rev: std::process::Command::new("git")
             .args(["rev-parse", "--short", "HEAD"])
@@ -381,13 +384,25 @@ fn cell_seconds(r: &CellResult) -> f64 {
 
 /// `--from SNAPSHOT`: the snapshot's definition and inputs in place of the command line's; always
 /// a new run. Returns the options and what the snapshot was, for the user.
-pub fn from_snapshot(mut o: Options, mut m: MatrixOptions, archive: &Path) -> Result<(Options, MatrixOptions, String)> {
+/// Commands the snapshot would run on this host (its own recipe's, a profile's `[host]
+/// prepare`) are refused unless `trust`, with the list, so that replaying someone's snapshot
+/// never runs their code unasked.
+pub fn from_snapshot(mut o: Options, mut m: MatrixOptions, archive: &Path, trust: bool) -> Result<(Options, MatrixOptions, String)> {
     let name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let dest = crate::paths::cache_dir().join("snapshots").join(format!("{}-{}", name.trim_end_matches(".tar.zst"), std::process::id()));
     if dest.exists() {
         std::fs::remove_dir_all(&dest)?;
     }
     let x = crate::results::snapshot::extract(archive, &dest).map_err(|e| InputError(format!("--from: {e:#}")))?;
+    let commands = crate::results::snapshot::host_commands(&x, &crate::paths::recipe_dir(), &crate::paths::targets_dir()).map_err(|e| InputError(format!("--from: {e:#}")))?;
+    if !commands.is_empty() && !trust {
+        return Err(InputError(format!(
+            "--from {}: the snapshot would run these commands on this host, as root:\n  {}\nRead them; to run them, add --trust",
+            archive.display(),
+            commands.join("\n  ")
+        ))
+        .into());
+    }
     let d = &x.manifest.metadata.definition;
     let about = format!("snapshot {} of run {} (perfvm {}), extracted to {}", archive.display(), x.manifest.run, x.manifest.perfvm_version, dest.display());
     m.ram = d.ram_mib.clone();

@@ -106,6 +106,9 @@ pub fn read_run(dir: &Path) -> anyhow::Result<RunDoc> {
     if matrix.is_file() {
         let mut doc: Doc = serde_json::from_slice(&std::fs::read(&matrix)?).with_context(|| format!("cannot read {}", matrix.display()))?;
         doc.cells.iter_mut().for_each(CellResult::upgrade);
+        if doc.metadata.run_uid.is_none() {
+            doc.metadata.run_uid = Some(legacy_uid(dir, &doc.metadata.started));
+        }
         return Ok(RunDoc { metadata: Some(doc.metadata), repeats: doc.repeats, cells: doc.cells });
     }
     let single = dir.join(RESULT);
@@ -121,10 +124,32 @@ pub fn cell_rel(r: &CellResult, matrix: bool) -> String {
     if matrix { attempts::attempt_rel(&r.key(), r.attempt) } else { ".".into() }
 }
 
-/// When a matrix run first started (from its results.json), for a resumed run's metadata.
-pub fn matrix_started(dir: &Path) -> Option<chrono::DateTime<chrono::Utc>> {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(MATRIX_DOC)).ok()?).ok()?;
-    v["metadata"]["started"].as_str()?.parse().ok()
+/// A matrix run's identity as its results.json holds it: when it first started and its uid
+/// (made now for a new run, or one of an older perfvm that had none).
+pub fn matrix_identity(dir: &Path) -> (chrono::DateTime<chrono::Utc>, String) {
+    let v: Option<serde_json::Value> = std::fs::read_to_string(dir.join(MATRIX_DOC)).ok().and_then(|t| serde_json::from_str(&t).ok());
+    let started = v.as_ref().and_then(|v| v["metadata"]["started"].as_str()?.parse().ok());
+    let uid = v.as_ref().and_then(|v| v["metadata"]["run_uid"].as_str().map(str::to_string));
+    match (started, uid) {
+        (Some(s), Some(u)) => (s, u),
+        (Some(s), None) => (s, legacy_uid(dir, &s)),
+        (None, _) => (chrono::Utc::now(), new_uid()),
+    }
+}
+
+/// A random run uid (8 hex digits).
+pub fn new_uid() -> String {
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    hex::encode(b)
+}
+
+/// The uid of a run made before runs had one: from its directory's name and start, so it is the
+/// same every time the run is read (importing it twice is idempotent).
+pub fn legacy_uid(dir: &Path, started: &chrono::DateTime<chrono::Utc>) -> String {
+    use sha2::Digest;
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(format!("{name}@{}", started.to_rfc3339()))[..4])
 }
 
 /// Every result.json under the results directory (single runs and matrix attempts), best

@@ -7,6 +7,11 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunMetadata {
     pub run_key: String,
+    /// This run's own identity: made when its directory was first made, kept on resume. Two
+    /// results directories holding a run of the same definition (fresh CI workspaces, a
+    /// replayed snapshot) are two runs. Absent in runs of an older perfvm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_uid: Option<String>,
     pub perfvm_version: String,
     pub git_rev: Option<String>,
     pub host: String,
