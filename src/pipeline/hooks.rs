@@ -5,6 +5,7 @@
 //! saved beside the result, and a failing one fails the cell as the harness's error.
 
 use super::cell::{CellConfig, CellError};
+use crate::profile::Redactor;
 use crate::results::model::{ExitReason, HookRecord};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant};
 /// How long a hook may run before it is killed.
 pub const HOOK_LIMIT: Duration = Duration::from_secs(300);
 
-/// Run a host hook with `env`, saving its output as `<name>.log` in `out_dir`.
-pub async fn host(name: &str, cmd: &str, env: &[(&str, String)], out_dir: &Path, t0: Instant) -> (HookRecord, Result<(), CellError>) {
+/// Run a host hook with `env`, saving its output (redacted) as `<name>.log` in `out_dir`.
+pub async fn host(name: &str, cmd: &str, env: &[(&str, String)], out_dir: &Path, t0: Instant, redact: &Redactor) -> (HookRecord, Result<(), CellError>) {
     let at = t0.elapsed().as_secs_f64();
     let mut c = tokio::process::Command::new("sh");
     c.args(["-c", cmd]).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).stdin(std::process::Stdio::null()).kill_on_drop(true);
@@ -23,17 +24,17 @@ pub async fn host(name: &str, cmd: &str, env: &[(&str, String)], out_dir: &Path,
         Ok(Err(e)) => (None, format!("cannot run sh: {e}\n")),
         Err(_) => (None, format!("killed after {} s\n", HOOK_LIMIT.as_secs())),
     };
-    finish(name, at, code, &text, out_dir)
+    finish(name, at, code, &redact.redact(&text), out_dir)
 }
 
-/// Run a guest hook through the agent (blocking), saving its output as `<name>.log`.
-pub fn guest(agent: &crate::guest::agent::Agent, name: &str, cmd: &str, out_dir: &Path, t0: Instant) -> (HookRecord, Result<(), CellError>) {
+/// Run a guest hook through the agent (blocking), saving its output (redacted) as `<name>.log`.
+pub fn guest(agent: &crate::guest::agent::Agent, name: &str, cmd: &str, out_dir: &Path, t0: Instant, redact: &Redactor) -> (HookRecord, Result<(), CellError>) {
     let at = t0.elapsed().as_secs_f64();
     let (code, text) = match agent.exec("/bin/sh", &["-c", cmd], HOOK_LIMIT) {
         Ok(o) => (Some(o.exit_code as i32), format!("{}{}", o.stdout_str(), String::from_utf8_lossy(&o.stderr))),
         Err(e) => (None, format!("{e}\n")),
     };
-    finish(name, at, code, &text, out_dir)
+    finish(name, at, code, &redact.redact(&text), out_dir)
 }
 
 fn finish(name: &str, at: f64, code: Option<i32>, text: &str, out_dir: &Path) -> (HookRecord, Result<(), CellError>) {
@@ -73,14 +74,21 @@ mod tests {
     async fn host_hooks_get_the_env_and_fail_the_cell_on_error() {
         let d = tempfile::tempdir().unwrap();
         let t0 = Instant::now();
-        let (rec, res) = host("hook-before-cell", "echo cell=$PERFVM_CELL; echo err >&2", &[("PERFVM_CELL", "512-1G".into())], d.path(), t0).await;
+        let (rec, res) = host("hook-before-cell", "echo cell=$PERFVM_CELL; echo err >&2", &[("PERFVM_CELL", "512-1G".into())], d.path(), t0, &Redactor::default()).await;
         assert!(res.is_ok());
         assert_eq!(rec.exit_code, Some(0));
         assert_eq!(std::fs::read_to_string(d.path().join("hook-before-cell.log")).unwrap(), "cell=512-1G\nerr\n");
-        let (rec, res) = host("hook-after-cell", "echo no; exit 3", &[], d.path(), t0).await;
+        let (rec, res) = host("hook-after-cell", "echo no; exit 3", &[], d.path(), t0, &Redactor::default()).await;
         assert_eq!(rec.exit_code, Some(3));
         let e = res.unwrap_err();
         assert_eq!(e.reason, ExitReason::HarnessError);
         assert!(e.message.contains("hook-after-cell failed with exit status 3; see hook-after-cell.log"), "{}", e.message);
+        // What a hook prints of the cell's secret is saved redacted.
+        let mut t = crate::profile::TargetSpec::reference(crate::profile::TargetMode::Stream, "/x".into());
+        t.upload.auth = Some(crate::profile::Auth::Basic { user: "u".into() });
+        let secret = crate::profile::Secret::generate();
+        let (_, res) = host("guest-setup", &format!("echo token={}", secret.expose()), &[], d.path(), t0, &t.redactor(&secret)).await;
+        assert!(res.is_ok());
+        assert_eq!(std::fs::read_to_string(d.path().join("guest-setup.log")).unwrap(), "token=<secret>\n");
     }
 }

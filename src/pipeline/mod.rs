@@ -67,7 +67,7 @@ async fn steps(c: &mut Cell<'_>) -> Result<(), CellError> {
     let base = format!("http://127.0.0.1:{}", p.placed.local_port());
     (c.res.host_port, c.res.ssh_port) = (Some(p.placed.local_port()), p.ssh_port);
     let secret = p.secret.clone();
-    (c.held.work, c.held.placed, c.held.secret) = (Some(p.work), Some(p.placed), Some(p.secret));
+    (c.held.work, c.held.placed, c.held.redactor) = (Some(p.work), Some(p.placed), env.target.redactor(&p.secret));
 
     c.enter(Phase::Boot);
     let guard = tokio::task::block_in_place(|| boot::boot(env, &spec))?;

@@ -108,14 +108,14 @@ impl Cell<'_> {
     pub async fn host_hook(&mut self, name: &str, cmd: &str, extra: Vec<(&'static str, String)>) -> Result<(), CellError> {
         let mut vars = hooks::env(self.cfg, &self.env.target.name, self.out);
         vars.extend(extra);
-        let (rec, r) = hooks::host(name, cmd, &vars, self.out, self.t0).await;
+        let (rec, r) = hooks::host(name, cmd, &vars, self.out, self.t0, &self.held.redactor).await;
         self.res.hooks.push(rec);
         r
     }
 
     pub async fn guest_hook(&mut self, name: &'static str, cmd: &str, agent: &Agent) -> Result<(), CellError> {
-        let (a, dir, cmd, t0) = (agent.clone(), self.out.to_path_buf(), cmd.to_string(), self.t0);
-        let (rec, r) = blocking(move || Ok(hooks::guest(&a, name, &cmd, &dir, t0))).await?;
+        let (a, dir, cmd, t0, redact) = (agent.clone(), self.out.to_path_buf(), cmd.to_string(), self.t0, self.held.redactor.clone());
+        let (rec, r) = blocking(move || Ok(hooks::guest(&a, name, &cmd, &dir, t0, &redact))).await?;
         self.res.hooks.push(rec);
         r
     }

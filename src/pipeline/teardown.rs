@@ -7,7 +7,7 @@
 use crate::guest::agent::Agent;
 use crate::hosts::{Host, Placed};
 use crate::hypervisor::guard::DomainGuard;
-use crate::profile::Secret;
+use crate::profile::Redactor;
 
 use super::prepare::WorkDir;
 
@@ -18,17 +18,14 @@ pub struct Resources {
     pub work: Option<WorkDir>,
     /// The guest agent, once it answered (for the journal of a failed cell).
     pub agent: Option<Agent>,
-    /// The cell's secret, so nothing saved can contain it.
-    pub secret: Option<Secret>,
+    /// Takes the cell's secret out of what is saved.
+    pub redactor: Redactor,
 }
 
 impl Resources {
     /// Text about to be saved, without the cell's secret.
     pub fn redact(&self, text: &str) -> String {
-        match &self.secret {
-            Some(s) => s.redact(text),
-            None => text.to_string(),
-        }
+        self.redactor.redact(text)
     }
 
     /// `--keep-vm`: leave the guest and its files for inspection.

@@ -178,6 +178,31 @@ impl Secret {
     }
 }
 
+/// Takes a cell's secret out of text about to be saved, in every form perfvm itself sends it:
+/// as it is (unit environment, forms, JSON, bearer tokens, URLs: its alphabet needs no
+/// escaping) and inside a basic-auth token (base64 of `user:secret`), which a server that logs
+/// its requests' headers would print.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    needles: Vec<(String, &'static str)>,
+}
+
+impl Redactor {
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (n, with) in &self.needles {
+            out = out.replace(n.as_str(), with);
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redactor(<hidden>)")
+    }
+}
+
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(<hidden>)")
@@ -313,6 +338,19 @@ impl TargetSpec {
         }
     }
 
+    /// What takes this target's cell secret out of saved text.
+    pub fn redactor(&self, secret: &Secret) -> Redactor {
+        let mut needles: Vec<(String, &'static str)> = Vec::new();
+        if let Some(Auth::Basic { user }) = &self.upload.auth {
+            use base64::Engine;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", secret.expose()));
+            // The token first: the secret alone never appears inside it as text.
+            needles.push((token, "<basic-auth-token>"));
+        }
+        needles.push((secret.expose().to_string(), "<secret>"));
+        Redactor { needles }
+    }
+
     /// The unit's cgroup v2 directory inside the guest.
     pub fn cgroup_dir(&self) -> String {
         format!("/sys/fs/cgroup/system.slice/{}", self.unit)
@@ -410,6 +448,12 @@ mod tests {
         assert_eq!(String::from_utf8(decoded).unwrap(), format!("perfvm:{}", s.expose()));
         assert!(!format!("{s:?}").contains(s.expose()));
         assert_eq!(s.redact(&format!("x {} y", s.expose())), "x <secret> y");
+        // A server that logs the Authorization header prints the token, not the secret.
+        let r = t.redactor(&s);
+        let logged = format!("GET /f Authorization: {}; env PASSWORD={}", h[0].1, s.expose());
+        let saved = r.redact(&logged);
+        assert_eq!(saved, "GET /f Authorization: Basic <basic-auth-token>; env PASSWORD=<secret>");
+        assert!(!format!("{r:?}").contains(s.expose()));
         assert!(t.accepts(Some(201)) && !t.accepts(Some(200)));
     }
 }

@@ -60,13 +60,34 @@ pub fn multipart_frame(field: &str, filename: &str, boundary: &str) -> (String, 
     (format!("multipart/form-data; boundary={boundary}"), before.into_bytes(), after.into_bytes())
 }
 
-/// A client that never goes through a proxy: targets are always on loopback.
+/// A client that never goes through a proxy and never follows a redirect: targets are always
+/// on the cell's own loopback forward, and a redirect (of a login POST carrying the secret, of
+/// an upload) could send perfvm anywhere this host reaches, out of the guest's sandbox. A
+/// redirect is an answer like any other (a 3xx the profile did not expect).
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .expect("reqwest client")
+    builder().build().expect("reqwest client")
+}
+
+/// The settings every client of perfvm's shares.
+pub fn builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().no_proxy().connect_timeout(Duration::from_secs(5)).redirect(reqwest::redirect::Policy::none())
+}
+
+/// The most of a response body perfvm reads (an upload's or a login's answer): enough for any
+/// JSON it captures from, bounded against a target that answers forever.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// A response's body as text, at most `BODY_LIMIT` bytes of it.
+pub async fn bounded_text(mut resp: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = BODY_LIMIT - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= BODY_LIMIT {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// How the body length is told: a Content-Length header, or chunked transfer encoding (some
@@ -143,7 +164,7 @@ pub async fn send(r: &Request, payload: &Payload, transfer: Transfer, sent: Arc<
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let headers: Vec<(String, String)> = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-        let body = resp.text().await.unwrap_or_default();
+        let body = bounded_text(resp).await;
         Ok::<_, reqwest::Error>((status, body, headers))
     })
     .await;

@@ -17,12 +17,7 @@ pub struct Session {
 /// A client that keeps cookies and never goes through a proxy (targets are on loopback).
 pub fn client_with_cookies() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
     let jar = Arc::new(reqwest::cookie::Jar::default());
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .connect_timeout(Duration::from_secs(5))
-        .cookie_provider(jar.clone())
-        .build()
-        .expect("reqwest client");
+    let client = super::client::builder().cookie_provider(jar.clone()).build().expect("reqwest client");
     (client, jar)
 }
 
@@ -75,7 +70,7 @@ async fn run_step(client: &reqwest::Client, jar: &reqwest::cookie::Jar, base: &s
     let resp = req.send().await.map_err(|e| format!("{}: {} {}: {e}", step.label, step.method.as_str(), step.url))?;
     let status = resp.status().as_u16();
     let headers: Vec<(String, String)> = resp.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
-    let body = resp.text().await.unwrap_or_default();
+    let body = super::client::bounded_text(resp).await;
     let ok = if step.expect.is_empty() { (200..300).contains(&status) } else { step.expect.contains(&status) };
     if !ok {
         let snippet: String = body.trim().chars().take(200).collect();
@@ -191,6 +186,45 @@ mod tests {
         assert!(capture(&cap(CaptureFrom::Json("/o".into()), false), &h, body).unwrap_err().contains("not a string"));
         assert!(capture(&cap(CaptureFrom::Json("/x".into()), false), &h, "<html>").unwrap_err().contains("not JSON"));
         assert!(capture(&cap(CaptureFrom::Header("X-Y".into()), false), &h, body).unwrap_err().contains("no X-Y header"));
+    }
+
+    /// A one-shot HTTP server on loopback: answers the first request with `response`, and says
+    /// whether it got one at all (through the returned flag, once it has).
+    async fn serve_once(response: Vec<u8>) -> (u16, tokio::task::JoinHandle<bool>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let h = tokio::spawn(async move {
+            let Ok(Ok((mut c, _))) = tokio::time::timeout(Duration::from_secs(2), l.accept()).await else { return false };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf).await;
+            let _ = c.write_all(&response).await;
+            let _ = c.shutdown().await;
+            true
+        });
+        (port, h)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_never_followed_with_the_secret() {
+        // Elsewhere: another place on this host the redirect points to.
+        let (elsewhere, reached) = serve_once(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
+        let redirect = format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:{elsewhere}/steal\r\ncontent-length: 0\r\n\r\n");
+        let (target, _) = serve_once(redirect.into_bytes()).await;
+        let mut t = crate::profile::TargetSpec::reference(crate::profile::TargetMode::Stream, "/x".into());
+        t.login = Some(Step { label: "login".into(), method: crate::profile::Method::Post, url: "/login".into(), body: StepBody::Form { fields: vec![("password".into(), "{secret}".into())], multipart: false }, expect: vec![], expect_cookie: None, capture: vec![] });
+        let e = open(&t, &format!("http://127.0.0.1:{target}"), &["f".into()], &Secret::generate(), Duration::from_secs(5)).await.err().unwrap();
+        assert!(e.contains("answered HTTP 307"), "{e}");
+        assert!(!reached.await.unwrap(), "the redirect was followed");
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_only_so_far() {
+        let mut resp = b"HTTP/1.1 200 OK\r\ncontent-length: 3145728\r\n\r\n".to_vec();
+        resp.extend(std::iter::repeat_n(b'x', 3 << 20));
+        let (port, _) = serve_once(resp).await;
+        let r = crate::upload::client::http_client().get(format!("http://127.0.0.1:{port}/")).send().await.unwrap();
+        assert_eq!(crate::upload::client::bounded_text(r).await.len(), crate::upload::client::BODY_LIMIT);
     }
 
     #[test]
