@@ -356,7 +356,9 @@ fn matrix_survives_sigint_and_resumes_without_redoing_cells() {
         let anchor = format!("cell-{ram}-{size}-r1");
         assert!(html.contains(&format!("href=\"#{anchor}\"")) && html.contains(&format!("id=\"{anchor}\"")), "{anchor} in report.html");
     }
-    assert_eq!(html.matches("<svg").count(), 2 + 4, "two summary charts and four timelines");
+    // Throughput, peak working set and memory.peak; per cell its memory timeline and its memory
+    // by kind, stacked.
+    assert_eq!(html.matches("<svg").count(), 3 + 4 * 2, "three summary charts and two per cell");
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert_eq!(md.lines().filter(|l| l.starts_with("| 256 ") || l.starts_with("| 384 ")).count(), 4, "{md}");
 }
