@@ -47,25 +47,40 @@ async fn dispatch(cli: Cli) -> i32 {
     }
 }
 
-/// SIGINT/SIGTERM cancel the running cells; they tear down and write what they have. A second
-/// signal exits at once (what is left over is removed by the next perfvm, or `perfvm cleanup`).
+/// SIGINT, SIGTERM and SIGHUP cancel the running cells; they tear down and write what they have.
+/// A second signal exits at once (what is left over is removed by the next perfvm, or
+/// `perfvm cleanup`). SIGHUP is an ssh session to this host that dropped: the terminal is gone,
+/// so perfvm's output goes to /dev/null from then on rather than fail (and panic) on write.
 fn spawn_signal_handler(cancel: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
             return;
         };
         loop {
             let name = tokio::select! {
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
+                _ = hup.recv() => "SIGHUP",
             };
+            if name == "SIGHUP" {
+                detach_output();
+            }
+            use std::io::Write;
             if cancel.is_cancelled() {
-                eprintln!("\nperfvm: second {name}: exiting now; run `perfvm cleanup` to remove what is left");
+                let _ = writeln!(std::io::stderr(), "\nperfvm: second {name}: exiting now; run `perfvm cleanup` to remove what is left");
                 std::process::exit(exit::INTERRUPTED);
             }
-            eprintln!("\nperfvm: {name} received: tearing down running cells (finished results are on disk; again to exit at once)");
+            let _ = writeln!(std::io::stderr(), "\nperfvm: {name} received: tearing down running cells (finished results are on disk; again to exit at once)");
             cancel.cancel();
         }
     });
+}
+
+/// Point stdout and stderr at /dev/null.
+fn detach_output() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
 }

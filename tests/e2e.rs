@@ -180,6 +180,7 @@ fn bad_input_is_refused_before_any_vm() {
         (run(&["--cpus", "65"]), "--cpus 65"),
         (run(&["--timeout", "1"]), "--timeout 1"),
         (run(&["--timeout", "-30"]), "unexpected argument"),
+        (run(&["--timeout", "9223372036854775807"]), "--timeout 9223372036854775807: use at most"),
         (run(&["--sample-interval", "0"]), "--sample-interval 0"),
         (run(&["--sample-interval", "99999999"]), "--sample-interval 99999999"),
         (run(&["--seed", "x"]), "invalid digit"),

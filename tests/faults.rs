@@ -165,8 +165,9 @@ fn host_port(name: &str) -> u16 {
     xml[at..].split('-').next().unwrap().parse().unwrap()
 }
 
-/// SIGKILL gives perfvm no chance to clean up: the guest keeps running. doctor reports it, the
-/// next perfvm removes it (and never a live run's guest), and resume completes the matrix.
+/// SIGKILL gives perfvm no chance to clean up, but libvirt ends a guest with the connection that
+/// started it (autodestroy): only the cell's files are left. doctor reports them, the next perfvm
+/// removes them (and never a live run's), and resume completes the matrix.
 #[test]
 #[ignore = "boots real guests: run with --include-ignored (CI does)"]
 fn sigkill_orphans_are_reported_removed_and_the_matrix_resumes() {
@@ -188,16 +189,20 @@ fn sigkill_orphans_are_reported_removed_and_the_matrix_resumes() {
     p.signal(Signal::SIGKILL);
     let (code, _) = p.wait(30);
     assert_eq!(code, None, "killed by a signal");
-    assert_eq!(domains_of(pid), std::slice::from_ref(&orphan), "SIGKILL left the guest running");
+    wait_until("libvirt to end the guest with perfvm's connection", 60, || domains_of(pid).is_empty());
+    let work = perfvm::paths::cells_dir(&perfvm::paths::cache_dir()).join(&orphan);
+    assert!(work.is_dir(), "its files are left: {}", work.display());
 
     let doc = perfvm(&["doctor", "--results-dir", rd]);
     let text = String::from_utf8_lossy(&doc.stdout);
     assert_eq!(doc.status.code(), Some(1), "{text}");
-    assert!(text.contains("1 orphaned") && text.contains(&orphan), "doctor names the orphan:\n{text}");
+    assert!(text.contains("leftover cell files") && text.contains(&orphan), "doctor names the orphan's files:\n{text}");
 
-    // Resume: the orphan goes first; `perfvm cleanup` during the live run leaves its guest alone.
+    // Resume: the orphan's files go first; `perfvm cleanup` during the live run leaves its guest
+    // alone.
     let resumed = Running::spawn(&args);
-    resumed.wait_for("removed 1 domain(s) left by dead perfvm processes", 120);
+    let line = resumed.wait_for("left on local", 120);
+    assert!(line.contains(&orphan), "{line}");
     assert_domain_gone(&orphan);
     resumed.wait_for(": agent", 300);
     let live = the_domain_of(resumed.pid());
@@ -217,7 +222,7 @@ fn sigkill_orphans_are_reported_removed_and_the_matrix_resumes() {
 
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
-fn sigterm_mid_boot_tears_down_and_keeps_the_partial_result() {
+fn sigterm_and_sighup_mid_boot_tear_down_and_keep_the_partial_result() {
     let _vm = vm_lock();
     let results = results_dir();
     let p = Running::spawn(&["run", "--ram", "256", "--file-size", "1M", "--results-dir", results.to_str().unwrap()]);
@@ -228,6 +233,18 @@ fn sigterm_mid_boot_tears_down_and_keeps_the_partial_result() {
     let r = read_result(&only_run_dir(&results).join("result.json"));
     assert!(r.interrupted && !r.success);
     assert!(r.error.clone().unwrap_or_default().contains("interrupted"), "{:?}", r.error);
+    assert_no_leftovers(&r);
+
+    // SIGHUP (the ssh session to this host dropped) is handled the same way, though the terminal
+    // perfvm wrote to is gone.
+    let results = results_dir();
+    let p = Running::spawn(&["run", "--ram", "256", "--file-size", "1M", "--results-dir", results.to_str().unwrap()]);
+    p.wait_for(": agent", 300);
+    p.signal(Signal::SIGHUP);
+    let (code, _) = p.wait(120);
+    assert_eq!(code, Some(130));
+    let r = read_result(&only_run_dir(&results).join("result.json"));
+    assert!(r.interrupted && !r.success, "{:?}", r.error);
     assert_no_leftovers(&r);
 }
 
@@ -436,6 +453,10 @@ fn a_boot_that_stalls_is_detected_and_booted_once_more() {
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
     assert_eq!(r.boot_stalls, 1);
     assert!(dir.join("console-stalled-1.log").is_file() && dir.join("console.log").is_file());
+    // The stalled boot's result is kept aside: had perfvm died during the second boot, the
+    // attempt would have had no result and been run again on resume.
+    let stalled = read_result(&dir.join("result-stalled-1.json"));
+    assert_eq!(stalled.failure, Some(perfvm::results::model::FailureKind::BootStalled));
     assert_no_leftovers(&r);
     assert!(!perfvm::proc::pid_alive(qemu), "the stalled qemu is gone");
 }

@@ -126,9 +126,13 @@ pub fn load_templates(dir: &Path) -> Result<(String, String)> {
     Ok((read("user-data.yaml")?, read("meta-data.yaml")?))
 }
 
-/// Write the seed ISO (`cidata` volume) with the docs and the files to deliver.
+/// Write the seed ISO (`cidata` volume) with the docs and the files to deliver. It holds the
+/// cell's secret (in the target's unit): readable by root alone (libvirt hands it to qemu's
+/// user when the guest starts), and so is the directory it is staged in.
 pub fn write_iso(docs: &SeedDocs, files: &[DeliveredFile], work: &Path, iso: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let stage = work.join("seed");
+    std::fs::DirBuilder::new().mode(0o700).create(&stage)?;
     std::fs::create_dir_all(stage.join("files"))?;
     std::fs::write(stage.join("user-data"), &docs.user_data)?;
     std::fs::write(stage.join("meta-data"), &docs.meta_data)?;
@@ -146,6 +150,7 @@ pub fn write_iso(docs: &SeedDocs, files: &[DeliveredFile], work: &Path, iso: &Pa
     if !out.status.success() {
         bail!("genisoimage failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
+    std::fs::set_permissions(iso, std::fs::Permissions::from_mode(0o600))?;
     std::fs::remove_dir_all(&stage)?;
     Ok(())
 }
@@ -154,6 +159,18 @@ pub fn write_iso(docs: &SeedDocs, files: &[DeliveredFile], work: &Path, iso: &Pa
 mod tests {
     use super::*;
     use crate::profile::TargetMode;
+
+    #[test]
+    fn the_seed_holding_the_secret_is_for_root_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let (u, m) = shipped();
+        let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
+        let docs = render_docs(&u, &m, &t, &[], "i-1", None, &crate::profile::Secret::generate()).unwrap();
+        write_iso(&docs, &[], d.path(), &d.path().join("seed.iso")).expect("genisoimage (scripts/setup.sh installs it)");
+        assert_eq!(std::fs::metadata(d.path().join("seed.iso")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!d.path().join("seed").exists(), "the staging directory is gone");
+    }
 
     fn shipped() -> (String, String) {
         load_templates(&Path::new(env!("CARGO_MANIFEST_DIR")).join("cloud-init")).unwrap()

@@ -54,12 +54,6 @@ impl Host {
         if self.remote.is_some() { "ssh-tunnel" } else { "local" }
     }
 
-    /// Guests that end with perfvm's connection, however it ends: a remote guest left running
-    /// would hold another machine's memory until someone noticed.
-    pub fn autodestroy(&self) -> bool {
-        self.remote.is_some()
-    }
-
     /// qemu's pid, when qemu runs on this machine (its RSS and CPU are then sampled).
     pub fn qemu_pid(&self, domain: &str) -> Option<i32> {
         if self.remote.is_some() { None } else { local_qemu_pid(domain) }

@@ -42,6 +42,8 @@ pub fn into_cache(cache: &Path, id: &str, force: bool, what: &str, make: impl Fn
     if img.is_complete() && !force {
         return Ok(img);
     }
+    // Never replaced under a running cell's overlay.
+    let _only_us = if img.dir.exists() { Some(super::exclusive(cache, id)?) } else { None };
     remove_stale_builds(&images);
     let tmp = images.join(format!(".build-{id}-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(tmp.clone());

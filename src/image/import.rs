@@ -211,14 +211,20 @@ pub fn partition_offsets(head: &[u8]) -> Vec<u64> {
             return Vec::new();
         }
         let (Some(lba), Some(count), Some(size)) = (u64_at(hdr, 72), u32_at(hdr, 80), u32_at(hdr, 84)) else { return Vec::new() };
+        // An entry is 128 bytes or a larger power of two (UEFI): a header saying otherwise is
+        // not a GPT this reads, whatever else its numbers say.
+        if size < 128 || !size.is_power_of_two() {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         for i in 0..count.min(128) as u64 {
-            let at = (lba * 512 + i * size as u64) as usize;
-            let Some(e) = head.get(at..at + size as usize) else { break };
+            let Some(at) = lba.checked_mul(512).and_then(|b| b.checked_add(i * size as u64)).and_then(|a| usize::try_from(a).ok()) else { break };
+            let Some(e) = at.checked_add(size as usize).and_then(|end| head.get(at..end)) else { break };
             if e[..16].iter().any(|b| *b != 0)
-                && let Some(first) = u64_at(e, 32) {
-                    out.push(first * 512);
-                }
+                && let Some(first) = u64_at(e, 32).and_then(|f| f.checked_mul(512))
+            {
+                out.push(first);
+            }
         }
         return out;
     }
@@ -241,6 +247,36 @@ mod tests {
         let i = parse_info(r#"{"virtual-size": 25769803776, "filename": "x", "format": "qcow2", "backing-filename": "/b.qcow2"}"#).unwrap();
         assert_eq!(i, DiskInfo { format: "qcow2".into(), virtual_size: 24 << 30, backing: Some("/b.qcow2".into()) });
         assert!(parse_info("{}").is_err());
+    }
+
+    proptest::proptest! {
+        /// A crafted partition table (any bytes, with the MBR signature and a GPT header) gives
+        /// offsets or none, never a panic.
+        #[test]
+        fn any_partition_table_parses_without_panicking(mut head in proptest::collection::vec(proptest::num::u8::ANY, 1024..4096), lba in proptest::num::u64::ANY, count in proptest::num::u32::ANY, size in proptest::num::u32::ANY) {
+            head[510] = 0x55;
+            head[511] = 0xAA;
+            head[446 + 4] = 0xEE;
+            head[512..520].copy_from_slice(b"EFI PART");
+            head[512 + 72..512 + 80].copy_from_slice(&lba.to_le_bytes());
+            head[512 + 80..512 + 84].copy_from_slice(&count.to_le_bytes());
+            head[512 + 84..512 + 88].copy_from_slice(&size.to_le_bytes());
+            let _ = partition_offsets(&head);
+        }
+    }
+
+    #[test]
+    fn a_gpt_with_tiny_entries_is_not_read() {
+        let mut gpt = vec![0u8; 4096];
+        gpt[510] = 0x55;
+        gpt[511] = 0xAA;
+        gpt[446 + 4] = 0xEE;
+        gpt[512..520].copy_from_slice(b"EFI PART");
+        gpt[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        gpt[512 + 80..512 + 84].copy_from_slice(&4u32.to_le_bytes());
+        gpt[512 + 84..512 + 88].copy_from_slice(&8u32.to_le_bytes());
+        gpt[1024] = 1;
+        assert!(partition_offsets(&gpt).is_empty());
     }
 
     #[test]

@@ -105,7 +105,38 @@ pub fn list(cache: &Path) -> std::io::Result<Vec<Image>> {
     Ok(out)
 }
 
-/// Remove one cached image. Refuses names that are not plain ids.
+/// A running perfvm's hold on an image: a shared lock on `<images>/.<id>.use` for as long as
+/// its cells may boot it. Removing or rebuilding the image takes the lock exclusively, so it
+/// never happens under a live cell's overlay.
+#[derive(Debug)]
+pub struct InUse {
+    _file: std::fs::File,
+}
+
+fn use_file(cache: &Path, id: &str) -> std::io::Result<std::fs::File> {
+    let images = crate::paths::images_dir(cache);
+    std::fs::create_dir_all(&images)?;
+    std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(images.join(format!(".{id}.use")))
+}
+
+/// Hold image `id` while this process's cells may boot it.
+pub fn hold(cache: &Path, id: &str) -> std::io::Result<InUse> {
+    let f = use_file(cache, id)?;
+    f.lock_shared()?;
+    Ok(InUse { _file: f })
+}
+
+/// The exclusive side: Err when a running perfvm holds the image.
+pub fn exclusive(cache: &Path, id: &str) -> anyhow::Result<std::fs::File> {
+    let f = use_file(cache, id)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!("image {id} is in use by a running perfvm; wait for its cells to end"),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
+}
+
+/// Remove one cached image. Refuses names that are not plain ids, and images in use.
 pub fn remove(cache: &Path, id: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
@@ -113,6 +144,29 @@ pub fn remove(cache: &Path, id: &str) -> anyhow::Result<()> {
     );
     let img = image_for(cache, id);
     anyhow::ensure!(img.dir.is_dir(), "no image '{id}' in {}", crate::paths::images_dir(cache).display());
+    let _only_us = exclusive(cache, id)?;
     std::fs::remove_dir_all(&img.dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_in_use_is_neither_removed_nor_rebuilt() {
+        let d = tempfile::tempdir().unwrap();
+        let img = image_for(d.path(), "bookworm-abc");
+        std::fs::create_dir_all(&img.dir).unwrap();
+        let held = hold(d.path(), "bookworm-abc").unwrap();
+        let e = remove(d.path(), "bookworm-abc").unwrap_err();
+        assert!(e.to_string().contains("in use by a running perfvm"), "{e}");
+        assert!(img.dir.is_dir());
+        // Two processes may use it at once.
+        let _also = hold(d.path(), "bookworm-abc").unwrap();
+        drop(held);
+        drop(_also);
+        remove(d.path(), "bookworm-abc").unwrap();
+        assert!(!img.dir.exists());
+    }
 }

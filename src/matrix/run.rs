@@ -216,7 +216,25 @@ fn definition(o: &Options, m: &MatrixOptions, env: &CellEnv, accel: String) -> R
         chunked: c.transfer == crate::upload::client::Transfer::Chunked,
         download: c.download,
         adaptive: m.adaptive,
+        harness_sha256: Some(harness_sha256(env)),
     }
+}
+
+/// What perfvm puts into every guest, hashed: the cloud-init templates, the probe, and the
+/// reference target when it is the target. A file that cannot be read hashes as its name.
+fn harness_sha256(env: &CellEnv) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(env.templates.0.as_bytes());
+    h.update(env.templates.1.as_bytes());
+    let mut bins = vec![crate::paths::probe_binary()];
+    if env.target.profile_sha256.is_none() {
+        bins.push(crate::paths::target_binary());
+    }
+    for b in bins {
+        h.update(std::fs::read(&b).unwrap_or_else(|_| b.display().to_string().into_bytes()));
+    }
+    hex::encode(h.finalize())[..16].to_string()
 }
 
 fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started: chrono::DateTime<chrono::Utc>) -> RunMetadata {

@@ -30,7 +30,10 @@ pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
 
 pub fn boot(env: &CellEnv, spec: &DomainSpec) -> Result<DomainGuard, CellError> {
     let xml = domain_xml::render(spec);
-    let flags = if env.host.autodestroy() { virt::sys::VIR_DOMAIN_START_AUTODESTROY } else { 0 };
+    // A guest ends with perfvm's connection to its host, however that ends (SIGKILL, a lost
+    // network, a crash): left running it would hold the host's memory until someone noticed.
+    // Except a guest kept on purpose (`--keep-vm`).
+    let flags = if spec.keep { 0 } else { virt::sys::VIR_DOMAIN_START_AUTODESTROY };
     let dom = env
         .host
         .conn

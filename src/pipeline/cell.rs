@@ -80,6 +80,8 @@ pub struct CellEnv {
     pub host: Host,
     pub cache: PathBuf,
     pub image: Image,
+    /// The image held for as long as cells may boot it (never removed under them).
+    pub image_in_use: Arc<crate::image::InUse>,
     pub target: TargetSpec,
     /// (user-data, meta-data) templates.
     pub templates: (String, String),

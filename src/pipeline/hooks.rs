@@ -16,15 +16,36 @@ pub const HOOK_LIMIT: Duration = Duration::from_secs(300);
 /// Run a host hook with `env`, saving its output (redacted) as `<name>.log` in `out_dir`.
 pub async fn host(name: &str, cmd: &str, env: &[(&str, String)], out_dir: &Path, t0: Instant, redact: &Redactor) -> (HookRecord, Result<(), CellError>) {
     let at = t0.elapsed().as_secs_f64();
+    let (code, text) = run_host(cmd, env, HOOK_LIMIT).await;
+    finish(name, at, code, &redact.redact(&text), out_dir)
+}
+
+/// `sh -c cmd` in a process group of its own, killed whole (whatever it started in the
+/// background too) when it runs over `limit`: its exit code and output.
+async fn run_host(cmd: &str, env: &[(&str, String)], limit: Duration) -> (Option<i32>, String) {
     let mut c = tokio::process::Command::new("sh");
-    c.args(["-c", cmd]).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).stdin(std::process::Stdio::null()).kill_on_drop(true);
-    let out = tokio::time::timeout(HOOK_LIMIT, c.output()).await;
-    let (code, text) = match out {
+    c.args(["-c", cmd])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = match c.spawn() {
+        Ok(ch) => ch,
+        Err(e) => return (None, format!("cannot run sh: {e}\n")),
+    };
+    let group = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+    match tokio::time::timeout(limit, child.wait_with_output()).await {
         Ok(Ok(o)) => (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))),
         Ok(Err(e)) => (None, format!("cannot run sh: {e}\n")),
-        Err(_) => (None, format!("killed after {} s\n", HOOK_LIMIT.as_secs())),
-    };
-    finish(name, at, code, &redact.redact(&text), out_dir)
+        Err(_) => {
+            if let Some(g) = group {
+                let _ = nix::sys::signal::killpg(g, nix::sys::signal::Signal::SIGKILL);
+            }
+            (None, format!("killed after {} s\n", limit.as_secs()))
+        }
+    }
 }
 
 /// Run a guest hook through the agent (blocking), saving its output (redacted) as `<name>.log`.
@@ -69,6 +90,22 @@ pub fn env(cfg: &CellConfig, target: &str, out_dir: &Path) -> Vec<(&'static str,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_hook_over_its_limit_is_killed_with_what_it_started() {
+        let d = tempfile::tempdir().unwrap();
+        let pidfile = d.path().join("bg.pid");
+        let (code, text) = run_host(&format!("sleep 60 & echo $! > {}; wait", pidfile.display()), &[], Duration::from_secs(1)).await;
+        assert_eq!(code, None);
+        assert!(text.starts_with("killed after 1 s"), "{text}");
+        let bg: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        // Reaped by init once killed: gone within moments.
+        let t = Instant::now();
+        while crate::proc::pid_alive(bg) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!crate::proc::pid_alive(bg), "the hook's background sleep {bg} outlived it");
+    }
 
     #[tokio::test]
     async fn host_hooks_get_the_env_and_fail_the_cell_on_error() {

@@ -31,14 +31,17 @@ use tokio_util::sync::CancellationToken;
 pub const LIBVIRT_LOST: &str = "libvirt connection lost (libvirtd stopped?)";
 
 /// One cell. A boot that stalled before the guest agent answered is not a property of the
-/// target: the cell boots once more from a fresh overlay, keeps the stalled console as
-/// `console-stalled-1.log`, and records `boot_stalls`.
+/// target: the cell boots once more from a fresh overlay, keeps the stalled console and result
+/// as `console-stalled-1.log` and `result-stalled-1.json`, and records `boot_stalls`.
 pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &CancellationToken, rep: &dyn Reporter) -> CellResult {
     let first = run_once(env, cfg, out_dir, cancel, rep).await;
     if first.failure != Some(FailureKind::BootStalled) || cancel.is_cancelled() {
         return first;
     }
     let _ = std::fs::rename(out_dir.join("console.log"), out_dir.join("console-stalled-1.log"));
+    // Kept aside, not as the attempt's result: a perfvm killed during the second boot must leave
+    // an attempt without a result (run again on resume), not the stalled one's boot_failed.
+    let _ = std::fs::rename(out_dir.join(crate::rundir::RESULT), out_dir.join("result-stalled-1.json"));
     eprintln!("perfvm: {}: {}; booting it once more", cfg.cell, first.error.as_deref().unwrap_or(""));
     let mut again = run_once(env, cfg, out_dir, cancel, rep).await;
     again.boot_stalls = 1;

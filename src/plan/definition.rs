@@ -34,6 +34,11 @@ pub struct RunDefinition {
     /// `--target-rsd`: `repeat` is then the most repetitions a cell may get.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptive: Option<Adaptive>,
+    /// Hash of what perfvm puts into every guest: the cloud-init templates and the in-guest
+    /// binaries (the sampler's probe, the reference target). An edit of any of them is a new
+    /// run, never a resumed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harness_sha256: Option<String>,
 }
 
 fn single() -> Vec<u32> {
@@ -90,6 +95,7 @@ mod tests {
             chunked: false,
             download: false,
             adaptive: None,
+            harness_sha256: None,
         }
     }
 
@@ -126,6 +132,7 @@ mod tests {
             |d: &mut RunDefinition| d.content_kind = "zeros".into(),
             |d: &mut RunDefinition| d.chunked = true,
             |d: &mut RunDefinition| d.download = true,
+            |d: &mut RunDefinition| d.harness_sha256 = Some("ab12".into()),
             |d: &mut RunDefinition| {
                 d.adaptive = Some(Adaptive { min_repeats: 3, max_repeats: 10, target_rsd_percent: 5.0 })
             },

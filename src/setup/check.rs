@@ -16,6 +16,9 @@ pub fn qemu_overhead_mib(accel: Accel) -> u64 {
     }
 }
 
+/// The longest `--timeout`: a week (deadlines further out overflow the clock).
+pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
+
 /// What the host and the image allow a cell.
 #[derive(Debug, Clone, Copy)]
 pub struct HostLimits {
@@ -50,6 +53,9 @@ pub fn validate_cell(ram_mib: u64, file_size: ByteSize, cpus: u32, timeout_s: u6
     }
     if timeout_s < 30 {
         return e(format!("--timeout {timeout_s}: a guest needs ~30 s to boot under TCG; use at least 30"));
+    }
+    if timeout_s > MAX_TIMEOUT_S {
+        return e(format!("--timeout {timeout_s}: use at most {MAX_TIMEOUT_S} s (a week)"));
     }
     if !(10..=60_000).contains(&interval_ms) {
         return e(format!("--sample-interval {interval_ms}: use 10 to 60000 ms"));
@@ -101,6 +107,8 @@ mod tests {
         assert!(e.contains("--cpus 0"));
         let e = validate_cell(512, ByteSize(1), 2, 5, 100, HOST).unwrap_err().0;
         assert!(e.contains("--timeout 5"));
+        let e = validate_cell(512, ByteSize(1), 2, u64::MAX / 2, 100, HOST).unwrap_err().0;
+        assert!(e.contains("at most 604800"), "{e}");
         let e = validate_cell(512, ByteSize(1), 2, 600, 1, HOST).unwrap_err().0;
         assert!(e.contains("--sample-interval 1"));
     }

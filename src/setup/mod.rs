@@ -195,9 +195,10 @@ pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(Strin
         // A profile's packages make an image variant, built once and cached like the base.
         None => crate::image::build::ensure(&cache, &loaded.with_packages(&target.packages))?,
     };
+    let in_use = std::sync::Arc::new(crate::image::hold(&cache, &image.id).with_context(|| format!("cannot hold image {}", image.id))?);
     let mut hosts = Vec::new();
     for (spec, conn) in reachable {
-        let env = |host| CellEnv { host, cache: cache.clone(), image: image.clone(), target: target.clone(), templates: templates.clone() };
+        let env = |host| CellEnv { host, cache: cache.clone(), image: image.clone(), image_in_use: in_use.clone(), target: target.clone(), templates: templates.clone() };
         match on_host(&spec, conn, &image, say) {
             Ok(host) => hosts.push((spec, env(host))),
             Err(e) => skipped.push(format!("{}: {e:#}", spec.name)),
@@ -218,7 +219,7 @@ pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(Strin
 fn on_host(spec: &HostSpec, conn: virt::connect::Connect, image: &crate::image::Image, say: &dyn Fn(String)) -> Result<Host> {
     let removed = crate::hypervisor::orphans::remove_orphans(&conn, spec.uri == crate::hypervisor::conn::DEFAULT_URI)?;
     if !removed.is_empty() {
-        say(format!("removed {} domain(s) left by dead perfvm processes on {}: {}", removed.len(), spec.name, removed.join(", ")));
+        say(format!("removed what dead perfvm processes left on {}: {}", spec.name, removed.join(", ")));
     }
     Ok(match &spec.access {
         Access::Local => Host::local(spec.name.clone(), spec.uri.clone(), conn),
