@@ -13,6 +13,7 @@ pub mod history;
 pub mod hosts;
 pub mod hypervisor;
 pub mod image;
+pub mod owner;
 pub mod paths;
 pub mod pipeline;
 pub mod plan;

@@ -203,6 +203,7 @@ fn losing_a_host_mid_matrix_moves_its_cells_to_the_other() {
 /// Ctrl-C on a terminal reaches the whole foreground process group, so it also kills the ssh
 /// that libvirt runs for a qemu+ssh connection: the remote guest ends with that connection
 /// (autodestroy) and its volumes are removed through a new one. Nothing is left on the host.
+/// After SIGKILL, the next perfvm finds the volumes by their owner and removes them.
 #[test]
 #[ignore = "boots a real guest on a second libvirt host: run with --include-ignored (CI does)"]
 fn ctrl_c_on_a_terminal_leaves_nothing_on_a_remote_host() {
@@ -231,6 +232,35 @@ fn ctrl_c_on_a_terminal_leaves_nothing_on_a_remote_host() {
     }
     let files = h2.pool_files();
     assert!(files.iter().all(|f| f.starts_with("image-")), "cell volumes left on h2: {files:?}");
+
+    // SIGKILL leaves perfvm no chance to clean up: the guest ends with its connection
+    // (autodestroy), its volumes stay, readable by root alone, until a perfvm finds them by
+    // their owner, whose lock is free now.
+    let mut cmd = common::command();
+    cmd.args(["run", "--ram", "256", "--file-size", "1M", "--cpus", "1", "--connect", &h2.uri, "--results-dir", results.to_str().unwrap(), "--timeout", "400"]);
+    let run = Running::spawn_with(&mut cmd);
+    run.wait_for(": agent", 300);
+    run.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = run.wait(30);
+    let until = Instant::now() + Duration::from_secs(30);
+    while h2.runs_a_guest() {
+        assert!(Instant::now() < until, "the guest still runs on h2 30 s after SIGKILL");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left: Vec<String> = h2.pool_files().into_iter().filter(|f| f.starts_with("cell-")).collect();
+    assert_eq!(left.len(), 3, "overlay, seed and console of the killed cell: {left:?}");
+    for f in &left {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(h2.dir.path().join("lib/images/perfvm").join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{f} is readable by others: {:o}", mode & 0o777);
+    }
+    let doc = perfvm(&["doctor", "--connect", &h2.uri, "--results-dir", results.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&doc.stdout).contains("leftover cell volumes in the perfvm pool: 3"), "{}", String::from_utf8_lossy(&doc.stdout));
+    let out = perfvm(&["cleanup", "--connect", &h2.uri]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("(volume)").count(), 3, "{}", String::from_utf8_lossy(&out.stdout));
+    let files = h2.pool_files();
+    assert!(files.iter().all(|f| f.starts_with("image-")), "cell volumes left on h2 after cleanup: {files:?}");
 }
 
 #[test]

@@ -311,7 +311,7 @@ pub struct RemoteCell {
 
 impl RemoteCell {
     pub fn create(conn: &Connect, remote: &std::sync::Arc<Remote>, domain: &str, local_seed: &Path) -> Result<RemoteCell, VirtError> {
-        let [ov, seed, console] = pool::cell_volumes(domain);
+        let [ov, seed, console] = pool::cell_volumes(crate::owner::me(), domain);
         let mut cell = RemoteCell {
             remote: remote.clone(),
             port: remote.take_port(),

@@ -22,6 +22,8 @@ pub struct DomainSpec {
     /// the pid and the machine it belongs to (a pid means nothing on another machine).
     pub owner_pid: u32,
     pub owner_machine: String,
+    /// The owner id of the perfvm that made it (`owner`): its leftovers are found by it.
+    pub owner_id: String,
     pub run_id: String,
     pub work_dir: PathBuf,
     /// `--keep-vm`: the guest outlives its perfvm process and is not an orphan.
@@ -65,6 +67,7 @@ pub fn render(s: &DomainSpec) -> String {
     <perfvm:cell xmlns:perfvm='{ns}'>
       <pid>{pid}</pid>
       <machine>{machine}</machine>
+      <owner>{owner}</owner>
       <run>{run}</run>
       <workdir>{workdir}</workdir>
       <keep>{keep}</keep>
@@ -118,6 +121,7 @@ pub fn render(s: &DomainSpec) -> String {
         ns = super::METADATA_NS,
         pid = s.owner_pid,
         machine = escape(&s.owner_machine),
+        owner = escape(&s.owner_id),
         run = escape(&s.run_id),
         workdir = p(&s.work_dir),
         keep = s.keep,
@@ -145,6 +149,8 @@ pub struct CellOwner {
     pub pid: u32,
     /// None in metadata written before machines were recorded (then: this machine's).
     pub machine: Option<String>,
+    /// The owner id (`crate::owner`); None in metadata of an older perfvm.
+    pub owner: Option<String>,
     pub run_id: String,
     pub work_dir: PathBuf,
     pub keep: bool,
@@ -162,6 +168,7 @@ pub fn parse_owner(metadata: &str) -> Option<CellOwner> {
     Some(CellOwner {
         pid: tag(metadata, "pid")?.trim().parse().ok()?,
         machine: tag(metadata, "machine").map(|m| unescape(m.trim())),
+        owner: tag(metadata, "owner").map(|m| unescape(m.trim())),
         run_id: unescape(tag(metadata, "run")?),
         work_dir: PathBuf::from(unescape(tag(metadata, "workdir")?)),
         keep: tag(metadata, "keep").is_some_and(|k| k.trim() == "true"),
@@ -187,6 +194,7 @@ mod tests {
             ssh_port: None,
             owner_pid: 4242,
             owner_machine: "m1".into(),
+            owner_id: "0123456789abcdef".into(),
             run_id: "run<&>".into(),
             work_dir: "/c/cells/x".into(),
             keep: false,
@@ -239,7 +247,7 @@ mod tests {
         let start = x.find("<perfvm:cell").unwrap();
         let end = x.find("</perfvm:cell>").unwrap();
         let owner = parse_owner(&x[start..end]).unwrap();
-        assert_eq!(owner, CellOwner { pid: 4242, machine: Some("m1".into()), run_id: "run<&>".into(), work_dir: "/c/cells/x".into(), keep: false });
+        assert_eq!(owner, CellOwner { pid: 4242, machine: Some("m1".into()), owner: Some("0123456789abcdef".into()), run_id: "run<&>".into(), work_dir: "/c/cells/x".into(), keep: false });
         let mut kept = spec(Accel::Tcg);
         kept.keep = true;
         assert!(parse_owner(&render(&kept)).unwrap().keep);

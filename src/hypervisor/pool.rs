@@ -12,27 +12,51 @@ use virt::stream::Stream;
 
 pub const POOL_NAME: &str = "perfvm";
 
+/// A cell's volumes are for root alone (the seed holds the cell's secret; libvirt hands them to
+/// qemu's user when the guest starts); the image's are read by every cell.
+fn mode_of(name: &str) -> &'static str {
+    if name.starts_with(CELL_PREFIX) { "0600" } else { "0644" }
+}
+
 /// The volume XML of a plain file of `bytes` bytes (uploads: kernel, initrd, seed, base disk).
 /// Allocation 0: libvirt would otherwise write the whole size before the upload does.
 pub fn raw_volume_xml(name: &str, bytes: u64) -> String {
     format!(
-        "<volume><name>{}</name><capacity unit='bytes'>{bytes}</capacity><allocation unit='bytes'>0</allocation><target><format type='raw'/><permissions><mode>0644</mode></permissions></target></volume>",
-        super::domain_xml::escape(name)
+        "<volume><name>{}</name><capacity unit='bytes'>{bytes}</capacity><allocation unit='bytes'>0</allocation><target><format type='raw'/><permissions><mode>{}</mode></permissions></target></volume>",
+        super::domain_xml::escape(name),
+        mode_of(name)
     )
 }
 
 /// The volume XML of a cell's qcow2 overlay on the base volume at `backing`.
 pub fn overlay_volume_xml(name: &str, virtual_size: u64, backing: &str) -> String {
     format!(
-        "<volume><name>{}</name><capacity unit='bytes'>{virtual_size}</capacity><target><format type='qcow2'/><permissions><mode>0644</mode></permissions></target><backingStore><path>{}</path><format type='qcow2'/></backingStore></volume>",
+        "<volume><name>{}</name><capacity unit='bytes'>{virtual_size}</capacity><target><format type='qcow2'/><permissions><mode>{}</mode></permissions></target><backingStore><path>{}</path><format type='qcow2'/></backingStore></volume>",
         super::domain_xml::escape(name),
+        mode_of(name),
         super::domain_xml::escape(backing)
     )
 }
 
-/// A cell's volumes on a remote host: overlay, seed, console log.
-pub fn cell_volumes(domain: &str) -> [String; 3] {
-    [format!("cell-{domain}.qcow2"), format!("cell-{domain}.seed.iso"), format!("cell-{domain}.console.log")]
+const CELL_PREFIX: &str = "cell-";
+
+/// A cell's volumes on a remote host (overlay, seed, console log), named with the owner id of
+/// the perfvm that made them, so its leftovers are found without its domain.
+pub fn cell_volumes(owner: &str, domain: &str) -> [String; 3] {
+    let base = format!("{CELL_PREFIX}{owner}-{domain}");
+    [format!("{base}.qcow2"), format!("{base}.seed.iso"), format!("{base}.console.log")]
+}
+
+/// The owner id in a cell volume's name (None for other volumes, and cells of an older perfvm).
+pub fn volume_owner(name: &str) -> Option<&str> {
+    let id = name.strip_prefix(CELL_PREFIX)?.get(..16)?;
+    crate::owner::is_id(id).then_some(id)
+}
+
+/// The names of every volume in the pool.
+pub fn volume_names(pool: &StoragePool) -> Result<Vec<String>, VirtError> {
+    let _ = pool.refresh(0);
+    Ok(pool.list_volumes()?)
 }
 
 pub fn pool_xml(path: &str) -> String {
@@ -176,6 +200,12 @@ mod tests {
 
     #[test]
     fn volume_xml() {
+        assert_eq!(cell_volumes("0123456789abcdef", "perfvm-x")[1], "cell-0123456789abcdef-perfvm-x.seed.iso");
+        assert_eq!(volume_owner("cell-0123456789abcdef-perfvm-x.qcow2"), Some("0123456789abcdef"));
+        assert_eq!(volume_owner("cell-perfvm-256-1M-r1-a1-abcd-4242.qcow2"), None, "an older perfvm's");
+        assert_eq!(volume_owner("image-bookworm-1.qcow2"), None);
+        assert!(raw_volume_xml("cell-0123456789abcdef-x.seed.iso", 1).contains("<mode>0600</mode>"));
+        assert!(raw_volume_xml("image-x.qcow2", 1).contains("<mode>0644</mode>"));
         let x = overlay_volume_xml("cell-a.qcow2", 25769803776, "/p/img-<1>.qcow2");
         assert!(x.contains("<capacity unit='bytes'>25769803776</capacity>"));
         assert!(x.contains("<backingStore><path>/p/img-&lt;1&gt;.qcow2</path><format type='qcow2'/></backingStore>"));

@@ -22,6 +22,7 @@ pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
         ssh_port: p.ssh_port,
         owner_pid: std::process::id(),
         owner_machine: crate::proc::machine_id(),
+        owner_id: crate::owner::me().to_string(),
         run_id: cfg.run_id.clone(),
         work_dir: p.work.path.clone(),
         keep: cfg.keep_vm,

@@ -49,23 +49,33 @@ pub struct Prepared {
     pub ssh_port: Option<u16>,
 }
 
+/// A cell's work directory, `<cells>/<domain>`, with its owner recorded before it gets its
+/// name: made as a hidden directory holding an `owner` file, then renamed into place, so a perfvm
+/// that looks for leftovers at that moment never finds a cell directory without its owner.
+/// Leftovers of a gone owner under the same name are removed; a live one's are never touched.
+pub fn work_dir(cells: &std::path::Path, domain: &str) -> Result<WorkDir, String> {
+    let path = cells.join(domain);
+    if path.exists() {
+        let owner = std::fs::read_to_string(path.join(crate::hypervisor::orphans::OWNER_FILE)).unwrap_or_default();
+        let owner = owner.trim();
+        if owner != crate::owner::me() && crate::owner::state(&crate::paths::cache_dir(), owner) == crate::owner::State::Alive {
+            return Err(format!("{} belongs to a running perfvm (owner {owner})", path.display()));
+        }
+        std::fs::remove_dir_all(&path).map_err(|e| format!("stale {}: {e}", path.display()))?;
+    }
+    let tmp = cells.join(format!(".new-{domain}"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    crate::paths::ensure_shared_dir(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    std::fs::write(tmp.join(crate::hypervisor::orphans::OWNER_FILE), crate::owner::me()).map_err(|e| format!("cannot write the owner of {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    Ok(WorkDir { path, keep: false })
+}
+
 pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
     let err = |m: String| CellError::new(ExitReason::HarnessError, m);
     let cells = crate::paths::cells_dir(&env.cache);
     crate::paths::ensure_shared_dir(&cells).map_err(|e| err(format!("cannot create {}: {e}", cells.display())))?;
-    let path = cells.join(&cfg.domain_name);
-    if path.exists() {
-        // Never touch a live cell's files; a dead process's leftovers are fair game.
-        let owner: Option<i32> = std::fs::read_to_string(path.join("owner.pid")).ok().and_then(|t| t.trim().parse().ok());
-        if let Some(pid) = owner.filter(|&p| p != std::process::id() as i32 && crate::proc::pid_alive(p)) {
-            return Err(err(format!("{} belongs to running perfvm pid {pid}", path.display())));
-        }
-        std::fs::remove_dir_all(&path).map_err(|e| err(format!("stale {}: {e}", path.display())))?;
-    }
-    crate::paths::ensure_shared_dir(&path).map_err(|e| err(format!("cannot create {}: {e}", path.display())))?;
-    let work = WorkDir { path, keep: false };
-    // Lets `perfvm cleanup` tell a live cell's files from a dead process's.
-    std::fs::write(work.path.join("owner.pid"), std::process::id().to_string()).map_err(|e| err(format!("cannot write owner.pid: {e}")))?;
+    let work = work_dir(&cells, &cfg.domain_name).map_err(err)?;
 
     // A fresh instance-id per cell makes cloud-init treat every boot as a first boot.
     let instance_id = format!("{}-{}", cfg.domain_name, std::process::id());

@@ -119,6 +119,10 @@ pub fn checks(uri: &str, results_dir: &Path, image: Option<&crate::image::import
             )),
             Err(e) => checks.push(check(false, "list cell files", e.to_string())),
         }
+        match crate::hypervisor::orphans::orphaned_volumes(c) {
+            Ok(vols) => checks.push(check(vols.is_empty(), format!("leftover cell volumes in the {} pool: {}", crate::hypervisor::pool::POOL_NAME, vols.len()), format!("perfvm cleanup --connect {uri} (removes {})", vols.join(", ")))),
+            Err(e) => checks.push(check(false, "list cell volumes", e.to_string())),
+        }
     }
     if let Some(src) = image {
         // A sparse raw copy to look into; beside the image cache, which has room for images.
