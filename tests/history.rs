@@ -122,8 +122,9 @@ fn a_matrix_run_twice_makes_a_two_point_trend() {
     // The report as a browser renders it: the charts with their lines and points, every cell.
     let dom = render_headless(&second.join("report.html"));
     assert!(dom.contains("<h2>History</h2>") && dom.contains("throughput across runs"), "the trend is in the report");
-    // Throughput, peak memory, two history charts, the cell's memory timeline.
-    assert_eq!(dom.matches("<svg").count(), 5, "charts");
+    // Throughput, peak working set, memory.peak, two history charts, the cell's memory timeline
+    // and its memory by kind.
+    assert_eq!(dom.matches("<svg").count(), 7, "charts");
     assert!(dom.matches("<circle").count() >= 6, "points drawn");
     assert!(dom.matches("<polyline").count() >= 3, "lines drawn");
     assert!(dom.contains("id=\"cell-256-2M-r1\"") && dom.contains("href=\"#cell-256-2M-r1\""), "the cell and the grid's link to it");
