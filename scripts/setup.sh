@@ -44,8 +44,16 @@ fi
 
 running() { pgrep -x "$1" >/dev/null 2>&1; }
 
-if running virtlogd; then log "virtlogd running"; else log "starting virtlogd"; virtlogd -d; fi
-if running libvirtd; then log "libvirtd running"; else log "starting libvirtd"; libvirtd -d; fi
+if [ -d /run/systemd/system ]; then
+  # systemd (every usual host): the daemons are socket-activated units; starting them by hand
+  # would put a second libvirtd beside systemd's.
+  log "systemd: enabling virtlogd.socket and libvirtd.socket"
+  systemctl enable --now virtlogd.socket libvirtd.socket
+else
+  # No systemd as PID 1 (containers, this project's build machines): start them by hand.
+  if running virtlogd; then log "virtlogd running"; else log "starting virtlogd"; virtlogd -d; fi
+  if running libvirtd; then log "libvirtd running"; else log "starting libvirtd"; libvirtd -d; fi
+fi
 
 # Wait for libvirtd's socket so the next command does not race it.
 for _ in $(seq 1 50); do

@@ -64,7 +64,7 @@ impl Host {
     /// whose connection only dies with libvirtd (a new one would not help, or would start it
     /// again where it is socket-activated).
     pub fn reconnect(&self) -> Option<Result<Connect, String>> {
-        self.remote.is_some().then(|| crate::hypervisor::conn::open(&self.uri).map_err(|e| format!("cannot reconnect to {}: {e}", self.uri)))
+        self.remote.is_some().then(|| crate::hypervisor::conn::open_within(&self.uri, std::time::Duration::from_secs(30)).map_err(|e| format!("cannot reconnect to {}: {e}", self.uri)))
     }
 
     /// Put a cell's files where this host's qemu reads them. Locally the overlay is made in

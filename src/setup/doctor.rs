@@ -34,6 +34,50 @@ fn free_bytes(path: &std::path::Path) -> Option<u64> {
     Some(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
+/// libvirt's two daemons perfvm needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    Virtlogd,
+    Libvirtd,
+}
+
+impl Daemon {
+    fn name(self) -> &'static str {
+        match self {
+            Daemon::Virtlogd => "virtlogd",
+            Daemon::Libvirtd => "libvirtd",
+        }
+    }
+    /// Its socket, where systemd listens for it.
+    fn socket(self) -> &'static str {
+        match self {
+            Daemon::Virtlogd => "/run/libvirt/virtlogd-sock",
+            Daemon::Libvirtd => "/run/libvirt/libvirt-sock",
+        }
+    }
+}
+
+/// Whether this host runs systemd as PID 1 (sd_booted's test).
+pub fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+fn socket_listens(path: &str) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// The check of a daemon. Under systemd the daemons are socket-activated (libvirtd exits when
+/// idle, which is fine): what must be up is the socket, and the fix is its unit, never a second
+/// daemon started by hand beside systemd's. Without systemd, the daemon itself. Pure.
+pub fn daemon_check(d: Daemon, systemd: bool, up: bool) -> Check {
+    let n = d.name();
+    if systemd {
+        check(up, format!("{n} socket {} (systemd, socket-activated)", d.socket()), format!("systemctl enable --now {n}.socket (or scripts/setup.sh)"))
+    } else {
+        check(up, format!("{n} running (no systemd: started by hand)"), format!("start it: {n} -d (or scripts/setup.sh)"))
+    }
+}
+
 /// Every check, in order. `image`: a `--image` to look into (without booting it).
 pub fn checks(uri: &str, results_dir: &Path, image: Option<&crate::image::import::Source>) -> Result<Vec<Check>> {
     let mut checks = Vec::new();
@@ -41,8 +85,11 @@ pub fn checks(uri: &str, results_dir: &Path, image: Option<&crate::image::import
     for tool in ["mmdebstrap", "mkfs.ext4", "qemu-img", "genisoimage", "qemu-system-x86_64"] {
         checks.push(check(on_path(tool) || std::path::Path::new("/usr/sbin").join(tool).is_file(), format!("{tool} installed"), setup));
     }
-    checks.push(check(crate::proc::running("virtlogd"), "virtlogd running", "start it: virtlogd -d (or scripts/setup.sh)"));
-    checks.push(check(crate::proc::running("libvirtd"), "libvirtd running", "start it: libvirtd -d (or scripts/setup.sh)"));
+    let systemd = systemd_booted();
+    for daemon in [Daemon::Virtlogd, Daemon::Libvirtd] {
+        let up = if systemd { socket_listens(daemon.socket()) } else { crate::proc::running(daemon.name()) };
+        checks.push(daemon_check(daemon, systemd, up));
+    }
     let conn = crate::hypervisor::conn::open(uri);
     match &conn {
         Ok(c) => {
@@ -136,4 +183,21 @@ pub fn checks(uri: &str, results_dir: &Path, image: Option<&crate::image::import
         }
     }
     Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_systemd_the_socket_is_checked_and_its_unit_is_the_fix() {
+        let c = daemon_check(Daemon::Libvirtd, true, false);
+        assert!(!c.ok && c.what.contains("/run/libvirt/libvirt-sock"), "{}", c.what);
+        assert_eq!(c.fix.as_deref(), Some("systemctl enable --now libvirtd.socket (or scripts/setup.sh)"));
+        assert!(!c.fix.unwrap().contains("libvirtd -d"), "never a second daemon beside systemd's");
+        assert!(daemon_check(Daemon::Virtlogd, true, true).ok);
+        let c = daemon_check(Daemon::Virtlogd, false, false);
+        assert_eq!(c.fix.as_deref(), Some("start it: virtlogd -d (or scripts/setup.sh)"));
+        assert!(daemon_check(Daemon::Libvirtd, false, true).what.contains("no systemd"));
+    }
 }
