@@ -64,8 +64,10 @@ stop() {
     pid=$(cat "$f"); kill "$pid" 2>/dev/null || true
   done
   for f in libvirtd virtlogd sshd; do
+    pid=$(cat "$dir/$f.pid" 2>/dev/null) || continue
     # A daemon stopped with SIGSTOP (a test freezing the host) must go on to see the TERM.
-    [ -f "$dir/$f.pid" ] && { kill -CONT "$(cat "$dir/$f.pid")" 2>/dev/null; kill "$(cat "$dir/$f.pid")" 2>/dev/null || true; rm -f "$dir/$f.pid"; }
+    kill -CONT "$pid" 2>/dev/null; kill "$pid" 2>/dev/null || true
+    rm -f "$dir/$f.pid"
   done
   return 0
 }

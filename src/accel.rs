@@ -16,7 +16,7 @@ pub enum AccelChoice {
     Tcg,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,

@@ -37,6 +37,10 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
         Command::Doctor(a) => tokio::task::block_in_place(|| cli::doctor::run(a)),
         Command::Cleanup(a) => tokio::task::block_in_place(|| cli::report::cleanup(&a.connect)),
+        Command::Schema => {
+            print!("{}", perfvm::results::model::json_schema());
+            Ok(exit::SUCCESS)
+        }
     };
     match res {
         Ok(code) => code,

@@ -88,6 +88,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Destroy perfvm domains and files left behind by perfvm processes that no longer run.
     Cleanup(ConnArgs),
+    /// Print the JSON Schema of result.json (docs/result.schema.json is a copy).
+    Schema,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -11,11 +11,19 @@ use serde::{Deserialize, Serialize};
 /// `failure` says what a failure means for a matrix (infrastructure, host lost, …).
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// The JSON Schema of result.json, generated from these types (so it cannot drift from them);
+/// `docs/result.schema.json` is a copy a test keeps equal to it.
+pub fn json_schema() -> String {
+    let mut s = serde_json::to_string_pretty(&schemars::schema_for!(CellResult)).expect("schema serializes");
+    s.push('\n');
+    s
+}
+
 /// What `peak_memory_*` measured: results of schema 1 have `memory.peak`.
 pub const METRIC_WORKING_SET: &str = "working_set";
 pub const METRIC_MEMORY_PEAK: &str = "memory.peak";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitReason {
     Success,
@@ -56,7 +64,7 @@ impl std::fmt::Display for ExitReason {
 
 /// What a failure means for what happens next: the field a matrix decides on, never the error's
 /// wording. Stored in result.json as `failure` (null for a cell that passed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The target failed (OOM, crash, HTTP error, sha256, timeout during the upload): a result
@@ -89,7 +97,7 @@ impl FailureKind {
 const SCHEMA1_HOST_LOST: &str = "libvirt connection lost (libvirtd stopped?)";
 
 /// Seconds spent in each phase; None for phases the cell never reached.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PhaseTimes {
     /// Overlay, seed ISO, port.
     pub prepare: Option<f64>,
@@ -102,7 +110,7 @@ pub struct PhaseTimes {
     /// cloud-init done until the target's health check passes.
     pub healthy: Option<f64>,
     /// A profile's login and before_upload requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub login: Option<f64>,
     pub upload: Option<f64>,
     /// `--download`: fetching the file back.
@@ -114,7 +122,7 @@ pub struct PhaseTimes {
 }
 
 /// A hook that ran around or in the cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HookRecord {
     /// `hook-before-cell`, `guest-setup`, `guest-teardown`, `hook-after-cell`.
     pub name: String,
@@ -126,17 +134,17 @@ pub struct HookRecord {
     pub output: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TargetInfo {
     pub name: String,
     /// `stream`/`memory` for the reference target, `profile` for a profile's.
     pub mode: String,
     /// sha256 of the profile file the target came from.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub profile_sha256: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellResult {
     // --- the old harness's fields ---
     pub timestamp: chrono::DateTime<chrono::Utc>,
@@ -182,7 +190,7 @@ pub struct CellResult {
     /// Boots that stalled before the guest agent answered (a guest kernel hung early, seen
     /// once in a CI run here) and were started again within this cell, from a fresh
     /// overlay; each stalled console is kept as `console-stalled-N.log`.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub boot_stalls: u32,
     pub error: Option<String>,
     pub file_size_bytes: u64,
@@ -224,7 +232,7 @@ pub struct CellResult {
     pub bytes_sent: Option<u64>,
     pub phases: PhaseTimes,
     /// Hooks that ran, in order (`--hook-before-cell`, the profile's guest_setup, …).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub hooks: Vec<HookRecord>,
     pub host_qemu_peak_rss_bytes: Option<u64>,
     /// perfvm's own peak RSS (VmHWM) when the cell ended: the harness must stay small whatever
@@ -289,7 +297,7 @@ pub struct CellResult {
 }
 
 /// What sampling itself cost during the upload.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SamplerCost {
     /// The sampler thread of perfvm on the host.
     pub host_thread_cpu_seconds: Option<f64>,
@@ -313,7 +321,7 @@ fn memory_peak_metric() -> String {
 
 /// The target's memory during the upload, split up (bytes). Peaks of sampled values, except
 /// `cgroup_peak_bytes`, the kernel's own high-water mark.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemoryBreakdown {
     /// memory.current − inactive_file: what cAdvisor and the kubelet call a container's memory
     /// (and evict on). The headline.
@@ -380,7 +388,7 @@ fn content_length() -> String {
 }
 
 /// One upload of a cell.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UploadRecord {
     /// The file name on the target.
     pub name: String,
@@ -395,7 +403,7 @@ pub struct UploadRecord {
 }
 
 /// The file fetched back after the uploads, and what the target did meanwhile.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DownloadRecord {
     pub name: String,
     pub http_status: Option<u16>,
@@ -480,10 +488,6 @@ pub fn classify(o: &Observed) -> ExitReason {
     }
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,6 +513,28 @@ mod tests {
         // A target that cannot be verified (profile verify = false) succeeds with verified null.
         assert_eq!(classify(&Observed { verified: None, verify_possible: false, ..ok.clone() }), ExitReason::Success);
         assert_eq!(classify(&Observed { verified: None, verify_possible: false, http_ok: false, ..ok }), ExitReason::HttpError);
+    }
+
+    /// docs/result.schema.json is the schema these types make: `perfvm schema > docs/result.schema.json`
+    /// after changing them.
+    #[test]
+    fn the_documented_schema_is_the_generated_one() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/result.schema.json")).unwrap_or_default();
+        assert!(doc == json_schema(), "docs/result.schema.json is stale: run `perfvm schema > docs/result.schema.json`");
+    }
+
+    #[test]
+    fn results_old_and_new_match_the_schema() {
+        let schema: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let old: serde_json::Value = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
+        assert!(v.is_valid(&old), "{:?}", v.iter_errors(&old).map(|e| e.to_string()).collect::<Vec<_>>());
+        let r: CellResult = serde_json::from_value(old).unwrap();
+        let new = serde_json::to_value(&r).unwrap();
+        assert!(v.is_valid(&new));
+        let mut bad = new.clone();
+        bad["exit_reason"] = "exploded".into();
+        assert!(!v.is_valid(&bad), "an unknown exit reason is not a result");
     }
 
     #[test]

@@ -38,9 +38,20 @@ pub fn run_dirs(results: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// A result.json written by perfvm: it validates against the documented schema, and parses.
 pub fn read_result(path: &Path) -> CellResult {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    validate(&text, path);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Validate result.json text against docs/result.schema.json.
+pub fn validate(text: &str, path: &Path) {
+    let schema: serde_json::Value = serde_json::from_str(&perfvm::results::model::json_schema()).unwrap();
+    let v = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let doc: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let errors: Vec<String> = v.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{} does not match docs/result.schema.json: {errors:?}", path.display());
 }
 
 /// Run one cell and return its result, checking what every cell must leave behind.
