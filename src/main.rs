@@ -4,14 +4,18 @@ use perfvm::exit;
 use tokio_util::sync::CancellationToken;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PERFVM_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     // The exit codes under the examples of `perfvm --help`, from the one table that defines them.
     let cmd = Cli::command();
     let after = format!("{}\n\n{}", cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default(), exit::help());
     let cli = Cli::from_arg_matches(&cmd.after_help(after).get_matches()).unwrap_or_else(|e| e.exit());
+    // Colour only for a person at a terminal, never with NO_COLOR.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PERFVM_LOG").unwrap_or_else(|_| cli.log_level().into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .init();
+    perfvm::ui::set_quiet(cli.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = rt.block_on(dispatch(cli));
     // The runtime is dropped (and with it every guard) before the process exits.
@@ -39,6 +43,13 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Cleanup(a) => tokio::task::block_in_place(|| cli::report::cleanup(&a.connect)),
         Command::Schema => {
             print!("{}", perfvm::results::model::json_schema());
+            Ok(exit::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "perfvm", &mut out);
+            // A reader that stops early (`| head`) is not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &out);
             Ok(exit::SUCCESS)
         }
     };

@@ -11,18 +11,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `-q`: no phase lines or progress from here on.
+pub fn set_quiet(q: bool) {
+    QUIET.store(q, Ordering::Relaxed);
+}
+
 pub struct ConsoleReporter {
     start: Instant,
     /// Bars on a terminal; plain lines otherwise (CI, nohup).
     multi: Option<indicatif::MultiProgress>,
     matrix_bar: Mutex<Option<indicatif::ProgressBar>>,
     uploads: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// `-q`: lines that say something (warnings, where results are) only; no progress.
+    quiet: bool,
 }
 
 impl ConsoleReporter {
     pub fn new() -> ConsoleReporter {
-        let multi = std::io::stderr().is_terminal().then(indicatif::MultiProgress::new);
-        ConsoleReporter { start: Instant::now(), multi, matrix_bar: Mutex::new(None), uploads: Mutex::new(HashMap::new()) }
+        let quiet = QUIET.load(Ordering::Relaxed);
+        let multi = (std::io::stderr().is_terminal() && !quiet).then(indicatif::MultiProgress::new);
+        ConsoleReporter { start: Instant::now(), multi, matrix_bar: Mutex::new(None), uploads: Mutex::new(HashMap::new()), quiet }
     }
 
     /// A log line that does not tear the bars.
@@ -37,6 +47,9 @@ impl ConsoleReporter {
 
     /// Matrix progress: a bar on a terminal, a line otherwise.
     pub fn matrix_progress(&self, done: usize, failed: usize, total: usize, remaining: usize, eta: &str) {
+        if self.quiet {
+            return;
+        }
         let text = format!("{done}/{total} done ({failed} failed), {remaining} remaining, eta ~{eta}");
         let Some(m) = &self.multi else {
             eprintln!("[matrix] {text}");
@@ -71,10 +84,16 @@ impl Default for ConsoleReporter {
 
 impl Reporter for ConsoleReporter {
     fn phase(&self, cell: &str, phase: Phase) {
+        if self.quiet {
+            return;
+        }
         self.line(&format!("[{:7.1}s] {cell}: {}", self.start.elapsed().as_secs_f64(), phase.as_str()));
     }
 
     fn upload(&self, cell: &str, total: u64, sent: Arc<AtomicU64>) {
+        if self.quiet {
+            return;
+        }
         let done = Arc::new(AtomicBool::new(false));
         self.uploads.lock().unwrap().insert(cell.to_string(), done.clone());
         let cell = cell.to_string();

@@ -29,6 +29,7 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         jobs: args.jobs,
         retries: args.retries,
         stop_on_failure: args.stop_on_failure,
+        junit: args.junit.clone(),
     };
     if let Some(archive) = &args.from {
         let (o2, m2, about) = tokio::task::block_in_place(|| matrix::from_snapshot(o, m, archive, args.trust))?;
@@ -36,8 +37,17 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         (o, m) = (o2, m2);
     }
     if args.list {
-        let cells = matrix::cells(&m)?;
-        list(&matrix::estimates(&matrix::first_planned(&m, &cells), &o.results_dir), args.jobs.unwrap_or(1));
+        let e = tokio::task::block_in_place(|| matrix::list(&o, &m))?;
+        match args.format {
+            super::Format::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                "cells": e.cells.iter().map(|(k, s)| serde_json::json!({"cell": k.id(), "estimate_seconds": crate::results::model::round3(*s)})).collect::<Vec<_>>(),
+                "jobs": e.jobs,
+                "estimate_seconds": crate::results::model::round3(e.wall_seconds),
+                "model_correction": crate::results::model::round3(e.correction),
+                "past_cells": e.past,
+            }))?),
+            _ => list(&e),
+        }
         if let Some(a) = m.adaptive {
             println!("then one more repetition at a time while throughput RSD > {} %, at most {} per cell", a.target_rsd_percent, a.max_repeats);
         }
@@ -71,22 +81,11 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
     Ok(exit::for_matrix(&finals, planned, done.outcome.interrupted))
 }
 
-/// `--list`: the cells, with an estimate from past cells of the same shape.
-fn list(cells: &[(crate::plan::key::CellKey, Option<(f64, usize)>)], jobs: usize) {
-    let mut total = 0.0;
-    let mut known = 0;
-    for (k, est) in cells {
-        match est {
-            Some((mean, n)) => {
-                total += mean;
-                known += 1;
-                println!("{:<16} ~{} (from {n} past cell(s))", k.id(), fmt_secs(*mean));
-            }
-            None => println!("{:<16} (no past cell of this shape)", k.id()),
-        }
+/// `--list` as a table.
+fn list(e: &matrix::Estimate) {
+    for (k, secs) in &e.cells {
+        println!("{:<16} ~{}", k.id(), fmt_secs(*secs));
     }
-    println!("{} cell(s)", cells.len());
-    if known > 0 {
-        println!("estimated ~{} for the {known} cell(s) with history, at {jobs} job(s)", fmt_secs(total / jobs as f64));
-    }
+    let basis = if e.past > 0 { format!("the cost model corrected by {} past cell(s) here (×{:.2})", e.past, e.correction) } else { "the cost model (no past cells here to correct it)".into() };
+    println!("{} cell(s): ~{} at {} job(s), from {basis}", e.cells.len(), fmt_secs(e.wall_seconds), e.jobs);
 }

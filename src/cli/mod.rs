@@ -33,6 +33,25 @@ and writes one JSON result per cell.\n\nFirst time on a machine: run scripts/set
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Only errors and results: no phase lines or progress (warnings still show).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More log: -v info, -vv debug, -vvv trace (PERFVM_LOG, a tracing filter, overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Cli {
+    /// The tracing filter the flags ask for.
+    pub fn log_level(&self) -> &'static str {
+        match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (_, 0) => "warn",
+            (_, 1) => "info",
+            (_, 2) => "debug",
+            _ => "trace",
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +109,11 @@ pub enum Command {
     Cleanup(ConnArgs),
     /// Print the JSON Schema of result.json (docs/result.schema.json is a copy).
     Schema,
+    /// Print a shell completion script: `perfvm completions bash > /etc/bash_completion.d/perfvm`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -386,9 +410,14 @@ pub struct MatrixArgs {
     /// Skip cells matching RAM/SIZE patterns.
     #[arg(long, value_name = "RAM/SIZE,...")]
     pub skip: Vec<String>,
-    /// Print the cells (with estimates from past runs) and exit.
+    /// Print the cells with how long each will take (a cost model from boot time, throughput
+    /// and file size, corrected by past cells in the results directory), checked as a run would
+    /// check them, and exit.
     #[arg(long)]
     pub list: bool,
+    /// With --list: table or json.
+    #[arg(long, value_enum, default_value_t = Format::Table, requires = "list")]
+    pub format: Format,
     /// Start a new run even if one with the same definition exists.
     #[arg(long)]
     pub fresh: bool,
@@ -403,6 +432,10 @@ pub struct MatrixArgs {
     /// Start no new cell after the first failed one.
     #[arg(long)]
     pub stop_on_failure: bool,
+    /// Also write JUnit XML here for CI systems: a test case per cell, a failure's exit reason
+    /// as its message. Rewritten after every cell, like the run's own files.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     #[command(flatten)]
     pub common: CellArgs,
 }
@@ -519,6 +552,21 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verbosity_maps_to_the_log_level_and_completions_generate() {
+        let lvl = |args: &[&str]| Cli::try_parse_from(args).unwrap().log_level();
+        assert_eq!(lvl(&["perfvm", "doctor"]), "warn");
+        assert_eq!(lvl(&["perfvm", "-q", "doctor"]), "error");
+        assert_eq!(lvl(&["perfvm", "doctor", "-vv"]), "debug");
+        assert!(Cli::try_parse_from(["perfvm", "-q", "-v", "doctor"]).is_err());
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "perfvm", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("perfvm") && text.contains("matrix") && text.contains("file-size"), "{shell}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::scheduler::{self, CellRunner, Events, Job, Outcome, Scheduler};
 use crate::error::InputError;
 use crate::pipeline::{CellEnv, Reporter};
 use crate::plan::definition::RunDefinition;
+use crate::plan::estimate;
 use crate::plan::expand;
 use crate::plan::key::CellKey;
 use crate::plan::repeats::{self, Adaptive};
@@ -43,6 +44,8 @@ pub struct MatrixOptions {
     pub jobs: Option<usize>,
     pub retries: u32,
     pub stop_on_failure: bool,
+    /// `--junit FILE`: JUnit XML of the cells, rewritten like the exports.
+    pub junit: Option<PathBuf>,
 }
 
 /// The cells of a matrix: every one of the definition, and those selected by the filters (with
@@ -148,6 +151,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
     let (started, uid) = rundir::matrix_identity(&run_dir);
     let mut meta = metadata(&envs[0], &def, &key, jobs, started);
     meta.run_uid = Some(uid);
+    meta.label = o.label.clone();
     meta.hosts = specs.iter().zip(&slots).map(|(h, s)| format!("{} ({}, {}): {} job(s), budget {} MiB", h.name, h.uri, h.access.as_str(), s.jobs, s.budget.total_mib)).collect();
     meta.hosts.extend(ready.skipped.iter().map(|s| format!("skipped: {s}")));
     let room = if slots.len() == 1 { format!("{jobs} job(s), budget {} MiB", slots[0].budget.total_mib) } else { format!("hosts: {}", meta.hosts.join("; ")) };
@@ -160,6 +164,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
         hosts: specs.iter().map(|s| s.name.clone()).collect(),
         slots,
         selected: cells.selected.clone(),
+        model: if o.cell.download { |k| estimate::seconds(&estimate::MEASURED_TCG, k, true) } else { |k| estimate::seconds(&estimate::MEASURED_TCG, k, false) },
     };
     let (planned, to_run) = sched.counts(&finished);
     ui.line(&format!(
@@ -169,6 +174,10 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
         if discarded > 0 { format!(" ({discarded} unfinished attempt(s) discarded)") } else { String::new() },
         to_run.len(),
     ));
+    let todo: Vec<CellKey> = to_run.iter().copied().collect();
+    let rec_target = envs[0].target.name.clone();
+    let e = estimate(&o, &todo, accel, &rec_target, jobs);
+    ui.line(&format!("perfvm: estimated ~{} for the {} cell(s) to run, at {jobs} job(s) (cost model{})", crate::ui::fmt_secs(e.wall_seconds), todo.len(), if e.past > 0 { format!(", corrected by {} past cell(s): ×{:.2}", e.past, e.correction) } else { String::from(", no past cells here to correct it") }));
     let recorder = crate::history::Recorder::open(o.db_path(), crate::history::matrix_run(&run_dir, &meta, o.label.as_deref()));
     let mut rec = Recording { exports: Exports::new(&run_dir, &cells.all, &m), meta, recorder, ui: ui.clone(), recorded: 0 };
     rec.exports.write(&rec.meta, &finished, None, &to_run)?;
@@ -243,6 +252,7 @@ fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started:
     RunMetadata {
         run_key: key.to_string(),
         run_uid: None,
+        label: None,
         perfvm_version: env!("CARGO_PKG_VERSION").to_string(),
         git_rev: std::process::Command::new("git")
             .args(["rev-parse", "--short", "HEAD"])
@@ -270,6 +280,7 @@ fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started:
 /// The run's exports, rewritten after every cell.
 struct Exports {
     run_dir: PathBuf,
+    junit: Option<PathBuf>,
     /// Every cell of the definition (filters aside), up to the most repetitions.
     all: Vec<CellKey>,
     adaptive: Option<Adaptive>,
@@ -283,7 +294,7 @@ impl Exports {
         sizes.sort();
         let mut rams = m.ram.clone();
         rams.sort_unstable();
-        Exports { run_dir: run_dir.to_path_buf(), all: all.to_vec(), adaptive: m.adaptive, rams, sizes }
+        Exports { run_dir: run_dir.to_path_buf(), junit: m.junit.clone(), all: all.to_vec(), adaptive: m.adaptive, rams, sizes }
     }
 
     /// `unsettled`: cells queued or running, whose shapes are not judged yet (--target-rsd).
@@ -304,6 +315,10 @@ impl Exports {
             sizes: self.sizes.clone(),
             result_path: |r| format!("{}/{}", attempts::attempt_rel(&r.key(), r.attempt), rundir::RESULT),
         };
+        if let Some(path) = &self.junit {
+            let xml = export::junit::render(meta, &view.finals, total_cells);
+            crate::paths::write_atomic(path, xml.as_bytes()).with_context(|| format!("cannot write --junit {}", path.display()))?;
+        }
         for e in export::all() {
             let name = e.file_name();
             crate::paths::write_atomic(&self.run_dir.join(name), &e.export(&view)).with_context(|| {
@@ -382,22 +397,48 @@ impl CellRunner for PipelineRunner {
     }
 }
 
-/// `--list`: each cell with an estimate from past cells of the same shape in the results
-/// directory: (cell, mean seconds and how many past cells, if any).
-pub fn estimates(cells: &[CellKey], results_dir: &Path) -> Vec<(CellKey, Option<(f64, usize)>)> {
-    let past = rundir::past_results(results_dir);
-    cells
-        .iter()
-        .map(|k| {
-            let same: Vec<f64> = past.iter().filter(|r| r.key() == CellKey { repeat: r.repeat, ..*k } && r.success).map(cell_seconds).collect();
-            (*k, crate::stats::stats(&same).map(|s| (s.mean, s.n)))
-        })
-        .collect()
+/// How long cells will take: the cost model, corrected by past cells of this accel and target
+/// in the results directory.
+pub struct Estimate {
+    /// Each cell and its seconds.
+    pub cells: Vec<(CellKey, f64)>,
+    /// How far past cells were from the model (1 without any), and how many there were.
+    pub correction: f64,
+    pub past: usize,
+    /// The wall time of all of them at `jobs`.
+    pub wall_seconds: f64,
+    pub jobs: usize,
 }
 
+pub fn estimate(o: &Options, cells: &[CellKey], accel: crate::accel::Accel, target: &str, jobs: usize) -> Estimate {
+    let past: Vec<CellResult> = rundir::past_results(&o.results_dir).into_iter().filter(|r| r.success && r.accel == accel && r.target.name == target).collect();
+    let pairs: Vec<(f64, f64)> = past.iter().map(|r| (cell_seconds(r), estimate::seconds(&estimate::MEASURED_TCG, &r.key(), r.download.is_some()))).collect();
+    let correction = estimate::correction(&pairs);
+    let cells: Vec<(CellKey, f64)> = cells.iter().map(|k| (*k, estimate::seconds(&estimate::MEASURED_TCG, k, o.cell.download) * correction)).collect();
+    let wall_seconds = estimate::wall(cells.iter().map(|c| c.1).collect(), jobs);
+    Estimate { cells, correction, past: past.len(), wall_seconds, jobs }
+}
+
+/// A finished cell's seconds, phase by phase (its wall time, less the gaps between phases).
 fn cell_seconds(r: &CellResult) -> f64 {
     let p = &r.phases;
-    [p.prepare, p.boot, p.agent, p.cloud_init, p.healthy, p.upload, p.collect, p.teardown].iter().flatten().sum()
+    [p.prepare, p.boot, p.agent, p.cloud_init, p.healthy, p.login, p.upload, p.download, p.collect, p.teardown].iter().flatten().sum()
+}
+
+/// `--list`: the cells, checked as a run would check them, with their estimates. Jobs as a run
+/// on this machine would have them, unless given.
+pub fn list(o: &Options, m: &MatrixOptions) -> Result<Estimate> {
+    let c = cells(m)?;
+    let wanted = first_planned(m, &c);
+    let shapes: Vec<_> = wanted.iter().map(|k| (k.ram_mib, k.size, k.concurrency)).collect();
+    let valid = setup::validate(o, &shapes)?;
+    let jobs = m.jobs.unwrap_or_else(|| {
+        let max_cost = wanted.iter().map(|k| k.ram_mib + setup::check::qemu_overhead_mib(valid.accel)).max().unwrap_or(1);
+        let available = crate::proc::host_memory().map(|(_, a)| a >> 20).unwrap_or(0);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        schedule::default_jobs(&Budget::from_available(available, HOST_RESERVE_MIB), max_cost, cores, o.cell.cpus as usize)
+    });
+    Ok(estimate(o, &wanted, valid.accel, valid.target_name(), jobs))
 }
 
 /// `--from SNAPSHOT`: the snapshot's definition and inputs in place of the command line's; always
@@ -474,7 +515,7 @@ mod tests {
         let results = [cell(1, true), cell(2, false)];
         let r2 = results[1].key();
         let d = tempfile::tempdir().unwrap();
-        let m = MatrixOptions { ram: vec![256], file_sizes: vec![ByteSize(1 << 20)], concurrency: vec![1], repeat: 1, adaptive: Some(policy), only: vec![], skip: vec![], fresh: false, jobs: None, retries: 1, stop_on_failure: false };
+        let m = MatrixOptions { ram: vec![256], file_sizes: vec![ByteSize(1 << 20)], concurrency: vec![1], repeat: 1, adaptive: Some(policy), only: vec![], skip: vec![], fresh: false, jobs: None, retries: 1, stop_on_failure: false, junit: None };
         let ex = Exports::new(d.path(), &[results[0].key(), r2], &m);
         let meta: RunMetadata = serde_json::from_value(serde_json::json!({
             "run_key": "matrix-x", "perfvm_version": "0", "git_rev": null, "host": "h", "kernel": "k",

@@ -122,6 +122,8 @@ pub struct Scheduler {
     pub slots: Vec<Slot>,
     /// Every selected cell, up to the most repetitions a cell may get.
     pub selected: Vec<CellKey>,
+    /// A cell's seconds as the cost model has them (the ETA, corrected by the cells run).
+    pub model: fn(&CellKey) -> f64,
 }
 
 impl Scheduler {
@@ -173,7 +175,8 @@ impl Scheduler {
         let unsettled = |pending: &[Pending], running: &HashSet<CellKey>| -> HashSet<CellKey> { pending.iter().map(|p| p.key).chain(running.iter().copied()).collect() };
         let mut set: tokio::task::JoinSet<(usize, Pending, u64, CellResult, f64)> = tokio::task::JoinSet::new();
         let (mut stop, mut stopped) = (false, None);
-        let (mut done_now, mut failed_now, mut wall) = (0usize, 0usize, Vec::<f64>::new());
+        // (real seconds, model seconds) of the attempts run now: how far the model is off here.
+        let (mut done_now, mut failed_now, mut timed) = (0usize, 0usize, Vec::<(f64, f64)>::new());
         loop {
             while !stop && !cancel.is_cancelled() {
                 let costs: Vec<u64> = pending.iter().map(|p| self.cost(&p.key)).collect();
@@ -206,7 +209,7 @@ impl Scheduler {
             if r.interrupted {
                 continue;
             }
-            wall.push(secs);
+            timed.push((secs, (self.model)(&job.key)));
             // A host whose libvirtd is gone gets no more cells; its cells go to the other hosts.
             // Without any host left no cell can run: stop, keep what is finished.
             let lost = r.failure == Some(FailureKind::HostLost);
@@ -265,8 +268,9 @@ impl Scheduler {
             events.finished(&results, &unsettled(&pending, &running))?;
             let remaining = pending.len() + self.slots.iter().map(|s| s.running).sum::<usize>();
             let good_jobs: usize = self.slots.iter().filter(|s| !s.bad).map(|s| s.jobs).sum();
-            let mean = wall.iter().sum::<f64>() / wall.len() as f64;
-            events.progress(already + done_now, failed_now, planned.len(), remaining, mean * remaining as f64 / good_jobs.max(1) as f64);
+            let k = crate::plan::estimate::correction(&timed);
+            let left: Vec<f64> = pending.iter().map(|p| p.key).chain(running.iter().copied()).map(|c| (self.model)(&c) * k).collect();
+            events.progress(already + done_now, failed_now, planned.len(), remaining, crate::plan::estimate::wall(left, good_jobs));
         }
         let unsettled = unsettled(&pending, &running);
         Ok(Outcome { results, planned, stopped, interrupted: cancel.is_cancelled(), unsettled, wall_seconds: started.elapsed().as_secs_f64() })
@@ -345,7 +349,7 @@ mod tests {
     }
 
     fn sched(cells: Vec<CellKey>, hosts: usize, policy: Policy) -> Scheduler {
-        Scheduler { policy, hosts: (0..hosts).map(|h| format!("h{h}")).collect(), slots: (0..hosts).map(|_| slot(1)).collect(), selected: cells }
+        Scheduler { policy, hosts: (0..hosts).map(|h| format!("h{h}")).collect(), slots: (0..hosts).map(|_| slot(1)).collect(), selected: cells, model: |_| 30.0 }
     }
 
     const RULES: Policy = Policy { retries: 1, stop_on_failure: false, adaptive: None, overhead_mib: 1200 };
@@ -483,7 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn cells_that_fit_no_host_end_the_run_with_their_names() {
-        let s = Scheduler { policy: RULES, hosts: vec!["here".into()], slots: vec![Slot { budget: Budget { total_mib: 2000, used_mib: 0 }, jobs: 1, running: 0, bad: false }], selected: vec![key(256, 1), key(4096, 1)] };
+        let s = Scheduler { policy: RULES, hosts: vec!["here".into()], slots: vec![Slot { budget: Budget { total_mib: 2000, used_mib: 0 }, jobs: 1, running: 0, bad: false }], selected: vec![key(256, 1), key(4096, 1)], model: |_| 30.0 };
         let (o, log) = go(s, vec![], Arc::new(Fake::default())).await;
         assert_eq!(o.stopped, Some(Stopped::NothingFits { cells: vec!["4096-1M-r1".into()] }));
         assert_eq!(o.results.len(), 1);

@@ -3,6 +3,7 @@
 //! Pure data and functions; nothing here knows about results on disk or libvirt.
 
 pub mod definition;
+pub mod estimate;
 pub mod expand;
 pub mod key;
 pub mod repeats;

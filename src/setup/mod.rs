@@ -108,9 +108,30 @@ pub struct Ready {
     pub skipped: Vec<String>,
 }
 
-/// Everything before the first cell, for cells of these shapes (RAM, file size, uploads at
-/// once). `say` reports what takes a while (an image upload to a host).
-pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(String)) -> Result<Ready> {
+/// What checking the input found, before anything is connected, built or run.
+pub struct Valid {
+    pub accel: Accel,
+    loaded: recipe::LoadedRecipe,
+    /// Every host is this machine as it is (RAM was checked against it).
+    only_here: bool,
+    choice: target::Choice,
+    templates: (String, String),
+}
+
+impl Valid {
+    /// The target's name, as results record it.
+    pub fn target_name(&self) -> &str {
+        match &self.choice {
+            target::Choice::Reference => crate::profile::REFERENCE_NAME,
+            target::Choice::Profile(p) => &p.spec.name,
+        }
+    }
+}
+
+/// Check cells of these shapes (RAM, file size, uploads at once) against the host and the
+/// image, the target, the recipe, the binaries and the templates: every check a run makes
+/// before it connects to a host or builds anything (`matrix --list` makes them too).
+pub fn validate(o: &Options, cells: &[(u64, ByteSize, u32)]) -> Result<Valid> {
     let accel = accel::resolve(o.accel, &KvmProbe::read()).map_err(InputError)?;
     let (recipe_dir, cloud_init_dir) = match &o.inputs {
         Some(i) => (i.recipe_dir.clone(), i.cloud_init_dir.clone()),
@@ -150,6 +171,13 @@ pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(Strin
         }
     }
     let templates = crate::cloudinit::seed::load_templates(&cloud_init_dir).map_err(|e| InputError(format!("{e:#}")))?;
+    Ok(Valid { accel, loaded, only_here, choice, templates })
+}
+
+/// Everything before the first cell, for cells of these shapes (RAM, file size, uploads at
+/// once). `say` reports what takes a while (an image upload to a host).
+pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(String)) -> Result<Ready> {
+    let Valid { accel, loaded, only_here, choice, templates } = validate(o, cells)?;
     // Hosts that cannot be reached are skipped with a warning, as long as one can.
     let mut reachable = Vec::new();
     let mut skipped = Vec::new();
@@ -177,7 +205,7 @@ pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(Strin
     crate::rundir::check_writable(&o.results_dir).map_err(InputError)?;
     let cache = crate::paths::cache_dir();
     let target = target::spec(&choice, o.target_mode, &cache)?;
-    if c.download && target.download.is_none() {
+    if o.cell.download && target.download.is_none() {
         return Err(InputError(format!("--download: target {} has no [download] url in its profile", target.name)).into());
     }
     let image = match &o.image {

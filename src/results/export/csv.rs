@@ -1,5 +1,7 @@
-//! `matrix.csv`: the old harness's columns first, in its order, then perfvm's. Numbers only in
-//! cells (units in the headers), empty for unknown, so it opens cleanly in a spreadsheet.
+//! `matrix.csv`: the old harness's columns first, in its order and meaning, then perfvm's. Every
+//! cell is a number, plain text or empty (unknown): booleans are 1 and 0, times are ISO 8601
+//! text, nothing a spreadsheet could take for a date; `_mbps` is MiB/s and `_mb` MiB (the old
+//! harness's names). Each attempt is a row; `final` marks the one that counts for its cell.
 
 use super::sorted;
 use crate::results::model::{CellResult, mib};
@@ -17,7 +19,12 @@ pub const SEED_COLUMNS: [&str; 9] = [
     "result_file",
 ];
 
-pub const EXTRA_COLUMNS: [&str; 45] = [
+pub const EXTRA_COLUMNS: [&str; 49] = [
+    // Which run and attempt a row is: spreadsheets can filter on `final` = 1.
+    "run_id",
+    "timestamp",
+    "label",
+    "final",
     // What peak_memory_mb is (working_set; memory.peak in results of older perfvm), then the
     // memory split up: the kernel's memory.peak counts the page cache of the file written.
     "peak_memory_metric",
@@ -71,6 +78,11 @@ fn num<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
+/// 1 or 0 (a number in any spreadsheet, in any locale), empty for unknown.
+fn flag(v: Option<bool>) -> String {
+    v.map(|b| if b { "1" } else { "0" }.to_string()).unwrap_or_default()
+}
+
 fn mb(v: Option<u64>) -> String {
     v.map(|b| format!("{:.3}", mib(b))).unwrap_or_default()
 }
@@ -82,12 +94,23 @@ impl super::Exporter for Csv {
         "matrix.csv"
     }
     fn export(&self, run: &super::RunView) -> Vec<u8> {
-        export(run.results, &run.result_path)
+        let run_id = format!("{}@{}", run.meta.run_key, run.meta.run_uid.as_deref().unwrap_or(""));
+        let row = Row { run_id: &run_id, label: run.meta.label.as_deref().unwrap_or(""), finals: &run.finals, path_of: &run.result_path };
+        export(run.results, &row)
     }
 }
 
-/// `result_file` of each row is given by `path_of` (relative to the run directory).
-pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -> Vec<u8> {
+/// What every row shares, and which attempts are final.
+pub struct Row<'a> {
+    pub run_id: &'a str,
+    pub label: &'a str,
+    pub finals: &'a [&'a CellResult],
+    /// `result_file` of a row, relative to the run directory.
+    pub path_of: &'a dyn Fn(&CellResult) -> String,
+}
+
+pub fn export(results: &[CellResult], row_of: &Row) -> Vec<u8> {
+    let path_of = row_of.path_of;
     let mut w = ::csv::Writer::from_writer(Vec::new());
     let header: Vec<&str> = SEED_COLUMNS.iter().chain(EXTRA_COLUMNS.iter()).copied().collect();
     w.write_record(&header).expect("csv in memory");
@@ -101,8 +124,12 @@ pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -
             num(r.peak_memory_mb),
             num(r.http_status),
             r.exit_reason.as_str().to_string(),
-            r.success.to_string(),
+            flag(Some(r.success)),
             path_of(r),
+            row_of.run_id.to_string(),
+            r.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            row_of.label.to_string(),
+            flag(Some(row_of.finals.iter().any(|f| std::ptr::eq(*f, r)))),
             r.peak_memory_metric.clone(),
             mb(r.working_set_peak_bytes()),
             mb(r.memory.as_ref().and_then(|m| m.anon_peak_bytes)),
@@ -119,7 +146,7 @@ pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -
             r.cpus.to_string(),
             r.target.name.clone(),
             r.target.mode.clone(),
-            num(r.verified),
+            flag(r.verified),
             num(r.oom_kills),
             num(r.restarts),
             mb(r.initial_memory_bytes),
@@ -145,7 +172,7 @@ pub fn export(results: &[CellResult], path_of: &dyn Fn(&CellResult) -> String) -
             num(r.download.as_ref().and_then(|d| d.duration_seconds)),
             num(r.download.as_ref().and_then(|d| d.throughput_mbps)),
             num(r.download.as_ref().and_then(|d| d.peak_memory_mb)),
-            num(r.download.as_ref().and_then(|d| d.verified)),
+            flag(r.download.as_ref().and_then(|d| d.verified)),
             r.host.clone().unwrap_or_default(),
             r.error.clone().unwrap_or_default().replace(['\n', '\r'], " "),
         ];
@@ -165,9 +192,9 @@ mod tests {
 
     #[test]
     fn header_starts_with_the_seed_columns_in_order() {
-        let out = String::from_utf8(export(&[], &|_| String::new())).unwrap();
+        let out = String::from_utf8(export(&[], &Row { run_id: "", label: "", finals: &[], path_of: &|_| String::new() })).unwrap();
         let header = out.lines().next().unwrap();
-        assert!(header.starts_with("ram_mb,file_size,duration_seconds,throughput_mbps,peak_memory_mb,http_status,exit_reason,success,result_file,peak_memory_metric,peak_working_set_mb,peak_anon_mb,"));
+        assert!(header.starts_with("ram_mb,file_size,duration_seconds,throughput_mbps,peak_memory_mb,http_status,exit_reason,success,result_file,run_id,timestamp,label,final,peak_memory_metric,peak_working_set_mb,peak_anon_mb,"));
     }
 
     #[test]
@@ -181,19 +208,28 @@ mod tests {
         b.throughput_mbps = None;
         b.http_status = None;
         b.error = Some("upload: reset\nby peer".into());
-        let out = String::from_utf8(export(&[a, b], &|r| format!("cells/{}/result.json", r.cell))).unwrap();
+        let mut retried = b.clone();
+        retried.attempt = 2;
+        retried.success = true;
+        let all = [a, b, retried];
+        let finals = super::super::finals(&all);
+        let out = String::from_utf8(export(&all, &Row { run_id: "matrix-x@1", label: "v1, rc", finals: &finals, path_of: &|r| format!("cells/{}/result.json", r.cell) })).unwrap();
         let mut rd = ::csv::Reader::from_reader(out.as_bytes());
         let rows: Vec<::csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
-        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.len(), 3);
         assert_eq!(&rows[0][0], "256");
         assert_eq!(&rows[0][2], "");
         assert_eq!(&rows[0][6], "oom_killed");
-        assert_eq!(&rows[0][7], "false");
+        assert_eq!(&rows[0][7], "0", "booleans are numbers");
+        assert_eq!((&rows[0][9], &rows[0][11], &rows[0][12]), ("matrix-x@1", "v1, rc", "0"), "attempt 1 of a retried cell is not final");
+        assert_eq!(&rows[1][12], "1");
+        assert_eq!(&rows[0][10], "2026-11-29T19:45:15Z");
         assert!(!rows[0][SEED_COLUMNS.len() + EXTRA_COLUMNS.len() - 1].contains('\n'));
-        assert_eq!(&rows[1][0], "512");
-        assert_eq!(&rows[1][3], "45.632");
-        assert_eq!(&rows[1][4], "11.523");
-        assert_eq!(&rows[1][8], "cells/512-256M/result.json");
+        assert_eq!(&rows[2][0], "512");
+        assert_eq!(&rows[2][3], "45.632");
+        assert_eq!(&rows[2][4], "11.523");
+        assert_eq!(&rows[2][7], "1");
+        assert_eq!(&rows[2][8], "cells/512-256M/result.json");
         for r in &rows {
             assert_eq!(r.len(), SEED_COLUMNS.len() + EXTRA_COLUMNS.len());
         }

@@ -12,6 +12,9 @@ pub struct RunMetadata {
     /// replayed snapshot) are two runs. Absent in runs of an older perfvm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_uid: Option<String>,
+    /// `--label`, recorded with the run.
+    #[serde(default)]
+    pub label: Option<String>,
     pub perfvm_version: String,
     pub git_rev: Option<String>,
     pub host: String,

@@ -4,6 +4,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod junit;
 pub mod summary;
 
 use super::model::CellResult;
