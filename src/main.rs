@@ -36,7 +36,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Compare(a) => tokio::task::block_in_place(|| cli::compare::run(&a)),
         Command::History(a) => tokio::task::block_in_place(|| cli::history::history(&a)),
         Command::Db(cli::DbCommand::Import { dirs, db }) => tokio::task::block_in_place(|| cli::history::import(&dirs, &db)),
-        Command::Target(cli::TargetCommand::List) => cli::target::list(),
+        Command::Target(cli::TargetCommand::List { format }) => cli::target::list(format),
         Command::Target(cli::TargetCommand::Check { files }) => cli::target::check(&files),
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
         Command::Doctor(a) => tokio::task::block_in_place(|| cli::doctor::run(a)),

@@ -230,6 +230,15 @@ fn image_ids_cannot_escape_the_cache() {
     }
 }
 
+/// `image list --format json`: an empty cache is an empty array, not a sentence.
+#[test]
+fn image_list_has_a_json_format() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_perfvm")).args(["image", "list", "--format", "json"]).env("PERFVM_CACHE_DIR", cache.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
+}
+
 #[test]
 fn unwritable_results_dir_and_missing_recipe_are_refused() {
     let out = perfvm(&["run", "--ram", "512", "--file-size", "1M", "--results-dir", "/proc/perfvm"]);

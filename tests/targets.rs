@@ -211,6 +211,13 @@ fn broken_profiles_are_refused_with_the_problem_named() {
     for t in ["perfvm-target", "nginx-webdav", "dufs", "uploadserver", "copyparty"] {
         assert!(list.contains(t), "{list}");
     }
+    // The same listing for scripts: one object per target, the same names, all valid.
+    let out = perfvm(&["target", "list", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("target list --format json is JSON");
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["perfvm-target", "copyparty", "dufs", "nginx-webdav", "uploadserver"]);
+    assert!(rows.iter().all(|r| r["valid"] == true && r["upload"].is_string()), "{rows:?}");
 }
 
 #[test]

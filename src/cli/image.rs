@@ -1,6 +1,6 @@
 //! `perfvm image build|list|remove`.
 
-use super::ImageCommand;
+use super::{ImageCommand, ListFormat};
 use crate::image::{self, recipe};
 use crate::size::human;
 use anyhow::Result;
@@ -13,9 +13,17 @@ pub fn run(cmd: ImageCommand) -> Result<i32> {
             let img = image::build::build(&cache, &loaded, force)?;
             println!("{}", img.id);
         }
-        ImageCommand::List => {
+        ImageCommand::List { format } => {
             let current = recipe::load(&crate::paths::recipe_dir()).ok().map(|r| r.id);
             let images = image::list(&cache)?;
+            if format == ListFormat::Json {
+                let rows: Vec<_> = images
+                    .iter()
+                    .map(|img| serde_json::json!({"id": img.id, "current_recipe": current.as_deref() == Some(img.id.as_str()), "dir": img.dir, "manifest": img.manifest()}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(0);
+            }
             if images.is_empty() {
                 println!("no images in {} (build one with `perfvm image build`)", crate::paths::images_dir(&cache).display());
             }

@@ -260,6 +260,13 @@ pub enum Format {
     Json,
 }
 
+/// Listings: a table for people, JSON for scripts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct HistoryArgs {
     /// Show one cell's trend across runs, as RAM/SIZE (e.g. 512/1G).
@@ -316,7 +323,10 @@ pub enum DbCommand {
 #[derive(Subcommand, Debug)]
 pub enum TargetCommand {
     /// The built-in reference target and the shipped profiles (targets/*.toml).
-    List,
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
     /// Validate profile files: unknown keys, missing fields, bad templates are named precisely.
     #[command(after_help = "Example:\n  perfvm target check targets/dufs.toml my-server.toml\n\nThe format is in README.md (Target profiles).")]
     Check {
@@ -334,7 +344,10 @@ pub enum ImageCommand {
         force: bool,
     },
     /// List cached images; marks the one the current recipe uses.
-    List,
+    List {
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
     /// Remove a cached image by id.
     Remove { id: String },
 }

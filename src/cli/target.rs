@@ -3,32 +3,50 @@
 use crate::profile::REFERENCE_NAME;
 use crate::profile::parse as profile;
 use crate::setup::target::shipped;
+use super::ListFormat;
 use anyhow::Result;
 use std::path::PathBuf;
 
 /// `perfvm target list`.
-pub fn list() -> Result<i32> {
-    println!("{:<16} {:<10} {:<22} DESCRIPTION", "NAME", "UPLOAD", "IMAGE PACKAGES");
-    println!("{REFERENCE_NAME:<16} {:<10} {:<22} perfvm's reference upload server (built in; --target-mode stream|drop-cache|memory)", "PUT", "-");
-    let mut bad = 0;
+pub fn list(format: ListFormat) -> Result<i32> {
+    let mut rows = vec![serde_json::json!({
+        "name": REFERENCE_NAME, "upload": "PUT", "packages": [], "path": null, "valid": true, "error": null,
+        "description": "perfvm's reference upload server (built in; --target-mode stream|drop-cache|memory)",
+    })];
     for (path, r) in shipped() {
-        match r {
+        rows.push(match r {
             Ok(p) => {
                 let t = &p.spec;
-                let shape = match &t.upload.shape {
+                let upload = match &t.upload.shape {
                     crate::profile::Shape::Raw => t.upload.method.as_str().to_string(),
                     crate::profile::Shape::Multipart { .. } => format!("{} form", t.upload.method.as_str()),
                 };
-                let pkgs = if t.packages.is_empty() { "-".to_string() } else { t.packages.join(",") };
-                println!("{:<16} {:<10} {:<22} {}", t.name, shape, pkgs, p.description);
+                serde_json::json!({"name": t.name, "upload": upload, "packages": t.packages, "path": path, "valid": true, "error": null, "description": p.description})
             }
-            Err(e) => {
-                bad += 1;
-                println!("{:<16} INVALID: {e}", path.file_stem().unwrap_or_default().to_string_lossy());
+            Err(e) => serde_json::json!({
+                "name": path.file_stem().unwrap_or_default().to_string_lossy(), "upload": null, "packages": [], "path": path,
+                "valid": false, "error": e.to_string(), "description": null,
+            }),
+        });
+    }
+    let bad = rows.iter().filter(|r| r["valid"] == false).count();
+    match format {
+        ListFormat::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        ListFormat::Table => {
+            println!("{:<16} {:<10} {:<22} DESCRIPTION", "NAME", "UPLOAD", "IMAGE PACKAGES");
+            for r in &rows {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                if r["valid"] == false {
+                    println!("{:<16} INVALID: {}", s("name"), s("error"));
+                    continue;
+                }
+                let pkgs: Vec<&str> = r["packages"].as_array().map(|a| a.iter().filter_map(|p| p.as_str()).collect()).unwrap_or_default();
+                let pkgs = if pkgs.is_empty() { "-".to_string() } else { pkgs.join(",") };
+                println!("{:<16} {:<10} {:<22} {}", s("name"), s("upload"), pkgs, s("description"));
             }
+            println!("\nProfiles from {}; `--target NAME` or `--target path/to/profile.toml`.", crate::paths::targets_dir().display());
         }
     }
-    println!("\nProfiles from {}; `--target NAME` or `--target path/to/profile.toml`.", crate::paths::targets_dir().display());
     Ok(if bad == 0 { 0 } else { 1 })
 }
 
