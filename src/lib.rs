@@ -10,6 +10,7 @@ pub mod error;
 pub mod exit;
 pub mod guest;
 pub mod history;
+pub mod hostfacts;
 pub mod hosts;
 pub mod hypervisor;
 pub mod image;

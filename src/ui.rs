@@ -224,6 +224,22 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
         "  host qemu     cpu {}% of a core during the upload\n",
         opt(r.host_qemu_cpu_avg_percent)
     ));
+    if let Some(f) = &r.host_facts {
+        s.push_str(&format!(
+            "  host          {}, {} CPUs, kernel {}, governor {}, THP {}; load {} at start; during the upload {}% of its CPU on other work, {}% stolen\n",
+            f.cpu_model.as_deref().unwrap_or("-"),
+            opt(f.cpus),
+            f.kernel.as_deref().unwrap_or("-"),
+            f.governor.as_deref().unwrap_or("-"),
+            f.thp.as_deref().unwrap_or("-"),
+            opt(f.load1_at_start),
+            opt(f.other_cpu_percent),
+            opt(f.steal_percent),
+        ));
+        if let Some(w) = crate::hostfacts::noise_warning(f) {
+            s.push_str(&format!("  WARNING       {w}\n"));
+        }
+    }
     if let Some(c) = &r.sampler_cost {
         s.push_str(&format!(
             "  sampler cost  {}% of one core (host thread {} s, guest probe {} s, guest agent {} s){}\n",

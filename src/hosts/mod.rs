@@ -22,6 +22,8 @@ pub struct Host {
     pub uri: String,
     pub conn: Connect,
     remote: Option<std::sync::Arc<Remote>>,
+    /// What the host is, read once (CPU, kernel, …), for every result.
+    facts: crate::results::model::HostFacts,
 }
 
 /// Where a cell's disk, seed and console log are for the host's qemu, and how its forwarded
@@ -42,16 +44,26 @@ pub struct DomainFiles {
 
 impl Host {
     pub fn local(name: String, uri: String, conn: Connect) -> Host {
-        Host { name, uri, conn, remote: None }
+        Host { name, uri, conn, remote: None, facts: crate::hostfacts::local() }
     }
 
     pub fn remote(name: String, uri: String, conn: Connect, remote: Remote) -> Host {
-        Host { name, uri, conn, remote: Some(std::sync::Arc::new(remote)) }
+        let facts = crate::hostfacts::remote(&conn);
+        Host { name, uri, conn, remote: Some(std::sync::Arc::new(remote)), facts }
     }
 
     /// How perfvm reaches a guest here, as results record it.
     pub fn access(&self) -> &'static str {
         if self.remote.is_some() { "ssh-tunnel" } else { "local" }
+    }
+
+    /// The host's facts, with this machine's load now (a remote host's load is not known).
+    pub fn facts_now(&self) -> crate::results::model::HostFacts {
+        let mut f = self.facts.clone();
+        if self.remote.is_none() {
+            f.load1_at_start = crate::hostfacts::load1();
+        }
+        f
     }
 
     /// qemu's pid, when qemu runs on this machine (its RSS and CPU are then sampled).

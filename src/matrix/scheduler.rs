@@ -210,6 +210,9 @@ impl Scheduler {
                 continue;
             }
             timed.push((secs, (self.model)(&job.key)));
+            if let Some(w) = r.host_facts.as_ref().and_then(crate::hostfacts::noise_warning) {
+                events.line(&format!("perfvm: {}: {w}", job.key.id()));
+            }
             // A host whose libvirtd is gone gets no more cells; its cells go to the other hosts.
             // Without any host left no cell can run: stop, keep what is finished.
             let lost = r.failure == Some(FailureKind::HostLost);

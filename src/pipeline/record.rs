@@ -80,6 +80,7 @@ pub fn base(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         host: Some(env.host.name.clone()),
         host_uri: Some(env.host.uri.clone()),
         access: Some(env.host.access().to_string()),
+        host_facts: Some(env.host.facts_now()),
     }
 }
 
@@ -96,6 +97,9 @@ pub fn upload(res: &mut CellResult, report: &UploadReport, cfg: &CellConfig) {
     res.host_qemu_peak_rss_bytes = samples.peak_host_qemu_rss_bytes;
     res.guest_min_mem_available_bytes = samples.min_guest_mem_available_bytes;
     cpu_io(res, report, up_secs, cfg.sample_memory_only);
+    if let (Some(f), Some((other, steal))) = (res.host_facts.as_mut(), report.host_load) {
+        crate::hostfacts::set_load(f, other, steal);
+    }
     let outs = &report.outcomes;
     // The aggregate: the first failing status (else the first), all bytes, one payload hash.
     res.http_status = outs.iter().find(|o| !o.accepted()).unwrap_or(&outs[0]).status;

@@ -25,6 +25,9 @@ pub struct UploadReport {
     pub samples_error: Option<String>,
     /// CPU seconds the guest agent used while the sampler ran (its cost in the guest).
     pub agent_cpu_seconds: Option<f64>,
+    /// During the transfers, % of the host's CPU busy with other work, and stolen (this
+    /// machine only: where qemu's pid is known).
+    pub host_load: Option<(f64, f64)>,
 }
 
 pub struct UploadPlan {
@@ -125,16 +128,20 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
     let limit = || plan.deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
     let agent = sources.agent.clone();
     let cgroup_dir = sources.cgroup_dir.clone();
+    let qemu_pid = sources.qemu_pid;
     let sampler = Sampler::start(sources, plan.interval, progress.clone(), plan.samples_csv.clone(), probe_error)
         .map_err(|e| CellError::new(ExitReason::HarnessError, format!("cannot write {}: {e}", plan.samples_csv.display())))?;
 
     let started = Instant::now();
+    let cpu0 = qemu_pid.and_then(crate::hostfacts::CpuSnapshot::take);
     let up_limit = limit();
     let outcomes = futures_util::future::join_all(
         plan.requests.iter().map(|r| client::send(r, &plan.payload, plan.transfer, progress.uploaded.clone(), up_limit)),
     )
     .await;
     let wall = started.elapsed();
+    let cpu1 = qemu_pid.and_then(crate::hostfacts::CpuSnapshot::take);
+    let host_load = cpu0.zip(cpu1).and_then(|(a, b)| crate::hostfacts::load_between(&a, &b, procfs::ticks_per_second() as f64));
 
     let mut memory_peak_after_upload = None;
     let mut download = None;
@@ -169,5 +176,6 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
         samples,
         samples_error,
         agent_cpu_seconds,
+        host_load,
     })
 }

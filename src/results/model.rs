@@ -294,6 +294,37 @@ pub struct CellResult {
     pub host_uri: Option<String>,
     #[serde(default)]
     pub access: Option<String>,
+    /// What the host was (CPU, kernel, governor, THP), its load when the cell started, and how
+    /// busy it was with other work during the upload. Null in results before it existed.
+    #[serde(default)]
+    pub host_facts: Option<HostFacts>,
+}
+
+/// The machine a cell ran on. On a remote host only what libvirt tells (CPU model, count, MHz)
+/// is known; the rest is null there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HostFacts {
+    /// /proc/cpuinfo's model name here; a remote host's libvirt CPU model (vendor and model).
+    pub cpu_model: Option<String>,
+    /// Online CPUs (cores × threads).
+    pub cpus: Option<u32>,
+    /// Maximum frequency (MHz) here; libvirt's expected frequency for a remote host.
+    pub mhz: Option<u32>,
+    /// Kernel release (uname -r).
+    pub kernel: Option<String>,
+    /// cpufreq scaling governor of CPU 0 (null: no cpufreq, e.g. in a VM).
+    pub governor: Option<String>,
+    /// Transparent huge pages: always, madvise or never.
+    pub thp: Option<String>,
+    /// 1-minute load average when the cell started.
+    pub load1_at_start: Option<f64>,
+    /// During the upload, % of the host's whole CPU busy with anything but this cell's qemu
+    /// and perfvm, and % stolen by the hypervisor below the host.
+    pub other_cpu_percent: Option<f64>,
+    pub steal_percent: Option<f64>,
+    /// true: other work or steal was above perfvm's thresholds (`hostfacts::NOISY_*`): the
+    /// cell's speed is not the target's alone.
+    pub noisy: Option<bool>,
 }
 
 /// What sampling itself cost during the upload.

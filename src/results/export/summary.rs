@@ -21,8 +21,29 @@ impl super::Exporter for Summary {
         if let Some(policy) = &run.adaptive {
             out.extend(repetition_lines(policy, &run.stops).into_bytes());
         }
+        out.extend(noisy_lines(&run.finals).into_bytes());
         out
     }
+}
+
+/// Cells measured while the host was busy with other work: their speed is not the target's alone.
+fn noisy_lines(finals: &[&CellResult]) -> String {
+    let noisy: Vec<String> = finals
+        .iter()
+        .filter_map(|r| {
+            let f = r.host_facts.as_ref().filter(|f| f.noisy == Some(true))?;
+            Some(format!("{} r{} ({}% other, {}% steal)", r.cell, r.repeat, f.other_cpu_percent.unwrap_or(0.0), f.steal_percent.unwrap_or(0.0)))
+        })
+        .collect();
+    if noisy.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nbusy host during the upload (other work above {} % of the host's CPU, or steal above {} %): {}\n",
+        crate::hostfacts::NOISY_OTHER_CPU_PERCENT,
+        crate::hostfacts::NOISY_STEAL_PERCENT,
+        noisy.join(", ")
+    )
 }
 
 /// Under --target-rsd: each cell's repetitions and why it stopped.
@@ -188,5 +209,19 @@ mod tests {
         let text = String::from_utf8(export("t", &[&a, &b], &[512], &sizes)).unwrap();
         assert!(text.contains("45.0±7.1 MiB/s"), "{text}");
         assert!(text.contains("(40.0–50.0)"), "{text}");
+    }
+
+    #[test]
+    fn cells_on_a_busy_host_are_named() {
+        let quiet = sample();
+        let mut busy = sample();
+        busy.ram_mb = 256;
+        busy.cell = "256-256M".into();
+        let mut f = crate::results::model::HostFacts::default();
+        crate::hostfacts::set_load(&mut f, 41.5, 0.0);
+        busy.host_facts = Some(f);
+        assert_eq!(noisy_lines(&[&quiet]), "");
+        let text = noisy_lines(&[&quiet, &busy]);
+        assert!(text.contains("256-256M r1 (41.5% other, 0% steal)") && !text.contains("512-"), "{text}");
     }
 }
