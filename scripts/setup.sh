@@ -3,12 +3,24 @@
 # Safe to run again: installs only what is missing, starts daemons only if they are not running.
 set -euo pipefail
 
-# openssh-client: the tests log into a guest started with --ssh-key. curl: the uploadserver
-# profile downloads its wheel from PyPI. e2fsprogs: debugfs for `perfvm doctor --image`.
-# grub-pc-bin: the tests make a whole bootable disk for `--image` (tests/data/make-bootable-disk.sh).
-# chromium: the tests render report.html headless. openssh-server: the multi-host test runs a
-# second libvirt host behind sshd on 127.0.0.1 (scripts/second-host.sh); it is not started here.
-PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client curl e2fsprogs grub-pc-bin chromium openssh-server)
+# What running perfvm needs. openssh-client: libvirt reaches a remote host (qemu+ssh) with it.
+# e2fsprogs: debugfs for `perfvm doctor --image`. python3-pip: the PyPI profiles fetch their
+# wheel with pip, pinned and hash-checked.
+PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt-dev mmdebstrap genisoimage openssh-client e2fsprogs python3-pip)
+# `--test`: what only the test suite and bench/ need. grub-pc-bin: a whole bootable disk for the
+# `--image` test (tests/data/make-bootable-disk.sh). chromium: report.html rendered headless.
+# openssh-server: the multi-host test runs a second libvirt host behind sshd on 127.0.0.1
+# (scripts/second-host.sh; not started here). libreoffice-calc: matrix.csv read by a
+# spreadsheet. curl: bench/speed.sh compares perfvm's uploader with `curl -T`.
+TEST_PACKAGES=(grub-pc-bin chromium openssh-server libreoffice-calc curl)
+
+usage() { echo "usage: setup.sh [--test]   (--test: also the packages the test suite needs)"; }
+case "${1:-}" in
+  "") ;;
+  --test) PACKAGES+=("${TEST_PACKAGES[@]}") ;;
+  -h|--help) usage; exit 0 ;;
+  *) usage >&2; exit 2 ;;
+esac
 
 log() { printf '[setup] %s\n' "$*"; }
 

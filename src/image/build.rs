@@ -70,7 +70,8 @@ fn build_into(tmp: &Path, loaded: &LoadedRecipe, started: Instant) -> Result<Man
     let r = &loaded.recipe;
     let log_path = tmp.join("build.log");
     let rootfs = tmp.join("rootfs");
-    let mirror = std::env::var("PERFVM_MIRROR").unwrap_or_else(|_| r.mirror.clone());
+    // The user's choice (a proxy, a local mirror) over the recipe's; with neither, mmdebstrap picks.
+    let mirror = std::env::var("PERFVM_MIRROR").ok().filter(|m| !m.is_empty()).or_else(|| r.mirror.clone());
 
     let mut cmd = Command::new("mmdebstrap");
     cmd.arg(format!("--variant={}", r.variant))
@@ -83,7 +84,7 @@ fn build_into(tmp: &Path, loaded: &LoadedRecipe, started: Instant) -> Result<Man
     for c in &r.customize {
         cmd.arg(format!("--customize-hook=chroot \"$1\" sh -ec {}", shell_quote(c)));
     }
-    cmd.arg(&r.suite).arg(&rootfs).arg(&mirror);
+    cmd.arg(&r.suite).arg(&rootfs).args(mirror.as_deref());
     step(&log_path, "debootstrap (mmdebstrap)", cmd)?;
 
     let boot = rootfs.join("boot");

@@ -12,7 +12,10 @@ const BUILD_FORMAT: u32 = 1;
 pub struct Recipe {
     pub suite: String,
     pub variant: String,
-    pub mirror: String,
+    /// A Debian mirror URI, a sources.list line, or a file of sources (whatever mmdebstrap takes
+    /// as MIRROR). None: mmdebstrap's own default, which adds the updates and security archives.
+    #[serde(default)]
+    pub mirror: Option<String>,
     pub packages: Vec<String>,
     pub root_size_gib: u64,
     #[serde(default)]
@@ -139,7 +142,6 @@ mod tests {
     const GOOD: &str = r#"
 suite = "bookworm"
 variant = "minbase"
-mirror = "http://deb.debian.org/debian"
 packages = ["systemd-sysv", "cloud-init", "qemu-guest-agent"]
 root_size_gib = 8
 "#;

@@ -19,7 +19,7 @@ pub const SEED_COLUMNS: [&str; 9] = [
     "result_file",
 ];
 
-pub const EXTRA_COLUMNS: [&str; 49] = [
+pub const EXTRA_COLUMNS: [&str; 52] = [
     // Which run and attempt a row is: spreadsheets can filter on `final` = 1.
     "run_id",
     "timestamp",
@@ -70,12 +70,27 @@ pub const EXTRA_COLUMNS: [&str; 49] = [
     "download_throughput_mbps",
     "download_peak_memory_mb",
     "download_verified",
+    // How busy the host was with other work during the upload (% of its CPU), and whether
+    // that was above perfvm's threshold (`host_noisy` = 1: the speed is not the target's alone).
+    "host_other_cpu_percent",
+    "host_steal_percent",
+    "host_noisy",
     "host",
     "error",
 ];
 
 fn num<T: ToString>(v: Option<T>) -> String {
-    v.map(|x| x.to_string()).unwrap_or_default()
+    v.map(|x| unambiguous(x.to_string())).unwrap_or_default()
+}
+
+/// A decimal with exactly three digits after the point gets a fourth (`45.632` → `45.6320`): a
+/// spreadsheet in a locale whose thousands separator is `.` (German) would read `45.632` as
+/// 45632, a wrong number without a word; `45.6320` it leaves as text, which is seen.
+fn unambiguous(mut s: String) -> String {
+    if s.find('.').is_some_and(|dot| s.len() - dot - 1 == 3) {
+        s.push('0');
+    }
+    s
 }
 
 /// 1 or 0 (a number in any spreadsheet, in any locale), empty for unknown.
@@ -84,7 +99,7 @@ fn flag(v: Option<bool>) -> String {
 }
 
 fn mb(v: Option<u64>) -> String {
-    v.map(|b| format!("{:.3}", mib(b))).unwrap_or_default()
+    v.map(|b| format!("{:.4}", mib(b))).unwrap_or_default()
 }
 
 pub struct Csv;
@@ -173,6 +188,9 @@ pub fn export(results: &[CellResult], row_of: &Row) -> Vec<u8> {
             num(r.download.as_ref().and_then(|d| d.throughput_mbps)),
             num(r.download.as_ref().and_then(|d| d.peak_memory_mb)),
             flag(r.download.as_ref().and_then(|d| d.verified)),
+            num(r.host_facts.as_ref().and_then(|f| f.other_cpu_percent)),
+            num(r.host_facts.as_ref().and_then(|f| f.steal_percent)),
+            flag(r.host_facts.as_ref().and_then(|f| f.noisy)),
             r.host.clone().unwrap_or_default(),
             r.error.clone().unwrap_or_default().replace(['\n', '\r'], " "),
         ];
@@ -188,6 +206,14 @@ mod tests {
 
     fn sample() -> CellResult {
         serde_json::from_str(include_str!("../../../tests/data/result-sample.json")).unwrap()
+    }
+
+    #[test]
+    fn no_decimal_has_exactly_three_digits_after_the_point() {
+        for (v, want) in [("45.632", "45.6320"), ("45.63", "45.63"), ("45", "45"), ("0.125", "0.1250"), ("1234.5678", "1234.5678"), ("-1.000", "-1.0000")] {
+            assert_eq!(unambiguous(v.to_string()), want);
+        }
+        assert_eq!(mb(Some(3 << 20)), "3.0000");
     }
 
     #[test]
@@ -226,8 +252,8 @@ mod tests {
         assert_eq!(&rows[0][10], "2026-11-29T19:45:15Z");
         assert!(!rows[0][SEED_COLUMNS.len() + EXTRA_COLUMNS.len() - 1].contains('\n'));
         assert_eq!(&rows[2][0], "512");
-        assert_eq!(&rows[2][3], "45.632");
-        assert_eq!(&rows[2][4], "11.523");
+        assert_eq!(&rows[2][3], "45.6320", "never exactly three decimals");
+        assert_eq!(&rows[2][4], "11.5230");
         assert_eq!(&rows[2][7], "1");
         assert_eq!(&rows[2][8], "cells/512-256M/result.json");
         for r in &rows {
