@@ -15,7 +15,7 @@ pub const INFRASTRUCTURE: i32 = 69;
 /// SIGINT or SIGTERM: running cells were torn down, finished ones kept.
 pub const INTERRUPTED: i32 = 130;
 
-/// Every code with its meaning, for `--help` and the README.
+/// Every code with its meaning, for `--help` and docs/cli.md.
 pub const TABLE: [(i32, &str); 5] = [
     (SUCCESS, "every cell passed (or the command did what it was asked)"),
     (CELL_FAILED, "a target failed: OOM kill, crash, HTTP error, sha256 mismatch, timeout during the upload; or compare found a regression"),

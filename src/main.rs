@@ -7,7 +7,12 @@ fn main() {
     // The exit codes under the examples of `perfvm --help`, from the one table that defines them.
     let cmd = Cli::command();
     let after = format!("{}\n\n{}", cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default(), exit::help());
-    let cli = Cli::from_arg_matches(&cmd.after_help(after).get_matches()).unwrap_or_else(|e| e.exit());
+    // `perfvm matrix --plan FILE`: the plan's options become flags after the command line's own.
+    let args = cli::plan::with_plan(&cmd, std::env::args_os().collect()).unwrap_or_else(|e| {
+        eprintln!("error: {}", e.0);
+        std::process::exit(exit::BAD_INPUT)
+    });
+    let cli = Cli::from_arg_matches(&cmd.after_help(after).get_matches_from(args)).unwrap_or_else(|e| e.exit());
     // Colour only for a person at a terminal, never with NO_COLOR.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
@@ -41,6 +46,7 @@ async fn dispatch(cli: Cli) -> i32 {
         Command::Image(c) => tokio::task::block_in_place(|| cli::image::run(c)),
         Command::Doctor(a) => tokio::task::block_in_place(|| cli::doctor::run(a)),
         Command::Cleanup(a) => tokio::task::block_in_place(|| cli::report::cleanup(&a.connect)),
+        Command::Plan(c) => tokio::task::block_in_place(|| cli::plan::run(c)),
         Command::Schema => {
             print!("{}", perfvm::results::model::json_schema());
             Ok(exit::SUCCESS)

@@ -2,7 +2,7 @@
 //! killed inside the guest, a target that never listens, perfvm killed with SIGKILL or stopped
 //! with SIGTERM, libvirtd stopped, a full results filesystem. Each checks the promise: finished
 //! results survive, nothing is leaked, and the failure says what happened.
-//! The README's fault table points here. All `#[ignore]`d like the other VM tests; CI runs them.
+//! docs/faults.md's table points here. All `#[ignore]`d like the other VM tests; CI runs them.
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Targets from profiles, end to end: the three shipped real servers (nginx WebDAV from Debian,
 //! dufs from crates.io, uploadserver from PyPI) each pass a verified cell through the same
 //! pipeline and matrix code as the reference target; a profile's secret never reaches a saved
-//! file; broken profiles and images fail the way the README says; `--image` boots a user's disk.
+//! file; broken profiles and images fail the way docs/targets.md says; `--image` boots a user's disk.
 
 mod common;
 

@@ -11,13 +11,18 @@ use anyhow::Result;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
-    let mut o = args.common.options()?;
+/// The library's options from the command line (with a plan's flags already in it).
+pub fn options(args: &MatrixArgs) -> Result<(crate::setup::Options, MatrixOptions)> {
+    let o = args.common.options()?;
     let adaptive = match args.target_rsd {
         Some(t) => Some(Adaptive::new(args.min_repeats, args.max_repeats, t).map_err(InputError)?),
         None => None,
     };
-    let mut m = MatrixOptions {
+    let plan = match &args.plan {
+        Some(p) => Some(super::plan::load(p)?.text),
+        None => None,
+    };
+    let m = MatrixOptions {
         ram: args.ram.clone(),
         file_sizes: args.file_size.clone(),
         concurrency: args.concurrency.clone(),
@@ -30,7 +35,13 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
         retries: args.retries,
         stop_on_failure: args.stop_on_failure,
         junit: args.junit.clone(),
+        plan,
     };
+    Ok((o, m))
+}
+
+pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
+    let (mut o, mut m) = options(&args)?;
     if let Some(archive) = &args.from {
         let (o2, m2, about) = tokio::task::block_in_place(|| matrix::from_snapshot(o, m, archive, args.trust))?;
         eprintln!("perfvm: {about}");

@@ -7,6 +7,7 @@ pub mod files;
 pub mod history;
 pub mod image;
 pub mod matrix;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod target;
@@ -107,6 +108,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Destroy perfvm domains and files left behind by perfvm processes that no longer run.
     Cleanup(ConnArgs),
+    /// Matrix plans: write an example, or check one (`perfvm matrix --plan FILE` runs it).
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Print the JSON Schema of result.json (docs/result.schema.json is a copy).
     Schema,
     /// Print a shell completion script: `perfvm completions bash > /etc/bash_completion.d/perfvm`.
@@ -127,7 +131,7 @@ pub struct ConnArgs {
 #[derive(Args, Debug, Clone)]
 pub struct HostsArgs {
     /// libvirt connection URI. Give it several times to spread a matrix over hosts; another
-    /// machine is reached as qemu+ssh://USER@HOST/system (README: "Several hosts").
+    /// machine is reached as qemu+ssh://USER@HOST/system (docs/hosts.md).
     #[arg(long, value_name = "URI", default_value = crate::hypervisor::conn::DEFAULT_URI, env = "PERFVM_CONNECT")]
     pub connect: Vec<String>,
     /// A hosts.toml listing hosts ([[host]] with uri, and optionally name, memory_mib, jobs,
@@ -166,7 +170,7 @@ pub struct DoctorArgs {
     pub image: ImageArgs,
 }
 
-/// Bring your own image instead of perfvm's (README: "Bring your own image").
+/// Bring your own image instead of perfvm's (docs/images.md).
 #[derive(Args, Debug, Clone, Default)]
 pub struct ImageArgs {
     /// Boot this disk image (qcow2 or raw) instead of perfvm's own: a root filesystem with
@@ -328,10 +332,25 @@ pub enum TargetCommand {
         format: ListFormat,
     },
     /// Validate profile files: unknown keys, missing fields, bad templates are named precisely.
-    #[command(after_help = "Example:\n  perfvm target check targets/dufs.toml my-server.toml\n\nThe format is in README.md (Target profiles).")]
+    #[command(after_help = "Example:\n  perfvm target check targets/dufs.toml my-server.toml\n\nThe format is in docs/targets.md.")]
     Check {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PlanCommand {
+    /// Write a commented example plan to FILE (never over an existing file), or to stdout.
+    Init {
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Check a plan as `perfvm matrix --plan FILE` would (keys, values, cells, this host's
+    /// limits) and print its cells' count and estimate; exit 2 naming the key when it is wrong.
+    Check {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 
@@ -381,14 +400,18 @@ pub struct RunArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n  perfvm matrix --ram 1024 --file-size 64M --concurrency 1,4 --target-mode memory\n  perfvm matrix --ram 512,1024 --file-size 256M --target dufs --repeat 4 --label v0.47\n  perfvm matrix --ram 512 --file-size 256M --target-rsd 5 --max-repeats 8   # repeat until throughput is steady\n  perfvm matrix --from run.tar.zst   # the cells of a snapshot, again\n  perfvm matrix --ram 512,1024 --file-size 1G --hosts hosts.toml   # over several libvirt hosts (README: Several hosts)\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
+#[command(after_help = "Examples:\n  perfvm matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G\n  perfvm matrix --ram 512 --file-size 1G --repeat 5 --jobs 1\n  perfvm matrix --ram 256,512 --file-size 100M,1G --only '512/*' --list\n  perfvm matrix --ram 1024 --file-size 64M --concurrency 1,4 --target-mode memory\n  perfvm matrix --ram 512,1024 --file-size 256M --target dufs --repeat 4 --label v0.47\n  perfvm matrix --ram 512 --file-size 256M --target-rsd 5 --max-repeats 8   # repeat until throughput is steady\n  perfvm matrix --from run.tar.zst   # the cells of a snapshot, again\n  perfvm matrix --plan plan.toml --repeat 3   # options from a plan (perfvm plan init), one overridden\n  perfvm matrix --ram 512,1024 --file-size 1G --hosts hosts.toml   # over several libvirt hosts (docs/hosts.md)\n\nThe same command again resumes the run (finished cells are kept); --fresh starts a new one.")]
 pub struct MatrixArgs {
     /// Guest RAM sizes in MiB, comma-separated.
-    #[arg(long, value_name = "MiB,...", value_delimiter = ',', required_unless_present = "from")]
+    #[arg(long, value_name = "MiB,...", value_delimiter = ',', required_unless_present_any = ["from", "plan"])]
     pub ram: Vec<u64>,
     /// File sizes, comma-separated (units as in `perfvm run --help`).
-    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_size, required_unless_present = "from")]
+    #[arg(long, value_name = "SIZE,...", value_delimiter = ',', value_parser = parse_size, required_unless_present_any = ["from", "plan"])]
     pub file_size: Vec<ByteSize>,
+    /// Read the matrix's options from a plan file (`perfvm plan init` writes an example);
+    /// flags given here override it. The plan is saved in the run directory.
+    #[arg(long, value_name = "FILE", conflicts_with = "from")]
+    pub plan: Option<PathBuf>,
     /// Run the cells of a snapshot (`perfvm snapshot`) again, here: its definition, target
     /// profile, image recipe and cloud-init templates; a new run in --results-dir.
     #[arg(long, value_name = "SNAPSHOT.tar.zst", conflicts_with_all = ["ram", "file_size", "concurrency", "repeat", "target_rsd", "min_repeats", "max_repeats", "target", "target_mode", "image"])]

@@ -46,6 +46,8 @@ pub struct MatrixOptions {
     pub stop_on_failure: bool,
     /// `--junit FILE`: JUnit XML of the cells, rewritten like the exports.
     pub junit: Option<PathBuf>,
+    /// `--plan FILE`'s text, kept in the run directory as given.
+    pub plan: Option<String>,
 }
 
 /// The cells of a matrix: every one of the definition, and those selected by the filters (with
@@ -108,16 +110,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
     let overhead = setup::check::qemu_overhead_mib(accel);
     let max_cost = cells.selected.iter().map(|k| k.ram_mib + overhead).max().unwrap_or(0);
     let (specs, envs): (Vec<_>, Vec<_>) = ready.hosts.into_iter().unzip();
-    let mut slots = Vec::new();
-    for (spec, env) in specs.iter().zip(&envs) {
-        let room = crate::hosts::room(spec, &env.host.conn);
-        let budget = match spec.memory_mib {
-            Some(mib) => Budget { total_mib: mib, used_mib: 0 },
-            None => Budget::from_available(room.memory_mib, HOST_RESERVE_MIB),
-        };
-        let jobs = spec.jobs.or(m.jobs).unwrap_or_else(|| schedule::default_jobs(&budget, max_cost, room.cores, o.cell.cpus as usize));
-        slots.push(Slot { budget, jobs, running: 0, bad: false });
-    }
+    let slots = host_slots(&specs, &envs, m.jobs, max_cost, o.cell.cpus);
     if slots.iter().all(|s| max_cost > s.budget.total_mib) {
         let budgets: Vec<String> = specs.iter().zip(&slots).map(|(h, s)| format!("{} {} MiB", h.name, s.budget.total_mib)).collect();
         return Err(InputError(format!(
@@ -139,6 +132,9 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
     let run_dir = rundir::matrix_dir(&o.results_dir, &key, m.fresh);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
     let _lock = rundir::lock::acquire(&run_dir).map_err(|e| InputError(e.to_string()))?;
+    if let Some(plan) = &m.plan {
+        rundir::write_plan(&run_dir, plan).with_context(|| format!("cannot write the plan into {}", run_dir.display()))?;
+    }
 
     // What is there already: finished attempts are kept; interrupted or half-written ones go.
     let mut discarded = 0;
@@ -200,8 +196,27 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
     Ok(Finished { run_dir, outcome, db, report, hosts })
 }
 
+/// Each host's budget and jobs, for cells that cost at most `max_cost` MiB (guest RAM and
+/// qemu's overhead): hosts.toml's figures, else what the host has; jobs from hosts.toml, else
+/// `jobs` (--jobs), else what the budget and the cores hold.
+pub(crate) fn host_slots(specs: &[crate::hosts::spec::HostSpec], envs: &[CellEnv], jobs: Option<usize>, max_cost: u64, cpus: u32) -> Vec<Slot> {
+    specs
+        .iter()
+        .zip(envs)
+        .map(|(spec, env)| {
+            let room = crate::hosts::room(spec, &env.host.conn);
+            let budget = match spec.memory_mib {
+                Some(mib) => Budget { total_mib: mib, used_mib: 0 },
+                None => Budget::from_available(room.memory_mib, HOST_RESERVE_MIB),
+            };
+            let jobs = spec.jobs.or(jobs).unwrap_or_else(|| schedule::default_jobs(&budget, max_cost, room.cores, cpus as usize));
+            Slot { budget, jobs, running: 0, bad: false }
+        })
+        .collect()
+}
+
 /// Everything that defines the run's cells, for its key.
-fn definition(o: &Options, m: &MatrixOptions, env: &CellEnv, accel: String) -> RunDefinition {
+pub(crate) fn definition(o: &Options, m: &MatrixOptions, env: &CellEnv, accel: String) -> RunDefinition {
     let c = &o.cell;
     RunDefinition {
         ram_mib: m.ram.clone(),
@@ -246,7 +261,7 @@ fn harness_sha256(env: &CellEnv) -> String {
     hex::encode(h.finalize())[..16].to_string()
 }
 
-fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started: chrono::DateTime<chrono::Utc>) -> RunMetadata {
+pub(crate) fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started: chrono::DateTime<chrono::Utc>) -> RunMetadata {
     let (libvirt_version, qemu_version) = crate::hypervisor::conn::versions(&env.host.conn);
     let uts = nix::sys::utsname::uname().ok();
     RunMetadata {
@@ -362,15 +377,15 @@ impl Events for Recording {
 /// The real runner: one attempt through the cell pipeline, into its attempt directory. A panic
 /// in one cell must not take the others down: its guards have torn it down while unwinding,
 /// and it is recorded as the harness's failure.
-struct PipelineRunner {
-    envs: Vec<Arc<CellEnv>>,
-    opts: Arc<Options>,
-    accel: crate::accel::Accel,
-    run_dir: PathBuf,
-    run_key: String,
+pub(crate) struct PipelineRunner {
+    pub(crate) envs: Vec<Arc<CellEnv>>,
+    pub(crate) opts: Arc<Options>,
+    pub(crate) accel: crate::accel::Accel,
+    pub(crate) run_dir: PathBuf,
+    pub(crate) run_key: String,
     /// Unique on the host even if another perfvm runs the same definition elsewhere.
-    domain_tag: String,
-    ui: Arc<dyn Ui>,
+    pub(crate) domain_tag: String,
+    pub(crate) ui: Arc<dyn Ui>,
 }
 
 impl CellRunner for PipelineRunner {
@@ -420,7 +435,7 @@ pub fn estimate(o: &Options, cells: &[CellKey], accel: crate::accel::Accel, targ
 }
 
 /// A finished cell's seconds, phase by phase (its wall time, less the gaps between phases).
-fn cell_seconds(r: &CellResult) -> f64 {
+pub(crate) fn cell_seconds(r: &CellResult) -> f64 {
     let p = &r.phases;
     [p.prepare, p.boot, p.agent, p.cloud_init, p.healthy, p.login, p.upload, p.download, p.collect, p.teardown].iter().flatten().sum()
 }
@@ -515,7 +530,7 @@ mod tests {
         let results = [cell(1, true), cell(2, false)];
         let r2 = results[1].key();
         let d = tempfile::tempdir().unwrap();
-        let m = MatrixOptions { ram: vec![256], file_sizes: vec![ByteSize(1 << 20)], concurrency: vec![1], repeat: 1, adaptive: Some(policy), only: vec![], skip: vec![], fresh: false, jobs: None, retries: 1, stop_on_failure: false, junit: None };
+        let m = MatrixOptions { ram: vec![256], file_sizes: vec![ByteSize(1 << 20)], concurrency: vec![1], repeat: 1, adaptive: Some(policy), only: vec![], skip: vec![], fresh: false, jobs: None, retries: 1, stop_on_failure: false, junit: None, plan: None };
         let ex = Exports::new(d.path(), &[results[0].key(), r2], &m);
         let meta: RunMetadata = serde_json::from_value(serde_json::json!({
             "run_key": "matrix-x", "perfvm_version": "0", "git_rev": null, "host": "h", "kernel": "k",

@@ -1,5 +1,5 @@
 //! Target profiles: a TOML file that says how a server gets into the guest, how it runs, and how
-//! to upload to it (format in the README, shipped ones in `targets/`). Parsing is strict (unknown
+//! to upload to it (format in docs/targets.md, shipped ones in `targets/`). Parsing is strict (unknown
 //! keys, bad templates and impossible combinations are errors naming the key) and pure; the
 //! result is a `TargetSpec`, the one description of a target the pipeline knows.
 

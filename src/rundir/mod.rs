@@ -6,8 +6,10 @@
 //!   <yyyymmdd-hhmmss>-<cell>-<tag>/    a single cell (`perfvm run`): result.json, samples.csv,
 //!                                      console.log, journal.log, hook logs
 //!   matrix-<key>[.N]/                  a matrix run: .lock, matrix.csv, results.json,
-//!                                      summary.txt, report.html, report.md
+//!                                      summary.txt, report.html, report.md, plan.toml (--plan)
 //!     cells/<cell-id>/a<attempt>/      one attempt, laid out like a single cell
+//!   limit-<key>[.N]/                   a limit search (`perfvm limit`): laid out like a matrix
+//!                                      run (its probes are its cells), and limit.json
 //! ```
 //!
 //! Every file is written atomically (`paths::write_atomic`), so a crash leaves the old version
@@ -24,6 +26,15 @@ use std::path::{Path, PathBuf};
 
 pub const RESULT: &str = "result.json";
 pub const MATRIX_DOC: &str = "results.json";
+/// A limit search's answer and its evidence.
+pub const LIMIT_DOC: &str = "limit.json";
+/// `--plan`'s file as given (a snapshot packs it with the rest of the run directory).
+pub const PLAN: &str = "plan.toml";
+
+/// Keep the plan a matrix run was started (or resumed) with.
+pub fn write_plan(run_dir: &Path, text: &str) -> std::io::Result<()> {
+    crate::paths::write_atomic(&run_dir.join(PLAN), text.as_bytes())
+}
 
 /// A new run id: sortable by time, unique on this host.
 pub fn new_run_id(label: &str) -> String {
@@ -116,6 +127,11 @@ pub fn read_run(dir: &Path) -> anyhow::Result<RunDoc> {
     let mut r: CellResult = serde_json::from_slice(&text).with_context(|| format!("cannot read {}", single.display()))?;
     r.upgrade();
     Ok(RunDoc { metadata: None, repeats: Vec::new(), cells: vec![r] })
+}
+
+/// A limit search's `limit.json`; None if the run is not one (or the file cannot be read).
+pub fn read_limit(dir: &Path) -> Option<crate::results::export::limit::LimitDoc> {
+    serde_json::from_slice(&std::fs::read(dir.join(LIMIT_DOC)).ok()?).ok()
 }
 
 /// Where an attempt's or a single cell's files are, relative to its run directory: `.` for a
