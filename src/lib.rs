@@ -14,6 +14,7 @@ pub mod hostfacts;
 pub mod hosts;
 pub mod hypervisor;
 pub mod image;
+pub mod limit;
 pub mod owner;
 pub mod paths;
 pub mod pipeline;

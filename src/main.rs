@@ -34,6 +34,7 @@ async fn dispatch(cli: Cli) -> i32 {
     let res = match cli.command {
         Command::Run(a) => cli::run::run(a, cancel).await,
         Command::Matrix(a) => cli::matrix::run(a, cancel).await,
+        Command::Limit(a) => cli::limit::run(a, cancel).await,
         Command::Report { run_dir, db } => tokio::task::block_in_place(|| cli::report::report(&run_dir, db.as_deref())),
         Command::Upload(a) => cli::upload::run(a).await,
         Command::Files(c) => tokio::task::block_in_place(|| cli::files::run(c)),

@@ -117,7 +117,7 @@ fn a_matrix_run_twice_makes_a_two_point_trend() {
     assert!(table.contains("256-2M") && table.contains("not tested (needs repeats)"), "{table}");
     let out = perfvm(&["compare", "--results-dir", rd, &first.file_name().unwrap().to_string_lossy(), &second.file_name().unwrap().to_string_lossy(), "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["cells"][0]["throughput_mbps"]["verdict"], "not_tested", "run ids from the history database work too");
+    assert_eq!(v["cells"][0]["runs"][1]["throughput_mbps"]["verdict"], "not_tested", "run ids from the history database work too");
 
     // The report as a browser renders it: the charts with their lines and points, every cell.
     let dom = render_headless(&second.join("report.html"));
@@ -158,7 +158,7 @@ fn compare_two_recorded_runs_and_gate_on_a_regression() {
     let db_path = tmp.path().join("h.sqlite");
     let base: perfvm::results::model::CellResult = serde_json::from_str(include_str!("data/result-sample.json")).unwrap();
     let mut db = perfvm::history::Db::open(&db_path).unwrap();
-    for (run, thr) in [("night1", 50.0), ("night2", 40.0)] {
+    for (run, thr) in [("night1", 50.0), ("night2", 40.0), ("night3", 50.0)] {
         let cells: Vec<_> = (1..=4)
             .map(|rep| {
                 let mut r = base.clone();
@@ -186,6 +186,16 @@ fn compare_two_recorded_runs_and_gate_on_a_regression() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("significant regression over 10%"));
     let out = perfvm(&["compare", "night1", "night2", "--db", d, "--fail-on-regression", "25"]);
     assert_eq!(out.status.code(), Some(0), "under the threshold");
+    // Three runs: one column group per run against the first, every pair gated.
+    let out = perfvm(&["compare", "night1", "night2", "night3", "--db", d, "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs = &v["cells"][0]["runs"];
+    assert_eq!((runs.as_array().unwrap().len(), &runs[1]["throughput_mbps"]["verdict"], &runs[2]["throughput_mbps"]["verdict"]), (3, &"worse".into(), &"no_significant_change".into()), "{v}");
+    let out = perfvm(&["compare", "night1", "night3", "night2", "--db", d, "--fail-on-regression", "10"]);
+    assert_eq!(out.status.code(), Some(1), "the third run regressed against the first");
+    let out = perfvm(&["compare", "night1", "night2", "night3", "--db", d, "--format", "csv"]);
+    let csv = String::from_utf8_lossy(&out.stdout);
+    assert!(csv.lines().filter(|l| l.contains(",night3,")).count() >= 1 && !csv.contains("/4"), "long format, one row per cell and run, no fractions: {csv}");
     let out = perfvm(&["compare", "night1", "no-such-run", "--db", d]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a run directory, nor a run id"));

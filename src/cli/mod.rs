@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod files;
 pub mod history;
 pub mod image;
+pub mod limit;
 pub mod matrix;
 pub mod plan;
 pub mod report;
@@ -62,6 +63,10 @@ pub enum Command {
     /// Run every cell of RAM sizes × file sizes (× concurrency × repeats); resumable, parallel
     /// within the memory budget; writes matrix.csv, results.json, summary.txt and report.html.
     Matrix(MatrixArgs),
+    /// The breaking point: search the smallest guest RAM at which the target passes a verified
+    /// upload of a size, or the largest file it passes at a RAM; resumable like a matrix; writes
+    /// limit.json with the answer and its evidence.
+    Limit(limit::LimitArgs),
     /// Write report.html (charts, outcome grid, every cell's memory timeline) and report.md into
     /// a run directory (a matrix's, or a single cell's). A matrix writes them at its end too.
     Report {
@@ -82,9 +87,9 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE.tar.zst")]
         output: PathBuf,
     },
-    /// Compare two runs cell by cell: change of throughput and peak memory, with a verdict from
-    /// a permutation test on the repetitions.
-    #[command(after_help = "Examples:\n  perfvm compare results/matrix-1a2b3c4d5e6f results/matrix-1a2b3c4d5e6f.2\n  perfvm compare RUN_A RUN_B --format md\n  perfvm compare RUN_A RUN_B --fail-on-regression 10   # exit 1 on a significant regression over 10 %\n\nA run is a run directory or a run id from the history database (`perfvm history`). The test is an exact two-sided permutation test on the passed repetitions (difference of means, p < 0.05); it needs at least 4 repetitions on each side (--repeat 4) to ever call a change significant.")]
+    /// Compare runs cell by cell with the first: change of throughput and peak memory, with a
+    /// verdict from a permutation test on the repetitions.
+    #[command(after_help = "Examples:\n  perfvm compare results/matrix-1a2b3c4d5e6f results/matrix-1a2b3c4d5e6f.2\n  perfvm compare RUN_A RUN_B RUN_C --format html > compare.html   # B and C against A, charts overlaid\n  perfvm compare RUN_A RUN_B --format md\n  perfvm compare RUN_A RUN_B --fail-on-regression 10   # exit 1 on a significant regression over 10 %\n\nA run is a run directory or a run id from the history database (`perfvm history`). Cells that only some runs have are compared where they are and listed. The test is an exact two-sided permutation test on the passed repetitions (difference of means, p < 0.05); it needs at least 4 repetitions on each side (--repeat 4) to ever call a change significant.")]
     Compare(CompareArgs),
     /// The results history: runs, or one cell's trend across runs (throughput, peak memory).
     #[command(after_help = "Examples:\n  perfvm history\n  perfvm history --cell 512/1G --target perfvm-target\n  perfvm history --cell 512/1G --format csv > trend.csv\n\nEvery run and matrix records its cells in results/perfvm.sqlite (--db or PERFVM_DB move it).")]
@@ -290,10 +295,10 @@ pub struct HistoryArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct CompareArgs {
-    /// The baseline: a run directory or a run id in the history database.
-    pub run_a: String,
-    /// The run compared with it.
-    pub run_b: String,
+    /// Two or more runs (run directories or run ids in the history database); the first is
+    /// the baseline every other run is compared with.
+    #[arg(value_name = "RUN", num_args = 2.., required = true)]
+    pub runs: Vec<String>,
     #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
     pub format: CompareFormat,
     /// Exit 1 when a cell's throughput fell, or its peak memory rose, significantly by more

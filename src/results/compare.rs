@@ -117,6 +117,60 @@ pub fn compare(a: &[&CellResult], b: &[&CellResult]) -> Vec<Row> {
         .collect()
 }
 
+/// One cell across N runs: each run after the first compared with the first (the baseline).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ManyRow {
+    pub cell: String,
+    pub ram_mb: u64,
+    pub file_size_bytes: u64,
+    pub concurrency: u32,
+    /// One per run after the baseline, in order; `a_*` is always the baseline's side.
+    pub pairs: Vec<Row>,
+}
+
+impl ManyRow {
+    /// Passed / all repetitions of run `i` (0: the baseline); None where the run lacks the cell.
+    pub fn passed(&self, i: usize) -> Option<(usize, usize)> {
+        match i {
+            0 => self.pairs.first().and_then(|p| p.a_passed),
+            i => self.pairs.get(i - 1).and_then(|p| p.b_passed),
+        }
+    }
+
+    /// The runs (indices) that have the cell.
+    pub fn present_in(&self) -> Vec<usize> {
+        (0..=self.pairs.len()).filter(|&i| self.passed(i).is_some()).collect()
+    }
+}
+
+/// Compare every run with the first, cell by cell, over the union of their cells: a cell that
+/// some runs lack has no data there (`present_in` says where it is).
+pub fn compare_many(runs: &[Vec<&CellResult>]) -> Vec<ManyRow> {
+    let Some((base, others)) = runs.split_first() else { return Vec::new() };
+    let pairs: Vec<BTreeMap<(u64, u64, u32), Row>> =
+        others.iter().map(|o| compare(base, o).into_iter().map(|r| ((r.ram_mb, r.file_size_bytes, r.concurrency), r)).collect()).collect();
+    let mut keys: BTreeMap<(u64, u64, u32), String> = BTreeMap::new();
+    for run in runs {
+        for r in run {
+            let k = r.key();
+            keys.entry((r.ram_mb, r.file_size_bytes, k.concurrency.max(1))).or_insert_with(|| k.shape());
+        }
+    }
+    keys.into_iter()
+        .map(|(k, cell)| {
+            let missing = || {
+                let none = metric(&[], &[], true);
+                Row { cell: cell.clone(), ram_mb: k.0, file_size_bytes: k.1, concurrency: k.2, a_passed: None, b_passed: None, throughput_mbps: none.clone(), peak_memory_mb: none, peak_memory_metric: super::model::METRIC_WORKING_SET }
+            };
+            let pairs: Vec<Row> = pairs.iter().map(|p| p.get(&k).cloned().unwrap_or_else(missing)).collect();
+            // A baseline that has the cell has it in every pair, also where run i lacks it.
+            let base_side = pairs.iter().find_map(|p| p.a_passed);
+            let pairs = pairs.into_iter().map(|mut p| { p.a_passed = p.a_passed.or(base_side); p }).collect();
+            ManyRow { cell, ram_mb: k.0, file_size_bytes: k.1, concurrency: k.2, pairs }
+        })
+        .collect()
+}
+
 fn mean(v: &[f64]) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
@@ -281,6 +335,36 @@ mod tests {
         assert_eq!(reg.len(), 2, "{reg:?}");
         assert!(reg[0].contains("throughput") && reg[1].contains("peak memory"));
         assert!(regressions(&rows, 500.0).is_empty(), "under the threshold");
+    }
+
+    #[test]
+    fn many_runs_compare_with_the_first_and_cells_some_lack_are_kept() {
+        let base: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
+        let mk = |ram: u64, rep: u32, thr: f64| {
+            let mut r = base.clone();
+            (r.ram_mb, r.repeat, r.throughput_mbps, r.success) = (ram, rep, Some(thr), true);
+            r
+        };
+        // A: 256 and 512; B: 512 only (faster); C: 512 and 1024. Four repetitions each.
+        let a: Vec<CellResult> = (1..=4).flat_map(|i| [mk(256, i, 20.0 + i as f64), mk(512, i, 40.0 + i as f64)]).collect();
+        let b: Vec<CellResult> = (1..=4).map(|i| mk(512, i, 60.0 + i as f64)).collect();
+        let c: Vec<CellResult> = (1..=4).flat_map(|i| [mk(512, i, 40.5 + i as f64), mk(1024, i, 70.0)]).collect();
+        fn refs(v: &[CellResult]) -> Vec<&CellResult> {
+            v.iter().collect()
+        }
+        let rows = compare_many(&[refs(&a), refs(&b), refs(&c)]);
+        assert_eq!(rows.iter().map(|r| r.cell.as_str()).collect::<Vec<_>>(), ["256-256M", "512-256M", "1024-256M"]);
+        assert!(rows.iter().all(|r| r.pairs.len() == 2));
+        assert_eq!(rows[0].present_in(), [0], "256 only in the baseline");
+        assert_eq!(rows[0].pairs[0].throughput_mbps.verdict, Verdict::NoData);
+        assert_eq!(rows[0].passed(0), Some((4, 4)), "the baseline's side is there in every pair");
+        assert_eq!(rows[1].present_in(), [0, 1, 2]);
+        assert_eq!(rows[1].pairs[0].throughput_mbps.verdict, Verdict::Better, "B vs A");
+        assert_eq!(rows[1].pairs[1].throughput_mbps.verdict, Verdict::NoSignificantChange, "C vs A");
+        assert_eq!(rows[2].present_in(), [2], "1024 only in C");
+        assert_eq!((rows[2].passed(0), rows[2].passed(1), rows[2].passed(2)), (None, None, Some((4, 4))));
+        assert!(compare_many(&[]).is_empty());
+        assert_eq!(compare_many(&[refs(&a)]).iter().map(|r| r.pairs.len()).sum::<usize>(), 0, "one run: nothing to compare with");
     }
 
     #[test]

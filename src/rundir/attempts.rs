@@ -18,6 +18,14 @@ pub fn attempt_rel(key: &CellKey, attempt: u32) -> String {
     format!("cells/{}/a{attempt}", key.id())
 }
 
+/// The ids of the cells that have a directory in a run (`512-1G-r1`, …), in no order: what a
+/// run whose cells are not known in advance (a limit search) has on disk.
+pub fn cell_ids(run: &Path) -> Vec<String> {
+    std::fs::read_dir(run.join("cells"))
+        .map(|it| it.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
 /// Finished attempts of a cell, by attempt number. Read-only: attempts still running (no
 /// result yet) are left alone.
 pub fn finished_attempts(run: &Path, key: &CellKey) -> Vec<CellResult> {

@@ -5,6 +5,7 @@
 pub mod csv;
 pub mod json;
 pub mod junit;
+pub mod limit;
 pub mod summary;
 
 use super::model::CellResult;
