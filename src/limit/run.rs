@@ -48,10 +48,9 @@ pub fn options(spec: Spec, confirm: u32, fresh: bool, jobs: Option<usize>, retri
     Ok(LimitOptions { spec, confirm, fresh, jobs, retries })
 }
 
-/// `--confirm`'s default: one probe more at the limit's point than a bare bisection makes. Chosen
-/// from what was measured here (docs/limit.md): at the boundary of the reference target in memory
-/// mode, repeated probes mostly agreed, but not always: a point with one lucky pass is caught by
-/// one more probe, and a second confirmation costs a cell for no case seen.
+/// `--confirm`'s default: one probe more at the limit's point than a bare bisection makes. A
+/// single lucky pass is caught for the price of one cell; a second confirmation would cost a cell
+/// for a case not seen in the searches measured (docs/limit.md, "Why 2").
 pub const DEFAULT_CONFIRM: u32 = 2;
 
 /// Everything that defines a search's probes, hashed into its run key: what is searched, over

@@ -220,6 +220,40 @@ fn history_section(out: &mut String, history: &[(String, Vec<crate::history::Tre
     out.push_str("</table>\n");
 }
 
+/// A limit search: the answer, the probes on the searched axis (in the order they ran), and the
+/// points either side of the limit with how each probe there ended.
+fn limit_section(out: &mut String, l: &crate::results::export::limit::LimitDoc) {
+    use crate::results::export::limit::Searched;
+    let _ = writeln!(out, "<h2>Limit</h2>\n<p><b>{}</b></p>\n<p>{} (range {}, every {}, {} point(s), --confirm {}).</p>", esc(&l.message), esc(&l.question), esc(&l.range), esc(&l.resolution), l.points, l.confirm);
+    // The searched axis in MiB either way: guest RAM, or the file's size.
+    let x = |v: u64| if l.searched == Searched::Ram { v as f64 } else { v as f64 / (1u64 << 20) as f64 };
+    let (mut passed, mut failed) = (Vec::new(), Vec::new());
+    for (i, p) in l.probes.iter().enumerate() {
+        let pt = (x(p.value), (i + 1) as f64);
+        if p.passed { passed.push(pt) } else { failed.push(pt) }
+    }
+    let x_label = if l.searched == Searched::Ram { "guest RAM (MiB)" } else { "file size (MiB)" };
+    out.push_str(&super::plot::dots_svg(&Chart {
+        title: "probes: where each ran (y: its order) and how it ended",
+        x_label,
+        y_label: "probe",
+        series: vec![Series { label: "passed".into(), points: passed, limit: None }, Series { label: "failed".into(), points: failed, limit: None }],
+        markers: l.limit.map(|v| Marker { x: x(v), label: format!("limit {}", l.limit_label.as_deref().unwrap_or("")) }).into_iter().collect(),
+        size: (900, 280),
+    }));
+    out.push_str("<table>\n<tr><th></th><th>point</th><th>probes</th><th>passed</th><th>peak working set (MiB)</th><th>memory.peak (MiB)</th><th>failures</th></tr>\n");
+    for (name, p) in [("failing", &l.failing), ("passing", &l.passing)].into_iter().filter_map(|(n, p)| p.as_ref().map(|p| (n, p))) {
+        let failures: Vec<String> = p.failures.iter().map(|f| format!("r{}: {}", f.repeat, f.error.as_deref().unwrap_or(f.exit_reason.as_str()))).collect();
+        let mib = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_default();
+        let _ = writeln!(out, "<tr><th>{name}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&p.label), p.probes, p.passed, mib(p.peak_memory_mb), mib(p.cgroup_peak_mb), esc(&failures.join("; ")));
+    }
+    out.push_str("</table>\n");
+    if !l.flaky.is_empty() {
+        let names: Vec<&str> = l.flaky.iter().map(|p| p.label.as_str()).collect();
+        let _ = writeln!(out, "<p>Noisy: {} both passed and failed.</p>", esc(&names.join(", ")));
+    }
+}
+
 pub fn render(rep: &Report) -> String {
     let mut out = String::new();
     let _ = write!(out, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n", esc(&rep.title));
@@ -238,7 +272,7 @@ pub fn render(rep: &Report) -> String {
             ("image", m.image_id.clone()),
             ("target", format!("{} ({} mode)", m.target, m.target_mode)),
             ("jobs", m.jobs.to_string()),
-            ("started / finished", format!("{} / {}", m.started, m.finished.map(|f| f.to_string()).unwrap_or_else(|| "not finished".into()))),
+            ("started / finished", format!("{} / {}", super::when(&m.started), m.finished.map(|f| super::when(&f)).unwrap_or_else(|| "not finished".into()))),
         ]);
     } else if let Some(r) = first {
         meta.extend([
@@ -246,13 +280,17 @@ pub fn render(rep: &Report) -> String {
             ("accel", r.accel.to_string()),
             ("image", r.image_id.clone()),
             ("target", format!("{} ({} mode)", r.target.name, r.target.mode)),
-            ("started", r.timestamp.to_string()),
+            ("started", super::when(&r.timestamp)),
         ]);
     }
     for (k, v) in meta {
         let _ = write!(out, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
     }
-    out.push_str("</table>\n<h2>Outcome</h2>\n");
+    out.push_str("</table>\n");
+    if let Some(l) = &rep.limit {
+        limit_section(&mut out, l);
+    }
+    out.push_str("<h2>Outcome</h2>\n");
     let cells: Vec<&ReportCell> = rep.cells.iter().collect();
     grid(&mut out, &cells);
     let results: Vec<&CellResult> = rep.cells.iter().map(|c| &c.result).collect();

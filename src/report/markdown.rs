@@ -12,7 +12,10 @@ pub fn render(rep: &Report) -> String {
     if let Some(m) = &rep.metadata {
         let _ = writeln!(out, "- perfvm {} (git {}), {}, image {}", m.perfvm_version, m.git_rev.as_deref().unwrap_or("?"), m.accel, m.image_id);
         let _ = writeln!(out, "- target {} ({} mode), host {}, libvirt {}, qemu {}", m.target, m.target_mode, m.host, m.libvirt_version.as_deref().unwrap_or("?"), m.qemu_version.as_deref().unwrap_or("?"));
-        let _ = writeln!(out, "- started {}, finished {}\n", m.started, m.finished.map(|f| f.to_string()).unwrap_or_else(|| "not finished".into()));
+        let _ = writeln!(out, "- started {}, finished {}\n", super::when(&m.started), m.finished.map(|f| super::when(&f)).unwrap_or_else(|| "not finished".into()));
+    }
+    if let Some(l) = &rep.limit {
+        let _ = writeln!(out, "**{}**\n\n{} (range {}, every {}, --confirm {}); the probes are the cells below.\n", l.message, l.question, l.range, l.resolution, l.confirm);
     }
     let passed = rep.cells.iter().filter(|c| c.result.success).count();
     let _ = writeln!(out, "{} cells, {passed} passed.\n", rep.cells.len());

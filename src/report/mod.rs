@@ -47,6 +47,8 @@ pub struct Report {
     /// From the history database: each cell of this run across runs of its target (only cells
     /// with two runs or more).
     pub history: Vec<(String, Vec<crate::history::TrendPoint>)>,
+    /// A limit search's answer and evidence (`perfvm limit`), when the run is one.
+    pub limit: Option<crate::results::export::limit::LimitDoc>,
 }
 
 impl Report {
@@ -68,11 +70,13 @@ pub fn load(run_dir: &Path) -> Result<Report> {
             ReportCell { result: r.clone(), dir, timeline }
         })
         .collect();
+    let limit = crate::rundir::read_limit(run_dir);
     let title = match &doc.metadata {
+        Some(m) if limit.is_some() => format!("perfvm limit {}", m.run_key),
         Some(m) => format!("perfvm matrix {}", m.run_key),
         None => format!("perfvm run {}", doc.cells[0].run_id),
     };
-    Ok(Report { title, metadata: doc.metadata, cells, attempts: doc.cells.len(), repeats: doc.repeats, history: Vec::new() })
+    Ok(Report { title, metadata: doc.metadata, cells, attempts: doc.cells.len(), repeats: doc.repeats, history: Vec::new(), limit })
 }
 
 /// The memory columns of a samples.csv; None if it cannot be read.
@@ -146,6 +150,11 @@ pub fn write(run_dir: &Path, db: Option<&Path>) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// A time as people read it in a report: to the second, in UTC.
+pub fn when(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
 /// The cell's outcome in a few words: `62.4 MiB/s, peak 11.6 MiB` or `FAIL oom_killed`.
 pub fn outcome(r: &CellResult) -> String {
     if r.success {
@@ -194,6 +203,7 @@ mod tests {
                 ReportCell { result: ok, dir: "cells/512-x/a1".into(), timeline: None },
             ],
             attempts: 3,
+            limit: None,
             repeats: Vec::new(),
             history: Vec::new(),
         }

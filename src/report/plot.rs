@@ -110,6 +110,25 @@ pub fn svg(c: &Chart) -> String {
     })
 }
 
+/// Points without lines (e.g. a limit search's probes: where each ran and how it ended), each
+/// series its own colour and legend entry.
+pub fn dots_svg(c: &Chart) -> String {
+    let pts = || c.series.iter().flat_map(|s| s.points.iter());
+    let x_max = pts().map(|p| p.0).chain(c.markers.iter().map(|m| m.x)).fold(0.0f64, f64::max);
+    let y_max = pts().map(|p| p.1).fold(0.0f64, f64::max);
+    frame(c.title, c.x_label, c.y_label, c.size, (x_max, y_max), &c.markers, true, |chart| {
+        for (i, s) in c.series.iter().enumerate() {
+            let colour = COLOURS[i % COLOURS.len()];
+            chart
+                .draw_series(s.points.iter().map(|&p| Circle::new(p, 5, colour.filled())))
+                .map_err(|e| e.to_string())?
+                .label(s.label.clone())
+                .legend(move |(x, y)| Circle::new((x + 7, y), 4, colour.filled()));
+        }
+        Ok(())
+    })
+}
+
 /// A horizontal dashed line at `y`: short segments across the chart.
 fn dashes(x_end: f64, y: f64, colour: RGBColor) -> impl Iterator<Item = PathElement<(f64, f64)>> {
     let n = 40;
