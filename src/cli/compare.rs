@@ -191,7 +191,7 @@ pub fn render(rows: &[ManyRow], format: CompareFormat, runs: &[String]) -> Resul
 /// (throughput and peak memory against file size).
 fn html(rows: &[ManyRow], runs: &[String]) -> String {
     use crate::report::html::esc;
-    use crate::report::plot::{Chart, Series, svg};
+    use crate::report::plot::{Chart, Series, XAxis, svg};
     let n = runs.len();
     let mut out = String::new();
     let _ = write!(out, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>perfvm compare</title><style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:4px 8px}}.better{{background:#d8f0d8}}.worse{{background:#f6d0d0}}.charts{{display:flex;flex-wrap:wrap;gap:1em}}</style></head><body>\n");
@@ -231,11 +231,11 @@ fn html(rows: &[ManyRow], runs: &[String]) -> String {
                 .map(|i| Series {
                     label: letter(i),
                     points: rows.iter().filter(|r| r.ram_mb == ram && r.concurrency == 1).filter_map(|r| side(r, i, what).0.map(|v| (crate::results::model::mib(r.file_size_bytes), v))).collect(),
-                    limit: None,
+                    ..Default::default()
                 })
                 .collect();
             let t = format!("{ram} MiB guest: {title}");
-            out.push_str(&svg(&Chart { title: &t, x_label: "file size (MiB)", y_label: y, series, markers: Vec::new(), size: (460, 300) }));
+            out.push_str(&svg(&Chart { title: &t, x_label: "file size (MiB)", y_label: y, x_axis: XAxis::SizeMib, series, markers: Vec::new(), size: (460, 300) }));
         }
     }
     out.push_str("</div></body></html>\n");

@@ -1,6 +1,6 @@
 //! report.html: one self-contained page (inline CSS and SVG, no scripts, no network).
 
-use super::plot::{Chart, Marker, Series, Stacked, stacked_svg, svg};
+use super::plot::{Chart, Marker, Series, Stacked, XAxis, stacked_svg, svg};
 use super::{Report, ReportCell, outcome};
 use crate::results::model::CellResult;
 use std::collections::BTreeMap;
@@ -15,8 +15,9 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 td.ok{background:#e3f4e1}td.fail{background:#fbe0df}td.none{color:#999}a{color:inherit}\
 section{border-top:1px solid #ddd;margin-top:1.5em}.facts td{border:none;padding:1px 8px}";
 
-/// Series keyed by RAM (and concurrency when > 1), x = file size in MiB.
-fn by_ram(cells: &[&CellResult], y: impl Fn(&CellResult) -> Option<f64>, limit: bool) -> Vec<Series> {
+/// Series keyed by RAM (and concurrency when > 1), x = file size in MiB: per size the mean over
+/// the repetitions, and their min–max as a bar where there are two or more.
+pub(super) fn by_ram(cells: &[&CellResult], y: impl Fn(&CellResult) -> Option<f64>, limit: bool) -> Vec<Series> {
     let mut m: BTreeMap<(u64, u32), BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for r in cells {
         if let Some(v) = y(r) {
@@ -24,11 +25,15 @@ fn by_ram(cells: &[&CellResult], y: impl Fn(&CellResult) -> Option<f64>, limit: 
         }
     }
     m.into_iter()
-        .map(|((ram, c), pts)| Series {
-            label: if c > 1 { format!("{ram} MiB, {c} at once") } else { format!("{ram} MiB") },
-            // Repetitions: their mean.
-            points: pts.into_iter().map(|(size, v)| (size as f64 / 1048576.0, v.iter().sum::<f64>() / v.len() as f64)).collect(),
-            limit: limit.then_some(ram as f64),
+        .map(|((ram, c), pts)| {
+            let x = |size: u64| size as f64 / 1048576.0;
+            let spread = pts.iter().filter(|(_, v)| v.len() > 1).map(|(&size, v)| (x(size), v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max))).collect();
+            Series {
+                label: if c > 1 { format!("{ram} MiB, {c} at once") } else { format!("{ram} MiB") },
+                points: pts.iter().map(|(&size, v)| (x(size), v.iter().sum::<f64>() / v.len() as f64)).collect(),
+                limit: limit.then_some(ram as f64),
+                spread,
+            }
         })
         .collect()
 }
@@ -111,11 +116,12 @@ fn cell_section(out: &mut String, c: &ReportCell) {
                 title: "memory during the upload",
                 x_label: "seconds",
                 y_label: "MiB",
+                x_axis: XAxis::Linear,
                 series: vec![
-                    Series { label: "target working set".into(), points: col(&tl.working_set_mib), limit: Some(r.ram_mb as f64) },
-                    Series { label: "target cgroup memory.current".into(), points: col(&tl.cgroup_mib), limit: None },
-                    Series { label: "host qemu RSS".into(), points: col(&tl.qemu_rss_mib), limit: None },
-                    Series { label: "guest MemAvailable".into(), points: col(&tl.mem_available_mib), limit: None },
+                    Series { label: "target working set".into(), points: col(&tl.working_set_mib), limit: Some(r.ram_mb as f64), ..Default::default() },
+                    Series { label: "target cgroup memory.current".into(), points: col(&tl.cgroup_mib), ..Default::default() },
+                    Series { label: "host qemu RSS".into(), points: col(&tl.qemu_rss_mib), ..Default::default() },
+                    Series { label: "guest MemAvailable".into(), points: col(&tl.mem_available_mib), ..Default::default() },
                 ],
                 markers: markers.clone(),
                 size: (900, 320),
@@ -187,26 +193,47 @@ fn repeats_section(out: &mut String, repeats: &[crate::results::export::json::Re
     out.push_str("</table>\n");
 }
 
+/// The runs of a history, oldest first (as the database orders them: by start, then id), each
+/// named for the chart's x axis by its label, else its start to the minute, else its id.
+pub fn history_runs(history: &[(String, Vec<crate::history::TrendPoint>)]) -> Vec<(String, String)> {
+    let mut runs: Vec<(Option<&str>, &str, String)> = Vec::new();
+    for p in history.iter().flat_map(|(_, pts)| pts) {
+        if runs.iter().all(|r| r.1 != p.run_id) {
+            let name = match (&p.label, &p.started) {
+                (Some(l), _) if !l.is_empty() => l.clone(),
+                (_, Some(s)) => chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_else(|_| s.chars().take(16).collect::<String>().replace('T', " ")),
+                _ => p.run_id.clone(),
+            };
+            runs.push((p.started.as_deref(), &p.run_id, name));
+        }
+    }
+    runs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    runs.into_iter().map(|(_, id, name)| (id.to_string(), name)).collect()
+}
+
 /// Trends across runs from the history database: one line per cell, x = the runs in order.
 fn history_section(out: &mut String, history: &[(String, Vec<crate::history::TrendPoint>)]) {
-    out.push_str("<h2>History</h2>\n<p>Each cell of this run in every recorded run of the same target (mean over its repetitions; x: the runs, oldest first).</p>\n");
+    out.push_str("<h2>History</h2>\n<p>Each cell of this run in every recorded run of the same target (mean over its repetitions; x: the runs, oldest first, by label or start).</p>\n");
+    let runs = history_runs(history);
+    // A run's x: its place among all runs, so a cell missing from a run leaves a gap, not a shift.
+    let pos = |id: &str| runs.iter().position(|r| r.0 == id).map_or(0.0, |i| (i + 1) as f64);
+    let axis = XAxis::Runs(runs.iter().map(|r| r.1.clone()).collect());
     let series = |y: fn(&crate::history::TrendPoint) -> Option<f64>| -> Vec<Series> {
-        history
-            .iter()
-            .map(|(cell, pts)| Series { label: cell.clone(), points: pts.iter().enumerate().filter_map(|(i, p)| y(p).map(|v| ((i + 1) as f64, v))).collect(), limit: None })
-            .collect()
+        history.iter().map(|(cell, pts)| Series { label: cell.clone(), points: pts.iter().filter_map(|p| y(p).map(|v| (pos(&p.run_id), v))).collect(), ..Default::default() }).collect()
     };
-    out.push_str(&svg(&Chart { title: "throughput across runs", x_label: "run", y_label: "MiB/s", series: series(|p| p.throughput_mbps), markers: vec![], size: (900, 300) }));
-    out.push_str(&svg(&Chart { title: "peak memory across runs", x_label: "run", y_label: "MiB", series: series(|p| p.peak_memory_mb), markers: vec![], size: (900, 300) }));
+    out.push_str(&svg(&Chart { title: "throughput across runs", x_label: "run", y_label: "MiB/s", x_axis: axis.clone(), series: series(|p| p.throughput_mbps), markers: vec![], size: (900, 300) }));
+    out.push_str(&svg(&Chart { title: "peak memory across runs", x_label: "run", y_label: "MiB", x_axis: axis, series: series(|p| p.peak_memory_mb), markers: vec![], size: (900, 300) }));
     out.push_str("<table><tr><th>cell</th><th>run</th><th>started</th><th>label</th><th>passed</th><th>MiB/s</th><th>peak MiB</th></tr>\n");
     for (cell, pts) in history {
-        for (i, p) in pts.iter().enumerate() {
+        for p in pts {
             let f = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "–".into());
             let _ = writeln!(
                 out,
                 "<tr><td>{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td>{}</td></tr>",
                 esc(cell),
-                i + 1,
+                pos(&p.run_id),
                 esc(&p.run_id),
                 esc(p.started.as_deref().unwrap_or("")),
                 esc(p.label.as_deref().unwrap_or("")),
@@ -237,7 +264,8 @@ fn limit_section(out: &mut String, l: &crate::results::export::limit::LimitDoc) 
         title: "probes: where each ran (y: its order) and how it ended",
         x_label,
         y_label: "probe",
-        series: vec![Series { label: "passed".into(), points: passed, limit: None }, Series { label: "failed".into(), points: failed, limit: None }],
+        x_axis: if l.searched == Searched::Ram { XAxis::Linear } else { XAxis::SizeMib },
+        series: vec![Series { label: "passed".into(), points: passed, ..Default::default() }, Series { label: "failed".into(), points: failed, ..Default::default() }],
         markers: l.limit.map(|v| Marker { x: x(v), label: format!("limit {}", l.limit_label.as_deref().unwrap_or("")) }).into_iter().collect(),
         size: (900, 280),
     }));
@@ -299,6 +327,7 @@ pub fn render(rep: &Report) -> String {
     out.push_str(&svg(&Chart {
         title: "upload throughput (passed cells)",
         x_label: "file size (MiB)",
+        x_axis: XAxis::SizeMib,
         y_label: "MiB/s",
         series: by_ram(&ok, |r| r.throughput_mbps, false),
         markers: vec![],
@@ -308,6 +337,7 @@ pub fn render(rep: &Report) -> String {
     out.push_str(&svg(&Chart {
         title: "target peak working set (every cell with a peak)",
         x_label: "file size (MiB)",
+        x_axis: XAxis::SizeMib,
         y_label: "MiB",
         series: by_ram(&results, |r| r.peak_memory_mb, true),
         markers: vec![],
@@ -316,6 +346,7 @@ pub fn render(rep: &Report) -> String {
     out.push_str(&svg(&Chart {
         title: "target memory.peak, page cache included",
         x_label: "file size (MiB)",
+        x_axis: XAxis::SizeMib,
         y_label: "MiB",
         series: by_ram(&results, |r| r.cgroup_peak_bytes().map(crate::results::model::mib), true),
         markers: vec![],

@@ -314,4 +314,50 @@ mod tests {
         assert!(std::fs::read_to_string(d.path().join("report.html")).unwrap().contains("download start"));
         assert!(load(&d.path().join("nope")).is_err());
     }
+
+    #[test]
+    fn history_runs_are_named_by_label_else_start_to_the_minute() {
+        let p = |id: &str, started: Option<&str>, label: Option<&str>, thr: f64| crate::history::TrendPoint {
+            run_id: id.into(),
+            started: started.map(Into::into),
+            label: label.map(Into::into),
+            target: "t".into(),
+            repeats: 1,
+            passed: 1,
+            throughput_mbps: Some(thr),
+            peak_memory_mb: Some(10.0),
+            max_peak_memory_mb: None,
+            memory_peak_mb: None,
+        };
+        // The second cell was not in the first run: the runs are shared, not per cell.
+        let history = vec![
+            ("256-1G".to_string(), vec![p("a", Some("2026-11-20T21:07:59Z"), None, 50.0), p("b", Some("2026-11-21T08:00:00+01:00"), Some("after fix"), 55.0), p("c", None, None, 56.0)]),
+            ("512-1G".to_string(), vec![p("b", Some("2026-11-21T08:00:00+01:00"), Some("after fix"), 60.0)]),
+        ];
+        let runs = html::history_runs(&history);
+        let names: Vec<&str> = runs.iter().map(|r| r.1.as_str()).collect();
+        assert_eq!(names, ["c", "2026-11-20 21:07", "after fix"], "no start first, then by start; label over date over id");
+        let mut rep = report();
+        rep.history = history;
+        let h = html::render(&rep);
+        assert!(h.contains("2026-11-20 21:07") && h.contains("after fix"), "x labels in the chart");
+        assert!(h.contains("<td>3 b</td>"), "the table numbers runs as the chart does");
+    }
+
+    #[test]
+    fn repeated_cells_are_drawn_as_mean_and_min_max() {
+        let mk = |size: u64, tp: f64| {
+            let mut r = sample();
+            (r.ram_mb, r.file_size_bytes, r.throughput_mbps) = (256, size << 20, Some(tp));
+            r
+        };
+        let rs = [mk(16, 30.0), mk(1024, 40.0), mk(1024, 50.0), mk(1024, 60.0)];
+        let cells: Vec<&CellResult> = rs.iter().collect();
+        let s = html::by_ram(&cells, |r| r.throughput_mbps, false);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].points, vec![(16.0, 30.0), (1024.0, 50.0)], "the mean per size");
+        assert_eq!(s[0].spread, vec![(1024.0, 40.0, 60.0)], "a bar only where there are repeats");
+        let chart = plot::svg(&plot::Chart { title: "t", x_label: "file size (MiB)", y_label: "MiB/s", x_axis: plot::XAxis::SizeMib, series: s, markers: vec![], size: (640, 300) });
+        assert!(chart.contains("min–max") && chart.contains("log scale") && chart.contains(">\n1G\n<"), "{chart}");
+    }
 }
