@@ -8,11 +8,9 @@
 
 use crate::results::model::HostFacts;
 
-/// Other work on the host above this share of its CPU during an upload makes the cell noisy.
-/// How it was chosen is in docs/performance.md ("A busy host").
-pub const NOISY_OTHER_CPU_PERCENT: f64 = 15.0;
-/// Steal above this share of the host's CPU: the host itself is a VM whose neighbours are busy.
-pub const NOISY_STEAL_PERCENT: f64 = 5.0;
+/// The thresholds live with the facts they judge (docs/performance.md, "A busy host").
+pub const NOISY_OTHER_CPU_PERCENT: f64 = HostFacts::NOISY_OTHER_CPU_PERCENT;
+pub const NOISY_STEAL_PERCENT: f64 = HostFacts::NOISY_STEAL_PERCENT;
 
 /// The facts of this machine that do not change between cells.
 pub fn local() -> HostFacts {

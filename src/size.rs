@@ -116,6 +116,17 @@ pub fn human(bytes: u64) -> String {
     humansize::format_size(bytes, humansize::BINARY)
 }
 
+/// Seconds as a person reads them: `42s`, `2m05s`, `2h01m`.
+pub fn fmt_secs(s: f64) -> String {
+    if s >= 3600.0 {
+        format!("{:.0}h{:02.0}m", (s / 3600.0).floor(), (s % 3600.0) / 60.0)
+    } else if s >= 60.0 {
+        format!("{:.0}m{:02.0}s", (s / 60.0).floor(), s % 60.0)
+    } else {
+        format!("{s:.0}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +203,15 @@ mod tests {
                 None => proptest::prop_assert_eq!(ByteSize::parse(&input), Err(SizeError::TooLarge(input.clone()))),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fmt_tests {
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(super::fmt_secs(42.0), "42s");
+        assert_eq!(super::fmt_secs(125.0), "2m05s");
+        assert_eq!(super::fmt_secs(7260.0), "2h01m");
     }
 }

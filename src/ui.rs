@@ -1,6 +1,7 @@
 //! What a person sees: phase lines and an upload progress bar on stderr, a one-screen summary on
 //! stdout. Plain lines when stderr is not a terminal (CI, nohup).
 
+pub use crate::size::fmt_secs;
 use crate::pipeline::{Phase, Reporter};
 use crate::results::model::CellResult;
 use crate::size::human;
@@ -299,23 +300,3 @@ impl crate::matrix::run::Ui for ConsoleReporter {
     }
 }
 
-/// Seconds as a person reads them: `42s`, `2m05s`, `2h01m`.
-pub fn fmt_secs(s: f64) -> String {
-    if s >= 3600.0 {
-        format!("{:.0}h{:02.0}m", (s / 3600.0).floor(), (s % 3600.0) / 60.0)
-    } else if s >= 60.0 {
-        format!("{:.0}m{:02.0}s", (s / 60.0).floor(), s % 60.0)
-    } else {
-        format!("{s:.0}s")
-    }
-}
-
-#[cfg(test)]
-mod fmt_tests {
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(super::fmt_secs(42.0), "42s");
-        assert_eq!(super::fmt_secs(125.0), "2m05s");
-        assert_eq!(super::fmt_secs(7260.0), "2h01m");
-    }
-}

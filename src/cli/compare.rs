@@ -108,14 +108,16 @@ pub fn render(rows: &[ManyRow], format: CompareFormat, runs: &[String]) -> Resul
             // runs); counts in columns of their own, never "3/4", which spreadsheets read as a date.
             let mut w = csv::Writer::from_writer(Vec::new());
             w.write_record(["cell", "ram_mb", "file_size_bytes", "concurrency", "run", "run_index", "passed", "total", "throughput_mbps", "throughput_change_percent", "throughput_p", "throughput_verdict", "peak_memory_metric", "peak_memory_mb", "peak_memory_change_percent", "peak_memory_p", "peak_memory_verdict"])?;
-            let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+            // Never exactly three decimals: German LibreOffice reads `45.632` as 45632 (see
+            // results/export/csv.rs).
+            let f = |v: Option<f64>| v.map(|x| crate::results::export::csv::unambiguous(x.to_string())).unwrap_or_default();
             for r in rows {
-                for i in 0..n {
+                for (i, run) in runs.iter().enumerate().take(n) {
                     let ((tm, tv), (mm, mv)) = (side(r, i, thr), side(r, i, mem));
                     let verdict = |v: Option<&Metric>| v.map(|m| m.verdict.as_str().to_string()).unwrap_or_else(|| if i == 0 { "baseline".into() } else { String::new() });
                     let (p, t) = r.passed(i).map_or((String::new(), String::new()), |(p, t)| (p.to_string(), t.to_string()));
                     w.write_record([
-                        r.cell.clone(), r.ram_mb.to_string(), r.file_size_bytes.to_string(), r.concurrency.to_string(), runs[i].clone(), i.to_string(), p, t,
+                        r.cell.clone(), r.ram_mb.to_string(), r.file_size_bytes.to_string(), r.concurrency.to_string(), run.clone(), i.to_string(), p, t,
                         f(tm), f(tv.and_then(|m| m.change_percent)), f(tv.and_then(|m| m.p_value)), verdict(tv),
                         mem_metric(r).into(), f(mm), f(mv.and_then(|m| m.change_percent)), f(mv.and_then(|m| m.p_value)), verdict(mv),
                     ])?;
@@ -265,4 +267,26 @@ pub fn run(args: &CompareArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_csv_never_writes_a_decimal_a_german_spreadsheet_reads_as_thousands() {
+        let base: CellResult = serde_json::from_str(include_str!("../../tests/data/result-sample.json")).unwrap();
+        // One repetition each: means of exactly three decimals (45.632 read in German is 45632).
+        let run = |thr: f64| {
+            let mut r = base.clone();
+            (r.throughput_mbps, r.success, r.peak_memory_mb) = (Some(thr), true, Some(12.125));
+            vec![r]
+        };
+        let (a, b) = (run(45.632), run(50.5));
+        let rows = crate::results::compare::compare_many(&[a.iter().collect(), b.iter().collect()]);
+        let csv = render(&rows, CompareFormat::Csv, &["a".into(), "b".into()]).unwrap();
+        let fields: Vec<&str> = csv.split([',', '\n']).collect();
+        assert!(fields.contains(&"45.6320"), "{csv}");
+        assert!(fields.iter().all(|f| f.find('.').is_none_or(|d| f.len() - d - 1 != 3)), "{csv}");
+    }
 }

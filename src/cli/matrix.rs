@@ -1,47 +1,16 @@
 //! `perfvm matrix`: parses, calls `matrix::run`, prints the summary and what to do next.
 
 use super::MatrixArgs;
-use crate::error::InputError;
 use crate::exit;
-use crate::matrix::run::{self as matrix, MatrixOptions};
+use crate::matrix::run as matrix;
 use crate::matrix::scheduler::Stopped;
-use crate::plan::repeats::Adaptive;
 use crate::ui::{ConsoleReporter, fmt_secs};
 use anyhow::Result;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// The library's options from the command line (with a plan's flags already in it).
-pub fn options(args: &MatrixArgs) -> Result<(crate::setup::Options, MatrixOptions)> {
-    let o = args.common.options()?;
-    let adaptive = match args.target_rsd {
-        Some(t) => Some(Adaptive::new(args.min_repeats, args.max_repeats, t).map_err(InputError)?),
-        None => None,
-    };
-    let plan = match &args.plan {
-        Some(p) => Some(super::plan::load(p)?.text),
-        None => None,
-    };
-    let m = MatrixOptions {
-        ram: args.ram.clone(),
-        file_sizes: args.file_size.clone(),
-        concurrency: args.concurrency.clone(),
-        repeat: args.repeat,
-        adaptive,
-        only: args.only.clone(),
-        skip: args.skip.clone(),
-        fresh: args.fresh,
-        jobs: args.jobs,
-        retries: args.retries,
-        stop_on_failure: args.stop_on_failure,
-        junit: args.junit.clone(),
-        plan,
-    };
-    Ok((o, m))
-}
-
 pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
-    let (mut o, mut m) = options(&args)?;
+    let (mut o, mut m) = super::plan::options(&args)?;
     if let Some(archive) = &args.from {
         let (o2, m2, about) = tokio::task::block_in_place(|| matrix::from_snapshot(o, m, archive, args.trust))?;
         eprintln!("perfvm: {about}");

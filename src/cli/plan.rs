@@ -201,7 +201,7 @@ pub fn run(c: super::PlanCommand) -> anyhow::Result<i32> {
             let args = with_plan(&cmd, vec!["perfvm".into(), "matrix".into(), "--plan".into(), file.clone().into()])?;
             let matches = cmd.try_get_matches_from(args).map_err(|e| InputError(format!("plan {}: {}", file.display(), e.render().to_string().lines().next().unwrap_or("").trim_start_matches("error: "))))?;
             let super::Command::Matrix(m) = super::Cli::from_arg_matches(&matches)?.command else { unreachable!("built as a matrix command") };
-            let (o, m) = super::matrix::options(&m)?;
+            let (o, m) = options(&m)?;
             let e = crate::matrix::run::list(&o, &m)?;
             println!(
                 "{}: ok: {} cell(s), ~{} at {} job(s) (cost model{})",
@@ -214,6 +214,36 @@ pub fn run(c: super::PlanCommand) -> anyhow::Result<i32> {
         }
     }
     Ok(crate::exit::SUCCESS)
+}
+
+/// The library's options from `perfvm matrix`'s arguments, a plan's flags already in them (here,
+/// beside the plan's loading, so that `plan check` and `matrix` share it without a cycle).
+pub fn options(args: &super::MatrixArgs) -> anyhow::Result<(crate::setup::Options, crate::matrix::run::MatrixOptions)> {
+    let o = args.common.options()?;
+    let adaptive = match args.target_rsd {
+        Some(t) => Some(crate::plan::repeats::Adaptive::new(args.min_repeats, args.max_repeats, t).map_err(InputError)?),
+        None => None,
+    };
+    let plan = match &args.plan {
+        Some(p) => Some(load(p)?.text),
+        None => None,
+    };
+    let m = crate::matrix::run::MatrixOptions {
+        ram: args.ram.clone(),
+        file_sizes: args.file_size.clone(),
+        concurrency: args.concurrency.clone(),
+        repeat: args.repeat,
+        adaptive,
+        only: args.only.clone(),
+        skip: args.skip.clone(),
+        fresh: args.fresh,
+        jobs: args.jobs,
+        retries: args.retries,
+        stop_on_failure: args.stop_on_failure,
+        junit: args.junit.clone(),
+        plan,
+    };
+    Ok((o, m))
 }
 
 #[cfg(test)]

@@ -114,6 +114,11 @@ pub fn oom_kills_in_kernel_log(log: &str, comm: &str) -> u64 {
         .count() as u64
 }
 
+/// The kernel's memory high-water mark of a cgroup (memory.peak), if readable.
+pub fn memory_peak(agent: &crate::guest::agent::Agent, cgroup_dir: &str) -> Option<u64> {
+    agent.read_string(&format!("{cgroup_dir}/memory.peak")).ok().and_then(|t| cgroup_number(&t))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

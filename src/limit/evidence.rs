@@ -215,7 +215,7 @@ pub fn summary_lines(d: &LimitDoc) -> String {
         d.points,
         d.confirm,
         d.probes.len(),
-        crate::ui::fmt_secs(d.probe_seconds)
+        crate::size::fmt_secs(d.probe_seconds)
     ));
     for p in &d.flaky {
         out.push_str(&format!("noisy: {} passed {} of {} probes ({})\n", p.label, p.passed, p.probes, reasons(p)));

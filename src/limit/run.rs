@@ -337,7 +337,7 @@ pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc
     ui.line(&format!(
         "perfvm: a clean boundary takes {} probe(s) from the start, ~{} each (cost model{}); a noisy one takes more",
         search.clean_probes(),
-        crate::ui::fmt_secs(e.wall_seconds),
+        crate::size::fmt_secs(e.wall_seconds),
         if e.past > 0 { format!(", corrected by {} past cell(s)", e.past) } else { String::new() }
     ));
 

@@ -173,7 +173,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
     let todo: Vec<CellKey> = to_run.iter().copied().collect();
     let rec_target = envs[0].target.name.clone();
     let e = estimate(&o, &todo, accel, &rec_target, jobs);
-    ui.line(&format!("perfvm: estimated ~{} for the {} cell(s) to run, at {jobs} job(s) (cost model{})", crate::ui::fmt_secs(e.wall_seconds), todo.len(), if e.past > 0 { format!(", corrected by {} past cell(s): ×{:.2}", e.past, e.correction) } else { String::from(", no past cells here to correct it") }));
+    ui.line(&format!("perfvm: estimated ~{} for the {} cell(s) to run, at {jobs} job(s) (cost model{})", crate::size::fmt_secs(e.wall_seconds), todo.len(), if e.past > 0 { format!(", corrected by {} past cell(s): ×{:.2}", e.past, e.correction) } else { String::from(", no past cells here to correct it") }));
     let recorder = crate::history::Recorder::open(o.db_path(), crate::history::matrix_run(&run_dir, &meta, o.label.as_deref()));
     let mut rec = Recording { exports: Exports::new(&run_dir, &cells.all, &m), meta, recorder, ui: ui.clone(), recorded: 0 };
     rec.exports.write(&rec.meta, &finished, None, &to_run)?;

@@ -70,11 +70,6 @@ pub fn hash_budget(size: u64) -> Duration {
 /// agent call), a few commands, and up to 5 s waiting for a restarting unit to settle.
 pub const FIXED_BUDGET: Duration = Duration::from_secs(150);
 
-/// The kernel's memory high-water mark of a cgroup (memory.peak), if readable.
-pub fn memory_peak(agent: &Agent, cgroup_dir: &str) -> Option<u64> {
-    agent.read_string(&format!("{cgroup_dir}/memory.peak")).ok().and_then(|t| memory::cgroup_number(&t))
-}
-
 /// The target unit's journal for this boot.
 pub fn journal(agent: &Agent, unit: &str) -> Result<String, crate::guest::agent::AgentError> {
     agent
@@ -148,7 +143,7 @@ pub async fn run(agent: &Agent, target: &TargetSpec, stored: Vec<String>, size: 
 pub fn collect(agent: &Agent, target: &TargetSpec, stored_paths: &[String], hash_budget: Duration) -> Collected {
     let mut c = Collected::default();
     let cg = target.cgroup_dir();
-    c.memory_peak_bytes = memory_peak(agent, &cg);
+    c.memory_peak_bytes = memory::memory_peak(agent, &cg);
     c.events = agent.read_string(&format!("{cg}/memory.events")).ok().map(|t| memory::memory_events(&t));
 
     match settled_unit(agent, &target.unit) {

@@ -149,7 +149,7 @@ pub async fn upload_while_sampling(mut sources: Sources, plan: UploadPlan, progr
     if let Some(url) = plan.download_url.as_ref().filter(|_| all_stored) {
         // memory.peak only grows: read now, it is the uploads' peak; at the end, the cell's.
         let a = agent.clone();
-        memory_peak_after_upload = blocking(move || Ok(super::collect::memory_peak(&a, &cgroup_dir))).await?;
+        memory_peak_after_upload = blocking(move || Ok(crate::guest::memory::memory_peak(&a, &cgroup_dir))).await?;
         progress.start_download();
         download = Some(client::download(&plan.client, url, &plan.download_headers, progress.downloaded.clone(), limit()).await);
     }

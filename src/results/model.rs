@@ -322,9 +322,17 @@ pub struct HostFacts {
     /// and perfvm, and % stolen by the hypervisor below the host.
     pub other_cpu_percent: Option<f64>,
     pub steal_percent: Option<f64>,
-    /// true: other work or steal was above perfvm's thresholds (`hostfacts::NOISY_*`): the
+    /// true: other work or steal was above perfvm's thresholds (`HostFacts::NOISY_*`): the
     /// cell's speed is not the target's alone.
     pub noisy: Option<bool>,
+}
+
+impl HostFacts {
+    /// Other work on the host above this share of its CPU during an upload makes the cell noisy.
+    /// How it was chosen is in docs/performance.md ("A busy host").
+    pub const NOISY_OTHER_CPU_PERCENT: f64 = 15.0;
+    /// Steal above this share of the host's CPU: the host itself is a VM whose neighbours are busy.
+    pub const NOISY_STEAL_PERCENT: f64 = 5.0;
 }
 
 /// What sampling itself cost during the upload.

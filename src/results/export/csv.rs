@@ -86,7 +86,7 @@ fn num<T: ToString>(v: Option<T>) -> String {
 /// A decimal with exactly three digits after the point gets a fourth (`45.632` → `45.6320`): a
 /// spreadsheet in a locale whose thousands separator is `.` (German) would read `45.632` as
 /// 45632, a wrong number without a word; `45.6320` it leaves as text, which is seen.
-fn unambiguous(mut s: String) -> String {
+pub fn unambiguous(mut s: String) -> String {
     if s.find('.').is_some_and(|dot| s.len() - dot - 1 == 3) {
         s.push('0');
     }

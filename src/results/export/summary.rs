@@ -40,8 +40,8 @@ fn noisy_lines(finals: &[&CellResult]) -> String {
     }
     format!(
         "\nbusy host during the upload (other work above {} % of the host's CPU, or steal above {} %): {}\n",
-        crate::hostfacts::NOISY_OTHER_CPU_PERCENT,
-        crate::hostfacts::NOISY_STEAL_PERCENT,
+        crate::results::model::HostFacts::NOISY_OTHER_CPU_PERCENT,
+        crate::results::model::HostFacts::NOISY_STEAL_PERCENT,
         noisy.join(", ")
     )
 }
@@ -217,8 +217,7 @@ mod tests {
         let mut busy = sample();
         busy.ram_mb = 256;
         busy.cell = "256-256M".into();
-        let mut f = crate::results::model::HostFacts::default();
-        crate::hostfacts::set_load(&mut f, 41.5, 0.0);
+        let f = crate::results::model::HostFacts { other_cpu_percent: Some(41.5), steal_percent: Some(0.0), noisy: Some(true), ..Default::default() };
         busy.host_facts = Some(f);
         assert_eq!(noisy_lines(&[&quiet]), "");
         let text = noisy_lines(&[&quiet, &busy]);
