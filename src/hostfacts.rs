@@ -8,9 +8,6 @@
 
 use crate::results::model::HostFacts;
 
-/// The thresholds live with the facts they judge (docs/performance.md, "A busy host").
-pub const NOISY_OTHER_CPU_PERCENT: f64 = HostFacts::NOISY_OTHER_CPU_PERCENT;
-pub const NOISY_STEAL_PERCENT: f64 = HostFacts::NOISY_STEAL_PERCENT;
 
 /// The facts of this machine that do not change between cells.
 pub fn local() -> HostFacts {
@@ -119,16 +116,18 @@ pub fn load_between(a: &CpuSnapshot, b: &CpuSnapshot, ticks_per_second: f64) -> 
 pub fn set_load(f: &mut HostFacts, other_cpu_percent: f64, steal_percent: f64) {
     f.other_cpu_percent = Some(other_cpu_percent);
     f.steal_percent = Some(steal_percent);
-    f.noisy = Some(other_cpu_percent > NOISY_OTHER_CPU_PERCENT || steal_percent > NOISY_STEAL_PERCENT);
+    f.noisy = Some(other_cpu_percent > HostFacts::NOISY_OTHER_CPU_PERCENT || steal_percent > HostFacts::NOISY_STEAL_PERCENT);
 }
 
 /// The warning a noisy cell gets, or None.
 pub fn noise_warning(f: &HostFacts) -> Option<String> {
     (f.noisy == Some(true)).then(|| {
         format!(
-            "the host was busy during the upload ({} % of its CPU went to other work, {} % stolen; thresholds {NOISY_OTHER_CPU_PERCENT} % and {NOISY_STEAL_PERCENT} %): throughput and timings may be low",
+            "the host was busy during the upload ({} % of its CPU went to other work, {} % stolen; thresholds {} % and {} %): throughput and timings may be low",
             f.other_cpu_percent.unwrap_or(0.0),
-            f.steal_percent.unwrap_or(0.0)
+            f.steal_percent.unwrap_or(0.0),
+            HostFacts::NOISY_OTHER_CPU_PERCENT,
+            HostFacts::NOISY_STEAL_PERCENT
         )
     })
 }
@@ -169,7 +168,7 @@ mod tests {
         set_load(&mut f, 20.0, 0.0);
         assert_eq!(f.noisy, Some(true));
         assert!(noise_warning(&f).unwrap().contains("20 % of its CPU"));
-        set_load(&mut f, NOISY_OTHER_CPU_PERCENT, NOISY_STEAL_PERCENT);
+        set_load(&mut f, HostFacts::NOISY_OTHER_CPU_PERCENT, HostFacts::NOISY_STEAL_PERCENT);
         assert_eq!(f.noisy, Some(false), "at the thresholds is not above them");
         assert_eq!(noise_warning(&f), None);
         set_load(&mut f, 1.0, 6.0);

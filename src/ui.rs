@@ -1,7 +1,6 @@
 //! What a person sees: phase lines and an upload progress bar on stderr, a one-screen summary on
 //! stdout. Plain lines when stderr is not a terminal (CI, nohup).
 
-pub use crate::size::fmt_secs;
 use crate::pipeline::{Phase, Reporter};
 use crate::results::model::CellResult;
 use crate::size::human;
@@ -293,7 +292,7 @@ impl crate::matrix::run::Ui for ConsoleReporter {
         ConsoleReporter::line(self, text);
     }
     fn matrix_progress(&self, done: usize, failed: usize, total: usize, remaining: usize, eta_seconds: f64) {
-        ConsoleReporter::matrix_progress(self, done, failed, total, remaining, &fmt_secs(eta_seconds));
+        ConsoleReporter::matrix_progress(self, done, failed, total, remaining, &crate::size::fmt_secs(eta_seconds));
     }
     fn finish(&self) {
         ConsoleReporter::finish(self);

@@ -207,7 +207,7 @@ pub fn run(c: super::PlanCommand) -> anyhow::Result<i32> {
                 "{}: ok: {} cell(s), ~{} at {} job(s) (cost model{})",
                 file.display(),
                 e.cells.len(),
-                crate::ui::fmt_secs(e.wall_seconds),
+                crate::size::fmt_secs(e.wall_seconds),
                 e.jobs,
                 if e.past > 0 { format!(", corrected by {} past cell(s)", e.past) } else { String::new() }
             );

@@ -29,6 +29,8 @@ pub struct Recorder {
     db: Option<Db>,
     path: PathBuf,
     pub run: RunRow,
+    /// Results of the run recorded so far (`record_new`).
+    recorded: usize,
 }
 
 impl Recorder {
@@ -40,7 +42,7 @@ impl Recorder {
                 None
             }
         };
-        Recorder { db, path, run }
+        Recorder { db, path, run, recorded: 0 }
     }
 
     pub fn record(&mut self, cells: &[&CellResult]) {
@@ -49,6 +51,14 @@ impl Recorder {
                 eprintln!("perfvm: warning: cannot record in {} ({e:#}); `perfvm db import` can add this run later", self.path.display());
                 self.db = None;
             }
+    }
+
+    /// Record the results added since the last call: a run's results only grow, and recording
+    /// what is already in the database changes nothing.
+    pub fn record_new(&mut self, results: &[CellResult]) {
+        let new = results.get(self.recorded..).unwrap_or_default();
+        self.record(&new.iter().collect::<Vec<_>>());
+        self.recorded = results.len();
     }
 
     pub fn path(&self) -> &Path {

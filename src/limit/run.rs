@@ -151,13 +151,9 @@ struct Exports {
     target_mode: String,
 }
 
-fn result_path(r: &CellResult) -> String {
-    format!("{}/{}", attempts::attempt_rel(&r.key(), r.attempt), rundir::RESULT)
-}
-
 impl Exports {
     fn doc(&self, results: &[CellResult]) -> LimitDoc {
-        let ctx = Context { run_key: &self.run_key, target: &self.target, target_mode: &self.target_mode, spec: &self.spec, confirm: self.confirm, result_path };
+        let ctx = Context { run_key: &self.run_key, target: &self.target, target_mode: &self.target_mode, spec: &self.spec, confirm: self.confirm, result_path: attempts::result_rel };
         evidence::document(&ctx, &self.grid, results, &settled(&self.grid, results, self.retries))
     }
 
@@ -179,7 +175,7 @@ impl Exports {
             stops: BTreeMap::new(),
             rams,
             sizes,
-            result_path,
+            result_path: attempts::result_rel,
         };
         let title = format!("perfvm limit {} — {}, {}, image {}; {} probe(s)", meta.run_key, doc.question, meta.accel, meta.image_id, doc.probes.len());
         let mut summary = evidence::summary_lines(&doc).into_bytes();
@@ -206,7 +202,6 @@ struct Recording {
     meta: RunMetadata,
     recorder: crate::history::Recorder,
     ui: Arc<dyn Ui>,
-    recorded: usize,
 }
 
 impl Events for Recording {
@@ -216,8 +211,7 @@ impl Events for Recording {
 
     fn finished(&mut self, results: &[CellResult], _unsettled: &HashSet<CellKey>) -> Result<()> {
         let doc = self.exports.write(&self.meta, results, None)?;
-        self.recorder.record(&results[self.recorded..].iter().collect::<Vec<_>>());
-        self.recorded = results.len();
+        self.recorder.record_new(results);
         if let Some(r) = results.last() {
             self.ui.line(&format!("perfvm: probe {} r{}: {}; {}", self.exports.spec.question.label(probe_value(&self.exports.grid, r)), r.repeat, crate::report::outcome(r), doc.message));
         }
@@ -343,11 +337,10 @@ pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc
 
     let mut recorder = crate::history::Recorder::open(o.db_path(), crate::history::matrix_run(&run_dir, &meta, o.label.as_deref()));
     recorder.run.kind = "limit".into();
-    let mut rec = Recording { exports, meta, recorder, ui: ui.clone(), recorded: 0 };
+    let mut rec = Recording { exports, meta, recorder, ui: ui.clone() };
     rec.exports.write(&rec.meta, &results, None)?;
     // Probes finished before a resume too: recording is idempotent.
-    rec.recorder.record(&results.iter().collect::<Vec<_>>());
-    rec.recorded = results.len();
+    rec.recorder.record_new(&results);
 
     let domain_tag = format!("{}-{}", &key.trim_start_matches("limit-")[..4], std::process::id());
     let runner = Arc::new(PipelineRunner { envs: envs.into_iter().map(Arc::new).collect(), opts: Arc::new(o.clone()), accel, run_dir: run_dir.clone(), run_key: key.clone(), domain_tag, ui: ui.clone() });
@@ -428,7 +421,7 @@ pub fn plan(o: &Options, l: &LimitOptions) -> Result<Plan> {
     let e = matrix::estimate(o, &cells, valid.accel, valid.target_name(), 1);
     let reference = valid.target_name() == crate::profile::REFERENCE_NAME;
     let mode = if reference { o.target_mode.unwrap_or(crate::profile::TargetMode::Stream).as_str() } else { "profile" };
-    let ctx = Context { run_key: "", target: valid.target_name(), target_mode: mode, spec: &l.spec, confirm: l.confirm, result_path };
+    let ctx = Context { run_key: "", target: valid.target_name(), target_mode: mode, spec: &l.spec, confirm: l.confirm, result_path: attempts::result_rel };
     Ok(Plan { question: ctx.question(), grid, first, clean_probes: search.clean_probes(), seconds: (e.cells[0].1, e.cells[1].1), jobs })
 }
 
@@ -492,7 +485,7 @@ mod tests {
     fn exit_codes_say_how_the_search_ended() {
         let g = grid();
         let spec = Spec::new(g.question, Some(Range { low: 192, high: 512 }), Some("64"), 1).unwrap();
-        let ctx = Context { run_key: "limit-x", target: "t", target_mode: "memory", spec: &spec, confirm: 1, result_path };
+        let ctx = Context { run_key: "limit-x", target: "t", target_mode: "memory", spec: &spec, confirm: 1, result_path: attempts::result_rel };
         let finished = |rs: &[CellResult], ended: Ended| {
             let doc = evidence::document(&ctx, &g, rs, &settled(&g, rs, 0));
             Finished { run_dir: PathBuf::new(), doc, ended, db: PathBuf::new(), report: Ok(()), probes_before: 0, probes_now: 0, wall_seconds: 0.0, hosts: 1 }

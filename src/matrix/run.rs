@@ -175,11 +175,10 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
     let e = estimate(&o, &todo, accel, &rec_target, jobs);
     ui.line(&format!("perfvm: estimated ~{} for the {} cell(s) to run, at {jobs} job(s) (cost model{})", crate::size::fmt_secs(e.wall_seconds), todo.len(), if e.past > 0 { format!(", corrected by {} past cell(s): ×{:.2}", e.past, e.correction) } else { String::from(", no past cells here to correct it") }));
     let recorder = crate::history::Recorder::open(o.db_path(), crate::history::matrix_run(&run_dir, &meta, o.label.as_deref()));
-    let mut rec = Recording { exports: Exports::new(&run_dir, &cells.all, &m), meta, recorder, ui: ui.clone(), recorded: 0 };
+    let mut rec = Recording { exports: Exports::new(&run_dir, &cells.all, &m), meta, recorder, ui: ui.clone() };
     rec.exports.write(&rec.meta, &finished, None, &to_run)?;
     // Attempts finished before a resume too: recording is idempotent.
-    rec.recorder.record(&finished.iter().collect::<Vec<_>>());
-    rec.recorded = finished.len();
+    rec.recorder.record_new(&finished);
 
     let domain_tag = format!("{}-{}", &key.trim_start_matches("matrix-")[..4], std::process::id());
     let runner = Arc::new(PipelineRunner { envs: envs.into_iter().map(Arc::new).collect(), opts: Arc::new(o.clone()), accel, run_dir: run_dir.clone(), run_key: key.clone(), domain_tag, ui: ui.clone() });
@@ -328,7 +327,7 @@ impl Exports {
             stops,
             rams: self.rams.clone(),
             sizes: self.sizes.clone(),
-            result_path: |r| format!("{}/{}", attempts::attempt_rel(&r.key(), r.attempt), rundir::RESULT),
+            result_path: attempts::result_rel,
         };
         if let Some(path) = &self.junit {
             let xml = export::junit::render(meta, &view.finals, total_cells);
@@ -353,8 +352,6 @@ struct Recording {
     meta: RunMetadata,
     recorder: crate::history::Recorder,
     ui: Arc<dyn Ui>,
-    /// Results recorded in the history so far.
-    recorded: usize,
 }
 
 impl Events for Recording {
@@ -364,8 +361,7 @@ impl Events for Recording {
 
     fn finished(&mut self, results: &[CellResult], unsettled: &HashSet<CellKey>) -> Result<()> {
         self.exports.write(&self.meta, results, None, unsettled)?;
-        self.recorder.record(&results[self.recorded..].iter().collect::<Vec<_>>());
-        self.recorded = results.len();
+        self.recorder.record_new(results);
         Ok(())
     }
 

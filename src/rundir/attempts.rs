@@ -18,6 +18,11 @@ pub fn attempt_rel(key: &CellKey, attempt: u32) -> String {
     format!("cells/{}/a{attempt}", key.id())
 }
 
+/// Where an attempt's result.json is, relative to its run directory.
+pub fn result_rel(r: &CellResult) -> String {
+    format!("{}/{}", attempt_rel(&r.key(), r.attempt), super::RESULT)
+}
+
 /// The ids of the cells that have a directory in a run (`512-1G-r1`, …), in no order: what a
 /// run whose cells are not known in advance (a limit search) has on disk.
 pub fn cell_ids(run: &Path) -> Vec<String> {
