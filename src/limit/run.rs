@@ -295,12 +295,7 @@ pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc
     }
 
     let jobs: usize = slots.iter().map(|s| s.jobs).sum();
-    let (started, uid) = rundir::matrix_identity(&run_dir);
-    let mut meta = matrix::metadata(&envs[0], &def, &key, jobs, started);
-    meta.run_uid = Some(uid);
-    meta.label = o.label.clone();
-    meta.hosts = specs.iter().zip(&slots).map(|(h, s)| format!("{} ({}, {}): {} job(s), budget {} MiB", h.name, h.uri, h.access.as_str(), s.jobs, s.budget.total_mib)).collect();
-    meta.hosts.extend(ready.skipped.iter().map(|s| format!("skipped: {s}")));
+    let meta = matrix::metadata(&run_dir, &envs[0], (&specs, &slots, &ready.skipped), &def, &key, o.label.as_deref());
     let target = &envs[0].target;
     let exports = Exports {
         run_dir: run_dir.clone(),

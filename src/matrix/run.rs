@@ -144,12 +144,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
         finished.extend(attempts::finished_attempts(&run_dir, k));
     }
     let jobs: usize = slots.iter().map(|s| s.jobs).sum();
-    let (started, uid) = rundir::matrix_identity(&run_dir);
-    let mut meta = metadata(&envs[0], &def, &key, jobs, started);
-    meta.run_uid = Some(uid);
-    meta.label = o.label.clone();
-    meta.hosts = specs.iter().zip(&slots).map(|(h, s)| format!("{} ({}, {}): {} job(s), budget {} MiB", h.name, h.uri, h.access.as_str(), s.jobs, s.budget.total_mib)).collect();
-    meta.hosts.extend(ready.skipped.iter().map(|s| format!("skipped: {s}")));
+    let meta = metadata(&run_dir, &envs[0], (&specs, &slots, &ready.skipped), &def, &key, o.label.as_deref());
     let room = if slots.len() == 1 { format!("{jobs} job(s), budget {} MiB", slots[0].budget.total_mib) } else { format!("hosts: {}", meta.hosts.join("; ")) };
     let growth = match m.adaptive {
         Some(a) => format!(" (then more while throughput RSD > {} %, at most {} repetitions per cell)", a.target_rsd_percent, a.max_repeats),
@@ -260,13 +255,20 @@ fn harness_sha256(env: &CellEnv) -> String {
     hex::encode(h.finalize())[..16].to_string()
 }
 
-pub(crate) fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usize, started: chrono::DateTime<chrono::Utc>) -> RunMetadata {
+/// What results.json says of a run (a matrix or a limit search) in `run_dir`: its identity (kept
+/// from its first start), the host it is driven from, its definition, and each host's jobs and
+/// budget.
+pub(crate) fn metadata(run_dir: &Path, env: &CellEnv, hosts: (&[crate::hosts::spec::HostSpec], &[Slot], &[String]), def: &RunDefinition, key: &str, label: Option<&str>) -> RunMetadata {
+    let (specs, slots, skipped) = hosts;
     let (libvirt_version, qemu_version) = crate::hypervisor::conn::versions(&env.host.conn);
     let uts = nix::sys::utsname::uname().ok();
+    let (started, uid) = rundir::matrix_identity(run_dir);
+    let mut hosts: Vec<String> = specs.iter().zip(slots).map(|(h, s)| format!("{} ({}, {}): {} job(s), budget {} MiB", h.name, h.uri, h.access.as_str(), s.jobs, s.budget.total_mib)).collect();
+    hosts.extend(skipped.iter().map(|s| format!("skipped: {s}")));
     RunMetadata {
         run_key: key.to_string(),
-        run_uid: None,
-        label: None,
+        run_uid: Some(uid),
+        label: label.map(str::to_string),
         perfvm_version: env!("CARGO_PKG_VERSION").to_string(),
         git_rev: std::process::Command::new("git")
             .args(["rev-parse", "--short", "HEAD"])
@@ -282,14 +284,15 @@ pub(crate) fn metadata(env: &CellEnv, def: &RunDefinition, key: &str, jobs: usiz
         image_id: def.image_id.clone(),
         target: def.target.clone(),
         target_mode: def.target_mode.clone(),
-        jobs,
+        jobs: slots.iter().map(|s| s.jobs).sum(),
         started,
         finished: None,
         definition: def.clone(),
         target_profile: env.target.profile_path.as_ref().map(|p| p.display().to_string()),
-        hosts: Vec::new(),
+        hosts,
     }
 }
+
 
 /// The run's exports, rewritten after every cell.
 struct Exports {
