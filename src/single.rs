@@ -46,6 +46,7 @@ fn file_size_of(p: &std::path::Path) -> Result<ByteSize, InputError> {
 
 /// Run the cell. `say` is told what set-up does that takes a while, and the cell's facts.
 pub async fn run(o: &Options, s: &SingleOptions, cancel: &CancellationToken, rep: &dyn Reporter, say: &dyn Fn(String)) -> Result<Ran> {
+    o.one_target("run")?;
     let ssh_key = match &s.ssh_key {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| InputError(format!("--ssh-key {}: {e}", p.display())))?;
@@ -65,8 +66,8 @@ pub async fn run(o: &Options, s: &SingleOptions, cancel: &CancellationToken, rep
         return Err(InputError("--keep-vm and --ssh-key need a local host: a remote guest's ports are reached through a tunnel that ends with the cell".into()).into());
     }
     let mut ready = tokio::task::block_in_place(|| setup::preflight(o, &[(s.ram, size, s.concurrency)], say))?;
-    let env = ready.hosts.remove(0).1;
-    let key = CellKey { ram_mib: s.ram, size, concurrency: s.concurrency, repeat: 1 };
+    let env = ready.one_target().remove(0).1;
+    let key = CellKey { ram_mib: s.ram, size, concurrency: s.concurrency, repeat: 1, target: crate::plan::key::TargetTag::NONE };
     let run_id = crate::rundir::new_run_id(&key.shape());
     let run_dir = crate::rundir::create_single(&o.results_dir, &run_id).with_context(|| format!("cannot create the run directory in {}", o.results_dir.display()))?;
     // Unique on the host: the run id's random tail and our pid.

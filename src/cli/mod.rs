@@ -499,8 +499,10 @@ pub struct CellArgs {
     pub cpus: u32,
     /// The server to measure: perfvm-target (the built-in reference), a shipped profile's name
     /// (nginx-webdav, dufs, uploadserver; see `perfvm target list`), or a profile file's path.
-    #[arg(long, default_value = crate::profile::REFERENCE_NAME, value_name = "NAME|PATH")]
-    pub target: String,
+    /// The reference target takes its mode after a colon (perfvm-target:memory). A matrix
+    /// measures several side by side: --target perfvm-target:stream,dufs.
+    #[arg(long, default_value = crate::profile::REFERENCE_NAME, value_name = "NAME|PATH", value_delimiter = ',')]
+    pub target: Vec<String>,
     /// How the reference target stores uploads: stream (plain writes, like most servers: small
     /// anon memory, the file's page cache grows; the default), drop-cache (syncs and drops the
     /// file's cache every 8 MiB: everything stays small) or memory (buffers the whole body first,
@@ -565,7 +567,7 @@ impl CellArgs {
                 hook_after: self.hook_after_cell.clone(),
             },
             accel: self.accel,
-            target: self.target.clone(),
+            targets: self.target.iter().map(|t| crate::setup::target::TargetArg::parse(t)).collect::<Result<_, _>>()?,
             target_mode: self.target_mode,
             image: self.image.source(),
             hosts: self.hosts.specs()?,

@@ -30,9 +30,10 @@ file_size = ["100M", "1G"]
 # concurrency = [1, 4]
 
 # The server: perfvm-target (built in), a shipped profile (`perfvm target list`), or a profile
-# file (a path relative to this plan).
-target = "perfvm-target"
-# target_mode = "stream"   # the reference target only: stream, drop-cache or memory
+# file (a path relative to this plan). Several are measured side by side, each cell per target;
+# the reference target takes its mode after a colon (stream, drop-cache or memory).
+targets = ["perfvm-target:stream"]
+# targets = ["perfvm-target:stream", "perfvm-target:memory", "dufs", "nginx-webdav"]
 
 # Repetitions: a fixed number, or until the throughput's spread is at most target_rsd %.
 repeat = 1
@@ -89,6 +90,8 @@ pub fn flags(plan: &Plan, keys: &[(String, bool)], given: &dyn Fn(&str) -> bool)
     let bad = |key: &str, why: String| InputError(format!("plan {}: {key}: {why}", plan.path.display()));
     let mut out = Vec::new();
     for (key, value) in &plan.table {
+        // `targets = [...]` reads better for a list; it is `--target`.
+        let key = &if key == "targets" && !plan.table.contains_key("target") { "target".to_string() } else { key.clone() };
         let Some((_, takes_value)) = keys.iter().find(|(k, _)| k == key) else {
             return Err(bad(key, unknown(key, keys)));
         };
@@ -296,6 +299,11 @@ mod tests {
         assert!(joined.contains("--results-dir /srv/plans/out") && joined.contains("--target /srv/plans/profiles/x.toml") && joined.contains("--hosts /etc/perfvm/hosts.toml"), "{joined}");
         let named = plan("target = \"dufs\"\n", "/srv/plans/plan.toml");
         assert_eq!(flags(&named, &keys, &|_| false).unwrap(), argv("--target dufs"), "a target's name is not a path");
+        let several = plan("targets = [\"perfvm-target:memory\", \"dufs\"]\n", "/srv/plans/plan.toml");
+        assert_eq!(flags(&several, &keys, &|_| false).unwrap(), argv("--target perfvm-target:memory --target dufs"), "targets is --target");
+        let m = matrix_args([argv("perfvm matrix --ram 1 --file-size 1M"), flags(&several, &keys, &|_| false).unwrap()].concat());
+        let by_flags = matrix_args(argv("perfvm matrix --ram 1 --file-size 1M --target perfvm-target:memory,dufs"));
+        assert_eq!(format!("{:?}", m.common.options().unwrap().targets), format!("{:?}", by_flags.common.options().unwrap().targets));
     }
 
     #[test]
@@ -337,7 +345,7 @@ mod tests {
             if let Some((k, _)) = l.split_once(" = ")
                 && !k.contains(' ')
             {
-                assert!(keys.iter().any(|(key, _)| key == k), "{k}");
+                assert!(k == "targets" || keys.iter().any(|(key, _)| key == k), "{k}");
             }
         }
     }

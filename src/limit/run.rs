@@ -237,15 +237,16 @@ fn describe(grid: &Grid, at: &[(usize, u32)]) -> String {
 /// Run a search to its end (or until stopped), resuming the same definition's run directory
 /// unless `fresh`.
 pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc<dyn Ui>) -> Result<Finished> {
+    o.one_target("limit")?;
     let t0 = std::time::Instant::now();
     let grid = l.spec.grid();
     let say = |s: String| ui.line(&format!("perfvm: {s}"));
-    let ready = tokio::task::block_in_place(|| setup::preflight(&o, &ends(&grid), &say))?;
+    let mut ready = tokio::task::block_in_place(|| setup::preflight(&o, &ends(&grid), &say))?;
     let accel = ready.accel;
     let overhead = setup::check::qemu_overhead_mib(accel);
     let max_cost = ends(&grid).iter().map(|e| e.0 + overhead).max().unwrap_or(0);
-    let (specs, envs): (Vec<_>, Vec<_>) = ready.hosts.into_iter().unzip();
-    let mut slots = matrix::host_slots(&specs, &envs, l.jobs, max_cost, o.cell.cpus);
+    let (specs, envs): (Vec<_>, Vec<_>) = ready.one_target().into_iter().unzip();
+    let mut slots = matrix::host_slots(&specs, &envs.iter().collect::<Vec<_>>(), l.jobs, max_cost, o.cell.cpus);
     if slots.iter().all(|s| max_cost > s.budget.total_mib) {
         return Err(InputError(format!(
             "the memory budget ({} MiB at most on a host) is too small for the largest probe ({max_cost} MiB with qemu overhead): lower the top of the range, or free memory",
@@ -274,7 +275,7 @@ pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc
         junit: None,
         plan: None,
     };
-    let def = matrix::definition(&o, &m, &envs[0], accel.to_string());
+    let def = matrix::definition(&o, &m, std::slice::from_ref(&envs[0]), accel.to_string());
     let key = run_key(&l.spec, &def);
     let run_dir = rundir::matrix_dir(&o.results_dir, &key, l.fresh);
     std::fs::create_dir_all(&run_dir).with_context(|| format!("cannot create {}", run_dir.display()))?;
@@ -338,7 +339,7 @@ pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc
     rec.recorder.record_new(&results);
 
     let domain_tag = format!("{}-{}", &key.trim_start_matches("limit-")[..4], std::process::id());
-    let runner = Arc::new(PipelineRunner { envs: envs.into_iter().map(Arc::new).collect(), opts: Arc::new(o.clone()), accel, run_dir: run_dir.clone(), run_key: key.clone(), domain_tag, ui: ui.clone() });
+    let runner = Arc::new(PipelineRunner { envs: envs.into_iter().map(|e| vec![Arc::new(e)]).collect(), tags: vec![crate::plan::key::TargetTag::NONE], opts: Arc::new(o.clone()), accel, run_dir: run_dir.clone(), run_key: key.clone(), domain_tag, ui: ui.clone() });
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let policy = Policy { retries: l.retries, stop_on_failure: false, adaptive: None, overhead_mib: overhead };
     let model: fn(&CellKey) -> f64 = if o.cell.download { |k| estimate::seconds(&estimate::MEASURED_TCG, k, true) } else { |k| estimate::seconds(&estimate::MEASURED_TCG, k, false) };
@@ -404,6 +405,7 @@ pub struct Plan {
 }
 
 pub fn plan(o: &Options, l: &LimitOptions) -> Result<Plan> {
+    o.one_target("limit")?;
     let grid = l.spec.grid();
     let valid = setup::validate(o, &ends(&grid))?;
     let jobs = l.jobs.unwrap_or(1);

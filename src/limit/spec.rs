@@ -297,7 +297,7 @@ impl Grid {
             Question::Ram { file_size } => (v, file_size),
             Question::FileSize { ram_mib } => (ram_mib, ByteSize(v)),
         };
-        CellKey { ram_mib, size, concurrency: self.concurrency, repeat }
+        CellKey { ram_mib, size, concurrency: self.concurrency, repeat, target: crate::plan::key::TargetTag::NONE }
     }
 
     /// The point a cell probes, if it is one of this grid's.

@@ -57,10 +57,11 @@ pub struct Cells {
     pub selected: Vec<CellKey>,
 }
 
-pub fn cells(m: &MatrixOptions) -> Result<Cells, InputError> {
+pub fn cells(o: &Options, m: &MatrixOptions) -> Result<Cells, InputError> {
     let e = |e: expand::MatrixError| InputError(e.to_string());
     let most = m.adaptive.map_or(m.repeat, |a| a.max_repeats);
-    let all = expand::expand(&m.ram, &m.file_sizes, &m.concurrency, most).map_err(e)?;
+    let tags: Vec<_> = setup::target::choose_all(&o.targets, o.target_mode)?.iter().map(|t| t.tag).collect();
+    let all = expand::expand(&m.ram, &m.file_sizes, &m.concurrency, &tags, most).map_err(e)?;
     let selected = expand::select(all.clone(), &expand::parse_patterns(&m.only).map_err(e)?, &expand::parse_patterns(&m.skip).map_err(e)?).map_err(e)?;
     if m.jobs == Some(0) {
         return Err(InputError("--jobs 0: use 1 or more (or leave it out to fit the memory budget)".into()));
@@ -102,15 +103,17 @@ impl Finished {
 /// Run a matrix to its end (or until stopped), resuming the same definition's run directory
 /// unless `fresh`.
 pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Arc<dyn Ui>) -> Result<Finished> {
-    let cells = cells(&m)?;
+    let cells = cells(&o, &m)?;
     let shapes: Vec<_> = cells.selected.iter().map(|k| (k.ram_mib, k.size, k.concurrency)).collect();
     let say = |s: String| ui.line(&format!("perfvm: {s}"));
     let ready = tokio::task::block_in_place(|| setup::preflight(&o, &shapes, &say))?;
     let accel = ready.accel;
     let overhead = setup::check::qemu_overhead_mib(accel);
     let max_cost = cells.selected.iter().map(|k| k.ram_mib + overhead).max().unwrap_or(0);
-    let (specs, envs): (Vec<_>, Vec<_>) = ready.hosts.into_iter().unzip();
-    let slots = host_slots(&specs, &envs, m.jobs, max_cost, o.cell.cpus);
+    let tags = ready.tags.clone();
+    let (specs, envs): (Vec<_>, Vec<Vec<CellEnv>>) = ready.hosts.into_iter().unzip();
+    let firsts: Vec<&CellEnv> = envs.iter().map(|e| &e[0]).collect();
+    let slots = host_slots(&specs, &firsts, m.jobs, max_cost, o.cell.cpus);
     if slots.iter().all(|s| max_cost > s.budget.total_mib) {
         let budgets: Vec<String> = specs.iter().zip(&slots).map(|(h, s)| format!("{} {} MiB", h.name, s.budget.total_mib)).collect();
         return Err(InputError(format!(
@@ -144,7 +147,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
         finished.extend(attempts::finished_attempts(&run_dir, k));
     }
     let jobs: usize = slots.iter().map(|s| s.jobs).sum();
-    let meta = metadata(&run_dir, &envs[0], (&specs, &slots, &ready.skipped), &def, &key, o.label.as_deref());
+    let meta = metadata(&run_dir, &envs[0][0], (&specs, &slots, &ready.skipped), &def, &key, o.label.as_deref());
     let room = if slots.len() == 1 { format!("{jobs} job(s), budget {} MiB", slots[0].budget.total_mib) } else { format!("hosts: {}", meta.hosts.join("; ")) };
     let growth = match m.adaptive {
         Some(a) => format!(" (then more while throughput RSD > {} %, at most {} repetitions per cell)", a.target_rsd_percent, a.max_repeats),
@@ -166,7 +169,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
         to_run.len(),
     ));
     let todo: Vec<CellKey> = to_run.iter().copied().collect();
-    let rec_target = envs[0].target.name.clone();
+    let rec_target = envs[0][0].target.name.clone();
     let e = estimate(&o, &todo, accel, &rec_target, jobs);
     ui.line(&format!("perfvm: estimated ~{} for the {} cell(s) to run, at {jobs} job(s) (cost model{})", crate::size::fmt_secs(e.wall_seconds), todo.len(), if e.past > 0 { format!(", corrected by {} past cell(s): ×{:.2}", e.past, e.correction) } else { String::from(", no past cells here to correct it") }));
     let recorder = crate::history::Recorder::open(o.db_path(), crate::history::matrix_run(&run_dir, &meta, o.label.as_deref()));
@@ -176,7 +179,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
     rec.recorder.record_new(&finished);
 
     let domain_tag = format!("{}-{}", &key.trim_start_matches("matrix-")[..4], std::process::id());
-    let runner = Arc::new(PipelineRunner { envs: envs.into_iter().map(Arc::new).collect(), opts: Arc::new(o.clone()), accel, run_dir: run_dir.clone(), run_key: key.clone(), domain_tag, ui: ui.clone() });
+    let runner = Arc::new(PipelineRunner { envs: envs.into_iter().map(|e| e.into_iter().map(Arc::new).collect()).collect(), tags, opts: Arc::new(o.clone()), accel, run_dir: run_dir.clone(), run_key: key.clone(), domain_tag, ui: ui.clone() });
     let outcome = sched.run(finished, runner, cancel, &mut rec).await?;
     ui.finish();
     rec.meta.finished = Some(chrono::Utc::now());
@@ -193,7 +196,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
 /// Each host's budget and jobs, for cells that cost at most `max_cost` MiB (guest RAM and
 /// qemu's overhead): hosts.toml's figures, else what the host has; jobs from hosts.toml, else
 /// `jobs` (--jobs), else what the budget and the cores hold.
-pub(crate) fn host_slots(specs: &[crate::hosts::spec::HostSpec], envs: &[CellEnv], jobs: Option<usize>, max_cost: u64, cpus: u32) -> Vec<Slot> {
+pub(crate) fn host_slots(specs: &[crate::hosts::spec::HostSpec], envs: &[&CellEnv], jobs: Option<usize>, max_cost: u64, cpus: u32) -> Vec<Slot> {
     specs
         .iter()
         .zip(envs)
@@ -209,20 +212,23 @@ pub(crate) fn host_slots(specs: &[crate::hosts::spec::HostSpec], envs: &[CellEnv
         .collect()
 }
 
-/// Everything that defines the run's cells, for its key.
-pub(crate) fn definition(o: &Options, m: &MatrixOptions, env: &CellEnv, accel: String) -> RunDefinition {
+/// Everything that defines the run's cells, for its key: `envs` are one host's, one per target.
+pub(crate) fn definition(o: &Options, m: &MatrixOptions, envs: &[CellEnv], accel: String) -> RunDefinition {
     let c = &o.cell;
+    // A profile's content is part of the definition: an edited profile starts a new run.
+    let mode = |env: &CellEnv| match &env.target.profile_sha256 {
+        Some(h) => format!("profile-{}", &h[..12]),
+        None => env.target.mode.clone(),
+    };
+    let first = &envs[0];
     RunDefinition {
         ram_mib: m.ram.clone(),
         file_sizes: m.file_sizes.iter().map(|s| s.label()).collect(),
         repeat: m.adaptive.map_or(m.repeat, |a| a.max_repeats),
-        target: env.target.name.clone(),
-        // A profile's content is part of the definition: an edited profile starts a new run.
-        target_mode: match &env.target.profile_sha256 {
-            Some(h) => format!("profile-{}", &h[..12]),
-            None => env.target.mode.clone(),
-        },
-        image_id: env.image.id.clone(),
+        target: first.target.name.clone(),
+        target_mode: mode(first),
+        targets: if envs.len() > 1 { envs.iter().map(|e| (e.target.name.clone(), mode(e))).collect() } else { Vec::new() },
+        image_id: first.image.id.clone(),
         accel,
         cpus: c.cpus,
         timeout_s: c.timeout_s,
@@ -234,19 +240,19 @@ pub(crate) fn definition(o: &Options, m: &MatrixOptions, env: &CellEnv, accel: S
         chunked: c.transfer == crate::upload::client::Transfer::Chunked,
         download: c.download,
         adaptive: m.adaptive,
-        harness_sha256: Some(harness_sha256(env)),
+        harness_sha256: Some(harness_sha256(envs)),
     }
 }
 
 /// What perfvm puts into every guest, hashed: the cloud-init templates, the probe, and the
-/// reference target when it is the target. A file that cannot be read hashes as its name.
-fn harness_sha256(env: &CellEnv) -> String {
+/// reference target when it is a target. A file that cannot be read hashes as its name.
+fn harness_sha256(envs: &[CellEnv]) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    h.update(env.templates.0.as_bytes());
-    h.update(env.templates.1.as_bytes());
+    h.update(envs[0].templates.0.as_bytes());
+    h.update(envs[0].templates.1.as_bytes());
     let mut bins = vec![crate::paths::probe_binary()];
-    if env.target.profile_sha256.is_none() {
+    if envs.iter().any(|e| e.target.profile_sha256.is_none()) {
         bins.push(crate::paths::target_binary());
     }
     for b in bins {
@@ -377,7 +383,9 @@ impl Events for Recording {
 /// in one cell must not take the others down: its guards have torn it down while unwinding,
 /// and it is recorded as the harness's failure.
 pub(crate) struct PipelineRunner {
-    pub(crate) envs: Vec<Arc<CellEnv>>,
+    /// Each host's environments, one per target in the order of `tags`.
+    pub(crate) envs: Vec<Vec<Arc<CellEnv>>>,
+    pub(crate) tags: Vec<crate::plan::key::TargetTag>,
     pub(crate) opts: Arc<Options>,
     pub(crate) accel: crate::accel::Accel,
     pub(crate) run_dir: PathBuf,
@@ -391,7 +399,8 @@ impl CellRunner for PipelineRunner {
     fn run(&self, host: usize, job: Job, cancel: CancellationToken) -> Pin<Box<dyn Future<Output = CellResult> + Send>> {
         let out = attempts::attempt_dir(&self.run_dir, &job.key, job.attempt);
         let cfg = self.opts.cell_config(self.accel, &self.run_key, &job.key, job.attempt, &format!("a{}-{}", job.attempt, self.domain_tag));
-        let (env, ui) = (self.envs[host].clone(), self.ui.clone());
+        let t = self.tags.iter().position(|t| *t == job.key.target).expect("every cell's target has an environment");
+        let (env, ui) = (self.envs[host][t].clone(), self.ui.clone());
         Box::pin(async move {
             use futures_util::FutureExt;
             if let Err(e) = std::fs::create_dir_all(&out) {
@@ -442,7 +451,7 @@ pub(crate) fn cell_seconds(r: &CellResult) -> f64 {
 /// `--list`: the cells, checked as a run would check them, with their estimates. Jobs as a run
 /// on this machine would have them, unless given.
 pub fn list(o: &Options, m: &MatrixOptions) -> Result<Estimate> {
-    let c = cells(m)?;
+    let c = cells(o, m)?;
     let wanted = first_planned(m, &c);
     let shapes: Vec<_> = wanted.iter().map(|k| (k.ram_mib, k.size, k.concurrency)).collect();
     let valid = setup::validate(o, &shapes)?;
@@ -483,10 +492,13 @@ pub fn from_snapshot(mut o: Options, mut m: MatrixOptions, archive: &Path, trust
     m.repeat = d.repeat;
     m.adaptive = d.adaptive;
     m.concurrency = d.concurrency.clone();
+    if !d.targets.is_empty() {
+        return Err(InputError(format!("--from {}: a snapshot of a matrix of several targets cannot be replayed (perfvm makes none)", archive.display())).into());
+    }
     match &x.profile {
-        Some(p) => o.target = p.display().to_string(),
+        Some(p) => o.targets = vec![setup::target::TargetArg { name: p.display().to_string(), mode: None }],
         None => {
-            o.target = d.target.clone();
+            o.targets = vec![setup::target::TargetArg { name: d.target.clone(), mode: None }];
             o.target_mode = Some(crate::profile::TargetMode::parse(&d.target_mode).ok_or_else(|| InputError(format!("--from: unknown target mode {:?}", d.target_mode)))?);
         }
     }

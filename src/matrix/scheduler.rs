@@ -290,7 +290,7 @@ mod tests {
     use std::sync::Mutex;
 
     fn key(ram: u64, repeat: u32) -> CellKey {
-        CellKey { ram_mib: ram, size: ByteSize::parse("1M").unwrap(), concurrency: 1, repeat }
+        CellKey { ram_mib: ram, size: ByteSize::parse("1M").unwrap(), concurrency: 1, repeat, target: crate::plan::key::TargetTag::NONE }
     }
 
     fn result(job: Job, reason: ExitReason, failure: Option<FailureKind>, throughput: f64) -> CellResult {
@@ -420,7 +420,7 @@ mod tests {
             fake.throughput.insert((512, r), tp);
         }
         let adaptive = Adaptive { min_repeats: 3, max_repeats: 5, target_rsd_percent: 5.0 };
-        let cells = crate::plan::expand::expand(&[256, 512], &[ByteSize::parse("1M").unwrap()], &[1], 5).unwrap();
+        let cells = crate::plan::expand::expand(&[256, 512], &[ByteSize::parse("1M").unwrap()], &[1], &[crate::plan::key::TargetTag::NONE], 5).unwrap();
         let (o, log) = go(sched(cells, 1, Policy { adaptive: Some(adaptive), ..RULES }), vec![], Arc::new(fake)).await;
         assert_eq!(attempts(&o, 256).len(), 3);
         assert_eq!(attempts(&o, 512).len(), 5);
@@ -429,7 +429,7 @@ mod tests {
         // A failed repetition ends its shape.
         let mut fake = Fake::default();
         fake.script.insert((256, 2, 1), (ExitReason::OomKilled, Some(FailureKind::Target)));
-        let cells = crate::plan::expand::expand(&[256], &[ByteSize::parse("1M").unwrap()], &[1], 5).unwrap();
+        let cells = crate::plan::expand::expand(&[256], &[ByteSize::parse("1M").unwrap()], &[1], &[crate::plan::key::TargetTag::NONE], 5).unwrap();
         let (o, _) = go(sched(cells, 1, Policy { adaptive: Some(adaptive), ..RULES }), vec![], Arc::new(fake)).await;
         assert_eq!(attempts(&o, 256).len(), 3);
     }

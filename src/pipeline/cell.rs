@@ -45,6 +45,8 @@ pub struct CellConfig {
     pub ssh_key: Option<crate::cloudinit::seed::SshKey>,
     pub repeat: u32,
     pub attempt: u32,
+    /// The target's name in a matrix of several (recorded as `matrix_target`).
+    pub matrix_target: Option<String>,
     /// `--hook-before-cell` / `--hook-after-cell`: host shell commands around the cell.
     pub hook_before: Option<String>,
     pub hook_after: Option<String>,

@@ -37,6 +37,7 @@ pub fn base(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         cpus: cfg.cpus,
         image_id: env.image.id.clone(),
         target: TargetInfo { name: env.target.name.clone(), mode: env.target.mode.clone(), profile_sha256: env.target.profile_sha256.clone() },
+        matrix_target: cfg.matrix_target.clone(),
         seed: cfg.seed,
         content_kind: cfg.payload().kind_label(),
         file_path: cfg.file.as_ref().map(|p| p.display().to_string()),

@@ -13,6 +13,10 @@ pub struct RunDefinition {
     pub repeat: u32,
     pub target: String,
     pub target_mode: String,
+    /// A matrix of several targets: each one's (name, mode); `target` and `target_mode` are the
+    /// first's. Left out with one target, so that older run keys hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<(String, String)>,
     pub image_id: String,
     pub accel: String,
     pub cpus: u32,
@@ -83,6 +87,7 @@ mod tests {
             repeat: 1,
             target: "perfvm-target".into(),
             target_mode: "stream".into(),
+            targets: Vec::new(),
             image_id: "bookworm-abc".into(),
             accel: "tcg".into(),
             cpus: 2,
@@ -128,6 +133,7 @@ mod tests {
             |d: &mut RunDefinition| d.repeat = 3,
             |d: &mut RunDefinition| d.timeout_s = 300,
             |d: &mut RunDefinition| d.target_mode = "memory".into(),
+            |d: &mut RunDefinition| d.targets = vec![("perfvm-target".into(), "stream".into()), ("dufs".into(), "profile-ab".into())],
             |d: &mut RunDefinition| d.cpus = 4,
             |d: &mut RunDefinition| d.content_kind = "zeros".into(),
             |d: &mut RunDefinition| d.chunked = true,

@@ -61,7 +61,7 @@ mod tests {
     use crate::size::ByteSize;
 
     fn k(size: &str, c: u32) -> CellKey {
-        CellKey { ram_mib: 512, size: ByteSize::parse(size).unwrap(), concurrency: c, repeat: 1 }
+        CellKey { ram_mib: 512, size: ByteSize::parse(size).unwrap(), concurrency: c, repeat: 1, target: crate::plan::key::TargetTag::NONE }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Matrix expansion and filters: lists of values into cells. Pure.
 
-use super::key::{CellKey, MAX_CONCURRENCY};
+use super::key::{CellKey, MAX_CONCURRENCY, TargetTag};
 use crate::size::ByteSize;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -62,8 +62,9 @@ fn check_list<T: PartialEq + std::fmt::Display>(flag: &'static str, v: &[T]) -> 
     Ok(())
 }
 
-/// Every cell in a stable order: RAM, size, concurrency (ascending), then repetition.
-pub fn expand(rams: &[u64], sizes: &[ByteSize], concurrency: &[u32], repeat: u32) -> Result<Vec<CellKey>, MatrixError> {
+/// Every cell in a stable order: RAM, size, concurrency (ascending), target (as given), then
+/// repetition: the targets of one shape run side by side, so a stopped matrix compares them.
+pub fn expand(rams: &[u64], sizes: &[ByteSize], concurrency: &[u32], targets: &[TargetTag], repeat: u32) -> Result<Vec<CellKey>, MatrixError> {
     check_list("ram", rams)?;
     check_list("file-size", sizes)?;
     check_list("concurrency", concurrency)?;
@@ -73,18 +74,23 @@ pub fn expand(rams: &[u64], sizes: &[ByteSize], concurrency: &[u32], repeat: u32
     if repeat == 0 {
         return Err(MatrixError::Repeat(repeat));
     }
+    if targets.is_empty() {
+        return Err(MatrixError::Empty("target"));
+    }
     let mut rams = rams.to_vec();
     let mut sizes = sizes.to_vec();
     let mut levels = concurrency.to_vec();
     rams.sort_unstable();
     sizes.sort_unstable();
     levels.sort_unstable();
-    let mut out = Vec::with_capacity(rams.len() * sizes.len() * levels.len() * repeat as usize);
+    let mut out = Vec::with_capacity(rams.len() * sizes.len() * levels.len() * targets.len() * repeat as usize);
     for &ram_mib in &rams {
         for &size in &sizes {
             for &concurrency in &levels {
-                for repeat in 1..=repeat {
-                    out.push(CellKey { ram_mib, size, concurrency, repeat });
+                for &target in targets {
+                    for repeat in 1..=repeat {
+                        out.push(CellKey { ram_mib, size, concurrency, repeat, target });
+                    }
                 }
             }
         }
@@ -115,7 +121,7 @@ mod tests {
 
     #[test]
     fn expands_in_stable_order() {
-        let cells = expand(&[1024, 256], &[sz("1G"), sz("100M")], &[1], 2).unwrap();
+        let cells = expand(&[1024, 256], &[sz("1G"), sz("100M")], &[1], &[TargetTag::NONE], 2).unwrap();
         let ids: Vec<String> = cells.iter().map(|c| c.id()).collect();
         assert_eq!(
             ids,
@@ -124,8 +130,20 @@ mod tests {
     }
 
     #[test]
+    fn targets_run_side_by_side_within_each_shape() {
+        let t = [TargetTag::new("perfvm-target-stream"), TargetTag::new("dufs")];
+        let cells = expand(&[512, 256], &[sz("64M")], &[1], &t, 1).unwrap();
+        let ids: Vec<String> = cells.iter().map(|c| c.id()).collect();
+        assert_eq!(ids, ["perfvm-target-stream-256-64M-r1", "dufs-256-64M-r1", "perfvm-target-stream-512-64M-r1", "dufs-512-64M-r1"]);
+        assert_eq!(expand(&[512], &[sz("1G")], &[1], &[], 1), Err(MatrixError::Empty("target")));
+        // A RAM/SIZE filter selects the cell of every target.
+        let only = parse_patterns(&["256/*".into()]).unwrap();
+        assert_eq!(select(cells, &only, &[]).unwrap().len(), 2);
+    }
+
+    #[test]
     fn concurrency_is_a_third_dimension_that_leaves_single_upload_ids_alone() {
-        let cells = expand(&[512], &[sz("1G")], &[4, 1], 1).unwrap();
+        let cells = expand(&[512], &[sz("1G")], &[4, 1], &[crate::plan::key::TargetTag::NONE], 1).unwrap();
         let ids: Vec<String> = cells.iter().map(|c| c.id()).collect();
         assert_eq!(ids, ["512-1G-r1", "512-1G-c4-r1"]);
     }
@@ -133,25 +151,25 @@ mod tests {
     #[test]
     fn seed_matrix_has_twenty_cells() {
         let sizes: Vec<ByteSize> = ["100M", "500M", "1G", "2G", "5G"].iter().map(|s| sz(s)).collect();
-        assert_eq!(expand(&[256, 512, 1024, 2048], &sizes, &[1], 1).unwrap().len(), 20);
+        assert_eq!(expand(&[256, 512, 1024, 2048], &sizes, &[1], &[crate::plan::key::TargetTag::NONE], 1).unwrap().len(), 20);
     }
 
     #[test]
     fn rejects_empty_duplicates_and_zero_repeat() {
-        assert_eq!(expand(&[], &[sz("1G")], &[1], 1), Err(MatrixError::Empty("ram")));
-        assert_eq!(expand(&[512], &[], &[1], 1), Err(MatrixError::Empty("file-size")));
-        assert!(matches!(expand(&[512, 512], &[sz("1G")], &[1], 1), Err(MatrixError::Duplicate { flag: "ram", .. })));
+        assert_eq!(expand(&[], &[sz("1G")], &[1], &[crate::plan::key::TargetTag::NONE], 1), Err(MatrixError::Empty("ram")));
+        assert_eq!(expand(&[512], &[], &[1], &[crate::plan::key::TargetTag::NONE], 1), Err(MatrixError::Empty("file-size")));
+        assert!(matches!(expand(&[512, 512], &[sz("1G")], &[1], &[crate::plan::key::TargetTag::NONE], 1), Err(MatrixError::Duplicate { flag: "ram", .. })));
         // 1G and 1024M are the same size.
-        assert!(matches!(expand(&[512], &[sz("1G"), sz("1024M")], &[1], 1), Err(MatrixError::Duplicate { flag: "file-size", .. })));
-        assert_eq!(expand(&[512], &[sz("1G")], &[1], 0), Err(MatrixError::Repeat(0)));
-        assert_eq!(expand(&[512], &[sz("1G")], &[0], 1), Err(MatrixError::Concurrency(0)));
-        assert_eq!(expand(&[512], &[sz("1G")], &[65], 1), Err(MatrixError::Concurrency(65)));
-        assert!(matches!(expand(&[512], &[sz("1G")], &[4, 4], 1), Err(MatrixError::Duplicate { flag: "concurrency", .. })));
+        assert!(matches!(expand(&[512], &[sz("1G"), sz("1024M")], &[1], &[TargetTag::NONE], 1), Err(MatrixError::Duplicate { flag: "file-size", .. })));
+        assert_eq!(expand(&[512], &[sz("1G")], &[1], &[crate::plan::key::TargetTag::NONE], 0), Err(MatrixError::Repeat(0)));
+        assert_eq!(expand(&[512], &[sz("1G")], &[0], &[crate::plan::key::TargetTag::NONE], 1), Err(MatrixError::Concurrency(0)));
+        assert_eq!(expand(&[512], &[sz("1G")], &[65], &[crate::plan::key::TargetTag::NONE], 1), Err(MatrixError::Concurrency(65)));
+        assert!(matches!(expand(&[512], &[sz("1G")], &[4, 4], &[crate::plan::key::TargetTag::NONE], 1), Err(MatrixError::Duplicate { flag: "concurrency", .. })));
     }
 
     #[test]
     fn filters_select_by_ram_and_size() {
-        let cells = expand(&[256, 512], &[sz("100M"), sz("1G")], &[1], 1).unwrap();
+        let cells = expand(&[256, 512], &[sz("100M"), sz("1G")], &[1], &[TargetTag::NONE], 1).unwrap();
         let only = parse_patterns(&["512/*".into()]).unwrap();
         let got = select(cells.clone(), &only, &[]).unwrap();
         assert_eq!(got.iter().map(|c| c.id()).collect::<Vec<_>>(), ["512-100M-r1", "512-1G-r1"]);

@@ -112,10 +112,11 @@ fn round2(x: f64) -> f64 {
 }
 
 /// RAM, file size in bytes, uploads at once: what a cell's repetitions share.
-pub type Shape = (u64, u64, u32);
+/// A cell without its repetition (repetition 1 stands for all of them).
+pub type Shape = CellKey;
 
 pub fn shape_of(k: &CellKey) -> Shape {
-    (k.ram_mib, k.size.bytes(), k.concurrency)
+    CellKey { repeat: 1, ..*k }
 }
 
 /// The settled repetitions of each shape: repeat → its throughput if it passed with one, None
@@ -154,10 +155,9 @@ pub fn planned(cells: &[CellKey], settled: &Settled, policy: Option<&Adaptive>) 
 /// Why each settled shape stopped (for results.json and the reports), by shape id.
 pub fn stops(settled: &Settled, policy: &Adaptive) -> BTreeMap<String, Stop> {
     let mut out = BTreeMap::new();
-    for (&(ram_mib, bytes, concurrency), reps) in &settled.0 {
+    for (shape, reps) in &settled.0 {
         if let Plan::Stopped(stop) = policy.plan(reps) {
-            let id = CellKey { ram_mib, size: crate::size::ByteSize(bytes), concurrency, repeat: 1 }.shape();
-            out.insert(id, stop);
+            out.insert(shape.shape(), stop);
         }
     }
     out
@@ -228,13 +228,13 @@ mod tests {
     }
 
     fn cell(ram: u64, repeat: u32, tp: Option<f64>) -> (CellKey, Option<f64>) {
-        (CellKey { ram_mib: ram, size: ByteSize::parse("1M").unwrap(), concurrency: 1, repeat }, tp)
+        (CellKey { ram_mib: ram, size: ByteSize::parse("1M").unwrap(), concurrency: 1, repeat, target: crate::plan::key::TargetTag::NONE }, tp)
     }
 
     #[test]
     fn planned_cells_grow_per_shape_from_finished_results() {
         let sizes = [ByteSize::parse("1M").unwrap()];
-        let cells = crate::plan::expand::expand(&[256, 512], &sizes, &[1], P.max_repeats).unwrap();
+        let cells = crate::plan::expand::expand(&[256, 512], &sizes, &[1], &[crate::plan::key::TargetTag::NONE], P.max_repeats).unwrap();
         assert_eq!(planned(&cells, &Settled::default(), None).len(), 10, "no policy: every cell");
         let start = planned(&cells, &Settled::default(), Some(&P));
         assert_eq!(start.iter().map(|k| (k.ram_mib, k.repeat)).collect::<Vec<_>>(), vec![(256, 1), (256, 2), (256, 3), (512, 1), (512, 2), (512, 3)]);

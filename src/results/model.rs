@@ -198,6 +198,10 @@ pub struct CellResult {
     pub cpus: u32,
     pub image_id: String,
     pub target: TargetInfo,
+    /// In a matrix of several targets, this cell's target as the matrix names it (the prefix of
+    /// its cell id: `dufs`, `perfvm-target-memory`); absent when the run has one target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix_target: Option<String>,
     pub seed: u64,
     /// What the bytes were: `random` (the default), `zeros`, `text`, `compressible:R`, or `file`
     /// (`--file`, whose path is in `file_path`).
@@ -400,7 +404,8 @@ impl CellResult {
 
     /// The cell this result is an attempt of.
     pub fn key(&self) -> crate::plan::key::CellKey {
-        crate::plan::key::CellKey { ram_mib: self.ram_mb, size: crate::size::ByteSize(self.file_size_bytes), concurrency: self.concurrency, repeat: self.repeat }
+        let target = self.matrix_target.as_deref().map_or(crate::plan::key::TargetTag::NONE, crate::plan::key::TargetTag::new);
+        crate::plan::key::CellKey { ram_mib: self.ram_mb, size: crate::size::ByteSize(self.file_size_bytes), concurrency: self.concurrency, repeat: self.repeat, target }
     }
 
     /// The kernel's memory.peak of the target, from any schema (schema 1's headline was it).

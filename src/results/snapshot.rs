@@ -87,6 +87,10 @@ pub fn create(run_dir: &Path, recipe_dir: &Path, cloud_init_dir: &Path, out: &Pa
     let doc: Doc = serde_json::from_slice(&std::fs::read(&results).with_context(|| format!("{}: not a matrix run directory (no results.json)", run_dir.display()))?)
         .with_context(|| format!("cannot read {}", results.display()))?;
     let meta = doc.metadata;
+    // A snapshot holds one target's profile; a run of several would not be reproduced.
+    if !meta.definition.targets.is_empty() {
+        bail!("{} is a matrix of several targets: a snapshot holds one target's profile and cannot reproduce it yet; keep its plan.toml (or its command line) instead", run_dir.display());
+    }
     // The profile must be the one the run used: its hash is in the run's definition.
     let profile = match &meta.target_profile {
         Some(p) => {

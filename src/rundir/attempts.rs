@@ -95,7 +95,7 @@ mod tests {
     #[test]
     fn interrupted_and_incomplete_attempts_are_discarded() {
         let run = tempfile::tempdir().unwrap();
-        let key = CellKey { ram_mib: 512, size: crate::size::ByteSize::parse("1G").unwrap(), concurrency: 1, repeat: 1 };
+        let key = CellKey { ram_mib: 512, size: crate::size::ByteSize::parse("1G").unwrap(), concurrency: 1, repeat: 1, target: crate::plan::key::TargetTag::NONE };
         let write = |a: u32, res: &CellResult| {
             let d = attempt_dir(run.path(), &key, a);
             std::fs::create_dir_all(&d).unwrap();

@@ -50,8 +50,10 @@ pub struct Inputs {
 pub struct Options {
     pub cell: CellSettings,
     pub accel: AccelChoice,
-    /// `--target`: the reference target's name, a shipped profile's name, or a profile's path.
-    pub target: String,
+    /// `--target`: the reference target's name, a shipped profile's name, or a profile's path,
+    /// each with its mode; several only in a matrix.
+    pub targets: Vec<target::TargetArg>,
+    /// `--target-mode`: the reference target's mode where its entry has none.
     pub target_mode: Option<TargetMode>,
     /// `--image` (bring your own).
     pub image: Option<crate::image::import::Source>,
@@ -89,8 +91,18 @@ impl Options {
             ssh_key: None,
             repeat: key.repeat,
             attempt,
+            matrix_target: (!key.target.is_none()).then(|| key.target.as_str().to_string()),
             hook_before: c.hook_before.clone(),
             hook_after: c.hook_after.clone(),
+        }
+    }
+
+    /// The one target of a command that measures one (`run`, `limit`).
+    pub fn one_target(&self, command: &str) -> Result<&target::TargetArg, InputError> {
+        match self.targets.as_slice() {
+            [t] => Ok(t),
+            [] => Err(InputError("--target: give a target".into())),
+            _ => Err(InputError(format!("perfvm {command} measures one target; to measure several side by side use perfvm matrix --target a,b"))),
         }
     }
 
@@ -102,10 +114,20 @@ impl Options {
 /// Hosts ready for cells.
 pub struct Ready {
     pub accel: Accel,
-    /// The hosts that can run cells, in the order given (at least one).
-    pub hosts: Vec<(HostSpec, CellEnv)>,
+    /// The hosts that can run cells, in the order given (at least one), each with one
+    /// environment per target, in the order of `tags`.
+    pub hosts: Vec<(HostSpec, Vec<CellEnv>)>,
+    /// Each target's tag (one `NONE` when there is one target).
+    pub tags: Vec<crate::plan::key::TargetTag>,
     /// Hosts given but not usable, with the reason.
     pub skipped: Vec<String>,
+}
+
+impl Ready {
+    /// Each host with the environment of the one target (`run`, `limit`).
+    pub fn one_target(&mut self) -> Vec<(HostSpec, CellEnv)> {
+        std::mem::take(&mut self.hosts).into_iter().map(|(h, mut envs)| (h, envs.swap_remove(0))).collect()
+    }
 }
 
 /// What checking the input found, before anything is connected, built or run.
@@ -114,17 +136,14 @@ pub struct Valid {
     loaded: recipe::LoadedRecipe,
     /// Every host is this machine as it is (RAM was checked against it).
     only_here: bool,
-    choice: target::Choice,
+    targets: Vec<target::Chosen>,
     templates: (String, String),
 }
 
 impl Valid {
-    /// The target's name, as results record it.
+    /// The (first) target's name, as results record it.
     pub fn target_name(&self) -> &str {
-        match &self.choice {
-            target::Choice::Reference => crate::profile::REFERENCE_NAME,
-            target::Choice::Profile(p) => &p.spec.name,
-        }
+        self.targets[0].name()
     }
 }
 
@@ -162,22 +181,22 @@ pub fn validate(o: &Options, cells: &[(u64, ByteSize, u32)]) -> Result<Valid> {
             return Err(InputError(format!("--concurrency {concurrency} × {size}: the guest must store {} but its root filesystem holds at most {}", human(stored), human(room))).into());
         }
     }
-    let choice = target::choose(&o.target)?;
+    let targets = target::choose_all(&o.targets, o.target_mode)?;
     let target_bin = crate::paths::target_binary();
-    let needs_reference = matches!(choice, target::Choice::Reference);
+    let needs_reference = targets.iter().any(|t| matches!(t.choice, target::Choice::Reference));
     for bin in [needs_reference.then_some(&target_bin), Some(&crate::paths::probe_binary())].into_iter().flatten() {
         if !bin.is_file() {
             return Err(InputError(format!("{} is missing: build it with `cargo build --release` (it is built beside perfvm)", bin.display())).into());
         }
     }
     let templates = crate::cloudinit::seed::load_templates(&cloud_init_dir).map_err(|e| InputError(format!("{e:#}")))?;
-    Ok(Valid { accel, loaded, only_here, choice, templates })
+    Ok(Valid { accel, loaded, only_here, targets, templates })
 }
 
 /// Everything before the first cell, for cells of these shapes (RAM, file size, uploads at
 /// once). `say` reports what takes a while (an image upload to a host).
 pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(String)) -> Result<Ready> {
-    let Valid { accel, loaded, only_here, choice, templates } = validate(o, cells)?;
+    let Valid { accel, loaded, only_here, targets, templates } = validate(o, cells)?;
     // Hosts that cannot be reached are skipped with a warning, as long as one can.
     let mut reachable = Vec::new();
     let mut skipped = Vec::new();
@@ -204,33 +223,57 @@ pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(Strin
     // Last of the checks, since it creates the results directory.
     crate::rundir::check_writable(&o.results_dir).map_err(InputError)?;
     let cache = crate::paths::cache_dir();
-    let target = target::spec(&choice, o.target_mode, &cache)?;
-    if o.cell.download && target.download.is_none() {
-        return Err(InputError(format!("--download: target {} has no [download] url in its profile", target.name)).into());
-    }
-    let image = match &o.image {
-        Some(src) => {
-            if !target.packages.is_empty() {
-                return Err(InputError(format!(
-                    "--image with --target {}: the profile installs Debian packages ({}) into perfvm's image; put them into your image and use a profile without [image] packages",
-                    target.name,
-                    target.packages.join(", ")
-                ))
-                .into());
+    // Each target's spec and image (a profile's packages make an image variant, built once
+    // and cached like the base), held for as long as cells may boot it.
+    let mut per_target = Vec::new();
+    for chosen in &targets {
+        let target = target::spec(&chosen.choice, chosen.mode, &cache)?;
+        if o.cell.download && target.download.is_none() {
+            return Err(InputError(format!("--download: target {} has no [download] url in its profile", target.name)).into());
+        }
+        let image = match &o.image {
+            Some(src) => {
+                if !target.packages.is_empty() {
+                    return Err(InputError(format!(
+                        "--image with --target {}: the profile installs Debian packages ({}) into perfvm's image; put them into your image and use a profile without [image] packages",
+                        target.name,
+                        target.packages.join(", ")
+                    ))
+                    .into());
+                }
+                crate::image::import::import(&cache, src)?
             }
-            crate::image::import::import(&cache, src)?
-        }
-        // A profile's packages make an image variant, built once and cached like the base.
-        None => crate::image::build::ensure(&cache, &loaded.with_packages(&target.packages))?,
-    };
-    let in_use = std::sync::Arc::new(crate::image::hold(&cache, &image.id).with_context(|| format!("cannot hold image {}", image.id))?);
+            None => crate::image::build::ensure(&cache, &loaded.with_packages(&target.packages))?,
+        };
+        let in_use = std::sync::Arc::new(crate::image::hold(&cache, &image.id).with_context(|| format!("cannot hold image {}", image.id))?);
+        per_target.push((target, image, in_use));
+    }
     let mut hosts = Vec::new();
-    for (spec, conn) in reachable {
-        let env = |host| CellEnv { host, cache: cache.clone(), image: image.clone(), image_in_use: in_use.clone(), target: target.clone(), templates: templates.clone() };
-        match on_host(&spec, conn, &image, say) {
-            Ok(host) => hosts.push((spec, env(host))),
-            Err(e) => skipped.push(format!("{}: {e:#}", spec.name)),
+    'hosts: for (spec, conn) in reachable {
+        let mut envs = Vec::new();
+        let mut conn = Some(conn);
+        for (target, image, in_use) in &per_target {
+            // One connection per target's environment: a host's state (a remote pool's image
+            // volumes) is per image.
+            let c = match conn.take() {
+                Some(c) => c,
+                None => match crate::hypervisor::conn::open(&spec.uri) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        skipped.push(format!("{}: {e}", spec.name));
+                        continue 'hosts;
+                    }
+                },
+            };
+            match on_host(&spec, c, image, say) {
+                Ok(host) => envs.push(CellEnv { host, cache: cache.clone(), image: image.clone(), image_in_use: in_use.clone(), target: target.clone(), templates: templates.clone() }),
+                Err(e) => {
+                    skipped.push(format!("{}: {e:#}", spec.name));
+                    continue 'hosts;
+                }
+            }
         }
+        hosts.push((spec, envs));
     }
     if hosts.is_empty() {
         anyhow::bail!("no host can run cells: {}", skipped.join("; "));
@@ -238,7 +281,7 @@ pub fn preflight(o: &Options, cells: &[(u64, ByteSize, u32)], say: &dyn Fn(Strin
     for s in &skipped {
         say(format!("warning: host skipped: {s}"));
     }
-    Ok(Ready { accel, hosts, skipped })
+    Ok(Ready { accel, hosts, tags: targets.iter().map(|t| t.tag).collect(), skipped })
 }
 
 /// A host ready for cells: a local host as it is; a remote one gets the pool and the image's

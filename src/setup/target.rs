@@ -7,6 +7,83 @@ use crate::profile::{REFERENCE_NAME, TargetMode, TargetSpec};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
+/// One `--target` entry: a name or a profile's path, and for the reference target its mode
+/// (`perfvm-target:memory`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetArg {
+    pub name: String,
+    pub mode: Option<TargetMode>,
+}
+
+impl TargetArg {
+    /// `NAME`, `PATH`, or `NAME:MODE` where MODE is a reference-target mode.
+    pub fn parse(s: &str) -> Result<TargetArg, InputError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(InputError("--target: empty name (give a target, e.g. dufs or perfvm-target:memory)".into()));
+        }
+        if let Some((name, mode)) = s.rsplit_once(':') {
+            if let Some(m) = TargetMode::parse(mode) {
+                return Ok(TargetArg { name: name.to_string(), mode: Some(m) });
+            }
+            if name == REFERENCE_NAME {
+                return Err(InputError(format!("--target {s}: unknown mode {mode:?}; use stream, drop-cache or memory")));
+            }
+        }
+        Ok(TargetArg { name: s.to_string(), mode: None })
+    }
+}
+
+/// A target resolved from its `--target` entry, and its name in a matrix of several (none when
+/// it is the only one).
+pub struct Chosen {
+    pub choice: Choice,
+    pub mode: Option<TargetMode>,
+    pub tag: crate::plan::key::TargetTag,
+}
+
+impl Chosen {
+    /// The target's name, as results record it.
+    pub fn name(&self) -> &str {
+        match &self.choice {
+            Choice::Reference => REFERENCE_NAME,
+            Choice::Profile(p) => &p.spec.name,
+        }
+    }
+}
+
+/// Every `--target` entry resolved; `mode` (`--target-mode`) applies to those without their own.
+/// With several, each gets its tag (the profile's name, or `perfvm-target-MODE`), and two
+/// entries naming the same target are refused.
+pub fn choose_all(targets: &[TargetArg], mode: Option<TargetMode>) -> Result<Vec<Chosen>, InputError> {
+    if targets.is_empty() {
+        return Err(InputError("--target: give at least one target".into()));
+    }
+    let several = targets.len() > 1;
+    let mut out: Vec<Chosen> = Vec::new();
+    for t in targets {
+        let choice = choose(&t.name)?;
+        // --target-mode alone with one profile is a mistake; with several it is for the
+        // reference entries.
+        if let Choice::Profile(p) = &choice {
+            if t.mode.is_some() || (mode.is_some() && !several) {
+                return Err(InputError(format!("--target-mode is for the reference target ({REFERENCE_NAME}), not {}", p.spec.name)));
+            }
+        }
+        let mode = if matches!(choice, Choice::Reference) { t.mode.or(mode) } else { None };
+        let tag = match (several, &choice) {
+            (false, _) => crate::plan::key::TargetTag::NONE,
+            (true, Choice::Reference) => crate::plan::key::TargetTag::new(&format!("{REFERENCE_NAME}-{}", mode.unwrap_or(TargetMode::Stream).as_str())),
+            (true, Choice::Profile(p)) => crate::plan::key::TargetTag::new(&p.spec.name),
+        };
+        if several && out.iter().any(|c| c.tag == tag) {
+            return Err(InputError(format!("--target lists {} twice", tag.as_str())));
+        }
+        out.push(Chosen { choice, mode, tag });
+    }
+    Ok(out)
+}
+
 /// Where `--target` points: the built-in reference server or a profile file.
 pub enum Choice {
     Reference,
@@ -119,3 +196,31 @@ fn ensure_host_files(p: &Profile, spec: &TargetSpec, host: &HostPaths) -> Result
     Ok(())
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_entries_take_a_mode_after_a_colon() {
+        assert_eq!(TargetArg::parse("perfvm-target:memory").unwrap(), TargetArg { name: REFERENCE_NAME.into(), mode: Some(TargetMode::Memory) });
+        assert_eq!(TargetArg::parse(" dufs ").unwrap(), TargetArg { name: "dufs".into(), mode: None });
+        assert_eq!(TargetArg::parse("my/profile.toml").unwrap().mode, None);
+        assert!(TargetArg::parse("perfvm-target:fast").unwrap_err().0.contains("stream, drop-cache or memory"));
+        assert!(TargetArg::parse("").is_err());
+    }
+
+    #[test]
+    fn several_targets_get_tags_and_the_same_one_twice_is_refused() {
+        let arg = |s: &str| TargetArg::parse(s).unwrap();
+        let one = choose_all(&[arg("perfvm-target")], Some(TargetMode::Memory)).unwrap();
+        assert!(one[0].tag.is_none(), "one target: cells keep their names");
+        assert_eq!(one[0].mode, Some(TargetMode::Memory));
+        let two = choose_all(&[arg("perfvm-target:stream"), arg("perfvm-target")], Some(TargetMode::Memory)).unwrap();
+        let tags: Vec<&str> = two.iter().map(|c| c.tag.as_str()).collect();
+        assert_eq!(tags, ["perfvm-target-stream", "perfvm-target-memory"], "--target-mode fills in the entries without a mode");
+        let twice = choose_all(&[arg("perfvm-target"), arg("perfvm-target:stream")], None).err().unwrap();
+        assert!(twice.0.contains("perfvm-target-stream twice"), "{}", twice.0);
+        assert!(choose_all(&[], None).is_err());
+    }
+}
