@@ -2,6 +2,7 @@
 
 use super::plot::{Chart, Marker, Series, Stacked, XAxis, stacked_svg, svg};
 use super::{Report, ReportCell, outcome};
+use crate::results::export::targets::{Comparison, Point};
 use crate::results::model::CellResult;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -282,45 +283,134 @@ fn limit_section(out: &mut String, l: &crate::results::export::limit::LimitDoc) 
     }
 }
 
-pub fn render(rep: &Report) -> String {
-    let mut out = String::new();
-    let _ = write!(out, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n", esc(&rep.title));
-    let _ = writeln!(out, "<h1>{}</h1>", esc(&rep.title));
-    let passed = rep.cells.iter().filter(|c| c.result.success).count();
-    let _ = writeln!(out, "<p>{} cells, {passed} passed, {} failed; {} attempts in all.</p>", rep.cells.len(), rep.cells.len() - passed, rep.attempts);
-    out.push_str("<table class=\"meta\">");
-    let first = rep.cells.first().map(|c| &c.result);
-    let mut meta: Vec<(&str, String)> = Vec::new();
-    if let Some(m) = &rep.metadata {
-        meta.extend([
-            ("perfvm", format!("{} (git {})", m.perfvm_version, m.git_rev.as_deref().unwrap_or("?"))),
-            ("host", format!("{}, kernel {}", m.host, m.kernel)),
-            ("libvirt / qemu", format!("{} / {}", m.libvirt_version.as_deref().unwrap_or("?"), m.qemu_version.as_deref().unwrap_or("?"))),
-            ("accel", m.accel.clone()),
-            ("image", m.image_id.clone()),
-            ("target", format!("{} ({} mode)", m.target, m.target_mode)),
-            ("jobs", m.jobs.to_string()),
-            ("started / finished", format!("{} / {}", super::when(&m.started), m.finished.map(|f| super::when(&f)).unwrap_or_else(|| "not finished".into()))),
-        ]);
-    } else if let Some(r) = first {
-        meta.extend([
-            ("perfvm", r.perfvm_version.clone()),
-            ("accel", r.accel.to_string()),
-            ("image", r.image_id.clone()),
-            ("target", format!("{} ({} mode)", r.target.name, r.target.mode)),
-            ("started", super::when(&r.timestamp)),
-        ]);
+/// Each target at one RAM (and uploads at once): one series per target, x = file size in MiB,
+/// the mean of its passed cells and their min–max. Every target in every panel, in the same
+/// order, so that a target keeps its colour across panels.
+pub(super) fn by_target(c: &Comparison, level: u32, ram: u64, y: fn(&Point) -> Option<crate::stats::Stats>) -> Vec<Series> {
+    c.targets
+        .iter()
+        .map(|t| {
+            let here: Vec<(f64, crate::stats::Stats)> = t.points.iter().filter(|p| (p.concurrency, p.ram_mb) == (level, ram)).filter_map(|p| y(p).map(|s| (p.size_bytes as f64 / 1048576.0, s))).collect();
+            Series {
+                label: if here.is_empty() { format!("{} (no passed cell)", t.tag) } else { t.tag.clone() },
+                points: here.iter().map(|(x, s)| (*x, s.mean)).collect(),
+                spread: here.iter().filter(|(_, s)| s.n > 1).map(|(x, s)| (*x, s.min, s.max)).collect(),
+                limit: None,
+            }
+        })
+        .collect()
+}
+
+/// A matrix of several targets: per RAM, throughput and peak working set of every target on the
+/// same axes; the best target at each RAM × size; how far each target got.
+fn targets_section(out: &mut String, c: &Comparison) {
+    out.push_str("<h2>Targets side by side</h2>\n<p>One panel per guest RAM: each target's mean over its passed cells against the file size (bars: min–max of the repeats). Peak memory is the target's working set (cgroup memory.current − inactive_file). A target's failures are in the limits below.</p>\n");
+    let several_levels = c.several_levels();
+    for &level in &c.levels {
+        for ram in c.rams(level) {
+            let at_once = if several_levels { format!(", {level} upload(s) at once") } else { String::new() };
+            let _ = writeln!(out, "<h3>{ram} MiB RAM{at_once}</h3>\n<div style=\"display:flex;flex-wrap:wrap;gap:8px\">");
+            let (tp_title, pk_title) = (format!("throughput at {ram} MiB (passed cells)"), format!("peak working set at {ram} MiB (passed cells)"));
+            out.push_str(&svg(&Chart { title: &tp_title, x_label: "file size (MiB)", y_label: "MiB/s", x_axis: XAxis::SizeMib, series: by_target(c, level, ram, |p| p.throughput), markers: vec![], size: (540, 320) }));
+            out.push_str(&svg(&Chart { title: &pk_title, x_label: "file size (MiB)", y_label: "MiB", x_axis: XAxis::SizeMib, series: by_target(c, level, ram, |p| p.peak_mib), markers: vec![], size: (540, 320) }));
+            out.push_str("</div>\n");
+        }
     }
-    for (k, v) in meta {
-        let _ = write!(out, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
+    best_table(out, c, several_levels);
+    limits_table(out, c, several_levels);
+}
+
+/// At each RAM × size the fastest target and the leanest, by the means of their passed cells.
+fn best_table(out: &mut String, c: &Comparison, several_levels: bool) {
+    out.push_str("<h2>Best at each RAM × size</h2>\n<p>The highest mean throughput and the lowest mean peak working set among the targets' passed cells.</p>\n");
+    for &level in &c.levels {
+        if several_levels {
+            let _ = writeln!(out, "<h3>{level} upload(s) at once</h3>");
+        }
+        let here: Vec<&crate::results::export::targets::Best> = c.best.iter().filter(|b| b.concurrency == level).collect();
+        let mut sizes: Vec<(u64, &str)> = here.iter().map(|b| (b.size_bytes, b.size.as_str())).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        out.push_str("<table class=\"best\"><tr><th>RAM \\ file</th>");
+        for (_, l) in &sizes {
+            let _ = write!(out, "<th>{}</th>", esc(l));
+        }
+        out.push_str("</tr>\n");
+        for ram in c.rams(level) {
+            let _ = write!(out, "<tr><th>{ram} MiB</th>");
+            for (b, _) in &sizes {
+                let Some(b) = here.iter().find(|x| (x.ram_mb, x.size_bytes) == (ram, *b)) else {
+                    out.push_str("<td class=\"none\">not run</td>");
+                    continue;
+                };
+                if b.contenders == 0 {
+                    out.push_str("<td class=\"fail\">none passed</td>");
+                    continue;
+                }
+                // Each figure above its target's name: names are long, and broken they read badly.
+                out.push_str("<td style=\"white-space:nowrap\">");
+                if let Some((tag, v)) = &b.fastest {
+                    let _ = write!(out, "{v:.1} MiB/s<br><b>{}</b><br>", esc(tag));
+                }
+                if let Some((tag, v)) = &b.leanest {
+                    let _ = write!(out, "peak {v:.1} MiB<br><b>{}</b>", esc(tag));
+                }
+                if b.contenders < c.targets.len() {
+                    let _ = write!(out, "<br>{} of {} passed", b.contenders, c.targets.len());
+                }
+                out.push_str("</td>");
+            }
+            out.push_str("</tr>\n");
+        }
+        out.push_str("</table>\n");
     }
-    out.push_str("</table>\n");
-    if let Some(l) = &rep.limit {
-        limit_section(&mut out, l);
+}
+
+/// Each target's limits: at each RAM the largest file whose every cell passed (and the smallest
+/// it failed), and where it first failed. Only the target's own failures count.
+fn limits_table(out: &mut String, c: &Comparison, several_levels: bool) {
+    out.push_str("<h2>Limits</h2>\n<p>At each guest RAM the largest file whose every cell passed, and below it the smallest file the target failed and how; then the smallest RAM at which it failed. Only the target's own failures count (OOM, crash, other errors), not the harness's or the VM's.</p>\n");
+    for &level in &c.levels {
+        if several_levels {
+            let _ = writeln!(out, "<h3>{level} upload(s) at once</h3>");
+        }
+        let rams = c.rams(level);
+        out.push_str("<table class=\"limits\"><tr><th>target</th>");
+        for ram in &rams {
+            let _ = write!(out, "<th>{ram} MiB</th>");
+        }
+        out.push_str("<th>first failed</th></tr>\n");
+        for t in &c.targets {
+            let _ = write!(out, "<tr><th>{}</th>", esc(&t.tag));
+            for ram in &rams {
+                let Some(l) = t.limits.iter().find(|l| (l.concurrency, l.ram_mb) == (level, *ram)) else {
+                    out.push_str("<td class=\"none\">not run</td>");
+                    continue;
+                };
+                let passed = l.largest_passed.as_deref().unwrap_or("none");
+                match &l.first_failure {
+                    Some((size, how)) => {
+                        let _ = write!(out, "<td class=\"fail\">{}<br>failed at {}: {}</td>", esc(passed), esc(size), esc(&how.to_string()));
+                    }
+                    None => {
+                        let _ = write!(out, "<td class=\"ok\">{}</td>", esc(passed));
+                    }
+                }
+            }
+            match t.first_failure(level) {
+                Some((ram, size, how)) => {
+                    let _ = writeln!(out, "<td class=\"fail\">{ram} MiB ({}: {})</td></tr>", esc(size), esc(&how.to_string()));
+                }
+                None => out.push_str("<td class=\"ok\">never</td></tr>\n"),
+            }
+        }
+        out.push_str("</table>\n");
     }
-    out.push_str("<h2>Outcome</h2>\n");
-    let cells: Vec<&ReportCell> = rep.cells.iter().collect();
-    grid(&mut out, &cells);
+}
+
+/// A run of one target: throughput, peak working set and memory.peak against the file size,
+/// a line per RAM.
+fn charts_by_ram(out: &mut String, rep: &Report) {
     let results: Vec<&CellResult> = rep.cells.iter().map(|c| &c.result).collect();
     let ok: Vec<&CellResult> = results.iter().copied().filter(|r| r.success).collect();
     out.push_str("<h2>Throughput</h2>\n");
@@ -352,6 +442,64 @@ pub fn render(rep: &Report) -> String {
         markers: vec![],
         size: (900, 300),
     }));
+}
+
+pub fn render(rep: &Report) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>\n", esc(&rep.title));
+    let _ = writeln!(out, "<h1>{}</h1>", esc(&rep.title));
+    let passed = rep.cells.iter().filter(|c| c.result.success).count();
+    let _ = writeln!(out, "<p>{} cells, {passed} passed, {} failed; {} attempts in all.</p>", rep.cells.len(), rep.cells.len() - passed, rep.attempts);
+    out.push_str("<table class=\"meta\">");
+    let first = rep.cells.first().map(|c| &c.result);
+    let mut meta: Vec<(&str, String)> = Vec::new();
+    if let Some(m) = &rep.metadata {
+        meta.extend([
+            ("perfvm", format!("{} (git {})", m.perfvm_version, m.git_rev.as_deref().unwrap_or("?"))),
+            ("host", format!("{}, kernel {}", m.host, m.kernel)),
+            ("libvirt / qemu", format!("{} / {}", m.libvirt_version.as_deref().unwrap_or("?"), m.qemu_version.as_deref().unwrap_or("?"))),
+            ("accel", m.accel.clone()),
+            ("image", m.image_id.clone()),
+            match m.definition.targets.as_slice() {
+                [] => ("target", format!("{} ({} mode)", m.target, m.target_mode)),
+                ts => ("targets", ts.iter().map(|(name, mode)| format!("{name} ({mode} mode)")).collect::<Vec<_>>().join(", ")),
+            },
+            ("jobs", m.jobs.to_string()),
+            ("started / finished", format!("{} / {}", super::when(&m.started), m.finished.map(|f| super::when(&f)).unwrap_or_else(|| "not finished".into()))),
+        ]);
+    } else if let Some(r) = first {
+        meta.extend([
+            ("perfvm", r.perfvm_version.clone()),
+            ("accel", r.accel.to_string()),
+            ("image", r.image_id.clone()),
+            ("target", format!("{} ({} mode)", r.target.name, r.target.mode)),
+            ("started", super::when(&r.timestamp)),
+        ]);
+    }
+    for (k, v) in meta {
+        let _ = write!(out, "<tr><th>{k}</th><td>{}</td></tr>", esc(&v));
+    }
+    out.push_str("</table>\n");
+    if let Some(l) = &rep.limit {
+        limit_section(&mut out, l);
+    }
+    out.push_str("<h2>Outcome</h2>\n");
+    match rep.comparison() {
+        None => {
+            let cells: Vec<&ReportCell> = rep.cells.iter().collect();
+            grid(&mut out, &cells);
+            charts_by_ram(&mut out, rep);
+        }
+        Some(c) => {
+            for t in &c.targets {
+                let _ = writeln!(out, "<h3>{} ({}, {} mode)</h3>", esc(&t.tag), esc(&t.name), esc(&t.mode));
+                let cells: Vec<&ReportCell> = rep.cells.iter().filter(|c| c.result.matrix_target.as_deref() == Some(t.tag.as_str())).collect();
+                grid(&mut out, &cells);
+            }
+            // Charts by RAM would mix the targets' cells: the targets side by side instead.
+            targets_section(&mut out, &c);
+        }
+    }
     if !rep.repeats.is_empty() {
         repeats_section(&mut out, &rep.repeats);
     }

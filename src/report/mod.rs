@@ -56,6 +56,13 @@ impl Report {
     pub fn anchor(r: &CellResult) -> String {
         format!("cell-{}", r.key().id())
     }
+
+    /// A matrix of several targets side by side; None when the run has one.
+    pub fn comparison(&self) -> Option<crate::results::export::targets::Comparison<'_>> {
+        let finals: Vec<&CellResult> = self.cells.iter().map(|c| &c.result).collect();
+        let order = self.metadata.as_ref().map_or(&[][..], |m| &m.definition.targets[..]);
+        crate::results::export::targets::compare(&finals, order)
+    }
 }
 
 /// Read a run directory.
@@ -359,5 +366,61 @@ mod tests {
         assert_eq!(s[0].spread, vec![(1024.0, 40.0, 60.0)], "a bar only where there are repeats");
         let chart = plot::svg(&plot::Chart { title: "t", x_label: "file size (MiB)", y_label: "MiB/s", x_axis: plot::XAxis::SizeMib, series: s, markers: vec![], size: (640, 300) });
         assert!(chart.contains("min–max") && chart.contains("log scale") && chart.contains(">\n1G\n<"), "{chart}");
+    }
+
+    /// A run directory of a two-target matrix (`targets::tests::two_targets`), as a matrix
+    /// writes it: results.json, and a samples.csv for each cell.
+    fn two_target_run(dir: &Path) {
+        use crate::results::export::targets::tests as t;
+        let rs = t::two_targets();
+        let finals: Vec<&CellResult> = rs.iter().collect();
+        let meta = t::meta(&t::order());
+        let summary = crate::results::export::json::summarize(finals.len(), &finals, rs.len(), None);
+        std::fs::write(dir.join("results.json"), crate::results::export::json::export(&meta, &summary, &rs, &finals, &Default::default())).unwrap();
+        for r in &rs {
+            let cell = dir.join(crate::rundir::cell_rel(r, true));
+            std::fs::create_dir_all(&cell).unwrap();
+            let peak = r.peak_memory_bytes.unwrap_or(0);
+            std::fs::write(cell.join("samples.csv"), format!("t_seconds,cgroup_memory_current_bytes,cgroup_memory_working_set_bytes,phase\n0.0,1048576,1048576,upload\n1.0,{},{peak},upload\n", peak * 4)).unwrap();
+        }
+    }
+
+    #[test]
+    fn several_targets_share_each_rams_charts_and_get_limits_in_both_reports() {
+        let d = tempfile::tempdir().unwrap();
+        two_target_run(d.path());
+        let rep = load(d.path()).unwrap();
+        assert_eq!(rep.cells.len(), 11);
+        let h = html::render(&rep);
+        assert!(h.contains("<th>targets</th><td>perfvm-target (stream mode), dufs (profile-0123456789ab mode)</td>"), "{h}");
+        // A grid per target, then per RAM a throughput and a memory chart, each a line per target.
+        assert!(h.contains("<h3>perfvm-target-stream (perfvm-target, stream mode)</h3>") && h.contains("<h3>dufs (dufs, profile mode)</h3>"));
+        let side = &h[h.find("<h2>Targets side by side</h2>").unwrap()..h.find("<h2>Best at each RAM × size</h2>").unwrap()];
+        for ram in [256, 512] {
+            let panel = side.split(&format!("<h3>{ram} MiB RAM</h3>")).nth(1).unwrap().split("</div>").next().unwrap();
+            let charts: Vec<&str> = panel.split("<svg").skip(1).collect();
+            assert_eq!(charts.len(), 2, "throughput and peak working set at {ram} MiB");
+            for chart in charts {
+                // A line per target (plotters draws each as a polyline), both in the legend.
+                assert!(chart.matches("<polyline").count() >= 2 && chart.contains("perfvm-target-stream") && chart.contains("dufs"), "{chart}");
+            }
+        }
+        assert!(!h.contains("upload throughput (passed cells)"), "no chart mixing the targets");
+        assert_eq!(html::by_target(&rep.comparison().unwrap(), 1, 512, |p| p.throughput).iter().map(|s| (s.label.as_str(), s.points.len(), s.spread.len())).collect::<Vec<_>>(), [("perfvm-target-stream", 2, 1), ("dufs", 2, 0)]);
+        let limits = &h[h.find("<h2>Limits</h2>").unwrap()..];
+        assert!(limits.contains("<tr><th>dufs</th><td class=\"fail\">none<br>failed at 1G: OOM</td><td class=\"fail\">64M<br>failed at 1G: crash</td><td class=\"fail\">256 MiB (1G: OOM)</td></tr>"), "{limits}");
+        assert!(limits.contains("<tr><th>perfvm-target-stream</th><td class=\"ok\">1G</td><td class=\"ok\">1G</td><td class=\"ok\">never</td></tr>"), "{limits}");
+        let m = markdown::render(&rep);
+        assert!(m.contains("- targets perfvm-target (stream mode), dufs (profile-0123456789ab mode), host h"), "{m}");
+        assert!(m.contains("| target | RAM (MiB) |") && m.contains("| dufs | 256 | 1G |"), "{m}");
+        assert!(m.contains("## Best at each RAM × size\n") && m.contains("| 256 | 60.0 MiB/s **dufs**; peak 10.0 MiB **perfvm-target-stream** | 38.0 MiB/s **perfvm-target-stream**; peak 11.0 MiB **perfvm-target-stream**; 1 of 2 passed |"), "{m}");
+        assert!(m.contains("| target | 256 MiB | 512 MiB | first failed |\n| --- | --- | --- | --- |\n| perfvm-target-stream | 1G | 1G | never |\n| dufs | none (failed at 1G: OOM) | 64M (failed at 1G: crash) | 256 MiB (1G: OOM) |\n"), "{m}");
+        // The same run of one target: none of it.
+        let mut one = rep;
+        one.metadata.as_mut().unwrap().definition.targets.clear();
+        one.cells.retain(|c| c.result.matrix_target.as_deref() == Some("dufs"));
+        one.cells.iter_mut().for_each(|c| c.result.matrix_target = None);
+        let (h, m) = (html::render(&one), markdown::render(&one));
+        assert!(!h.contains("side by side") && !h.contains("<h2>Limits") && h.contains("upload throughput (passed cells)") && !m.contains("## Limits") && !m.contains("| target |"));
     }
 }

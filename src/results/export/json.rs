@@ -87,9 +87,10 @@ pub struct RepeatSummary {
 
 /// One entry per cell shape that has more than one repetition.
 pub fn repeats(finals: &[&CellResult]) -> Vec<RepeatSummary> {
-    let mut by: BTreeMap<(u64, u64, u32), Vec<&CellResult>> = BTreeMap::new();
+    // By shape: the repetitions of one target's cell, never two targets' cells together.
+    let mut by: BTreeMap<crate::plan::key::CellKey, Vec<&CellResult>> = BTreeMap::new();
     for r in finals {
-        by.entry((r.ram_mb, r.file_size_bytes, r.concurrency)).or_default().push(r);
+        by.entry(crate::plan::repeats::shape_of(&r.key())).or_default().push(r);
     }
     by.into_values()
         .filter(|rs| rs.len() > 1)
@@ -189,5 +190,9 @@ mod tests {
         assert_eq!(s[0].throughput_mbps.unwrap().median, 60.0);
         assert_eq!(s[0].outlier_repeats, vec![5]);
         assert!(repeats(&refs[..1]).is_empty(), "one repetition: nothing to summarise");
+        // Two targets' repetitions of the same RAM and size are two shapes.
+        let two: Vec<CellResult> = rs.iter().map(|r| CellResult { matrix_target: Some("dufs".into()), ..r.clone() }).chain(rs.iter().map(|r| CellResult { matrix_target: Some("perfvm-target-stream".into()), ..r.clone() })).collect();
+        let s = repeats(&two.iter().collect::<Vec<_>>());
+        assert_eq!(s.iter().map(|r| (r.shape.as_str(), r.repetitions)).collect::<Vec<_>>(), [("dufs-512-256M", 5), ("perfvm-target-stream-512-256M", 5)]);
     }
 }

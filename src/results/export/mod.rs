@@ -7,6 +7,7 @@ pub mod json;
 pub mod junit;
 pub mod limit;
 pub mod summary;
+pub mod targets;
 
 use super::model::CellResult;
 use crate::plan::repeats::{Adaptive, Stop};
