@@ -50,32 +50,78 @@ fn uploadserver_from_pypi_takes_a_multipart_post_with_auth() {
     assert!(journal.contains("[Uploaded]"), "uploadserver logged the upload:\n{journal}");
 }
 
+/// Two targets side by side from a plan (the reference target and dufs, from crates.io) × 2 RAM:
+/// one scheduler runs both, each cell is named by its target, matrix.csv, summary.txt and the
+/// report show both; interrupted after its first cell, the same command finishes the rest
+/// without redoing it.
 #[test]
-#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
-fn dufs_from_crates_io_runs_in_a_matrix_like_the_default_target() {
+#[ignore = "boots real guests: run with --include-ignored (CI does)"]
+fn a_plan_of_two_targets_measures_both_side_by_side_and_resumes() {
     let _one = vm_lock();
     let results = tempfile::tempdir().unwrap();
-    let rd = results.path().to_str().unwrap();
-    let out = perfvm(&["matrix", "--target", "dufs", "--ram", "384,512", "--file-size", "16M", "--jobs", "1", "--timeout", "400", "--download", "--results-dir", rd]);
-    eprintln!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(0));
-    let run = run_dirs(results.path()).pop().unwrap();
-    let csv = std::fs::read_to_string(run.join("matrix.csv")).unwrap();
-    let mut rows = csv::Reader::from_reader(csv.as_bytes());
-    let header = rows.headers().unwrap().clone();
-    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
-    let recs: Vec<_> = rows.records().map(|r| r.unwrap()).collect();
-    assert_eq!(recs.len(), 2);
-    for rec in &recs {
-        assert_eq!(&rec[col("target")], "dufs");
-        assert_eq!(&rec[col("exit_reason")], "success");
+    let plan = results.path().join("plan.toml");
+    std::fs::write(&plan, "targets = [\"perfvm-target:stream\", \"dufs\"]\nram = [384, 512]\nfile_size = [\"16M\"]\njobs = 1\ntimeout = 400\ndownload = true\nresults_dir = \"out\"\n").unwrap();
+    let check = perfvm(&["plan", "check", plan.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
+    let args = ["matrix", "--plan", plan.to_str().unwrap()];
+    let out_dir = results.path().join("out");
+
+    // Interrupted once the first cell is in matrix.csv.
+    let first = Running::spawn(&args);
+    let rows = |d: &std::path::Path| csv::Reader::from_path(d.join("matrix.csv")).map(|mut r| r.records().count()).unwrap_or(0);
+    let t0 = Instant::now();
+    let run = loop {
+        if let Some(d) = run_dirs(&out_dir).pop()
+            && rows(&d) > 0
+        {
+            break d;
+        }
+        assert!(t0.elapsed().as_secs() < 900, "no cell finished");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    first.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, log) = first.wait(120);
+    assert_eq!(code, Some(130), "{log}");
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = attempt_results(&run).into_iter().filter(|p| !read_result(p).interrupted).map(|p| { let b = std::fs::read(&p).unwrap(); (p, b) }).collect();
+    assert!(!before.is_empty() && before.len() < 4, "{} finished before the resume", before.len());
+
+    let out = perfvm(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{}\n{err}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&format!("{} already finished", before.len())), "the resume keeps what was finished: {err}");
+    for (p, bytes) in &before {
+        assert_eq!(&std::fs::read(p).unwrap(), bytes, "{} was redone", p.display());
     }
-    for f in attempt_results(&run) {
-        let r = read_result(&f);
+
+    let mut rdr = csv::Reader::from_path(run.join("matrix.csv")).unwrap();
+    let header = rdr.headers().unwrap().clone();
+    let col = |n: &str| header.iter().position(|h| h == n).unwrap();
+    let recs: Vec<_> = rdr.records().map(|r| r.unwrap()).collect();
+    let mut seen: Vec<(String, String, String)> = recs.iter().map(|r| (r[col("target")].to_string(), r[col("target_mode")].to_string(), r[col("ram_mb")].to_string())).collect();
+    seen.sort();
+    assert_eq!(seen, [("dufs", "profile", "384"), ("dufs", "profile", "512"), ("perfvm-target", "stream", "384"), ("perfvm-target", "stream", "512")].map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())));
+    assert!(recs.iter().all(|r| &r[col("exit_reason")] == "success"));
+    let results_of = |tag: &str| attempt_results(&run).into_iter().map(|p| read_result(&p)).filter(|r| r.matrix_target.as_deref() == Some(tag)).collect::<Vec<_>>();
+    for r in results_of("dufs") {
         assert_verified(&r, "dufs", 201);
+        assert!(r.cell.starts_with("dufs-"), "{}", r.cell);
         assert_eq!(r.download.as_ref().and_then(|d| d.verified), Some(true), "the download carried the auth too");
     }
-    assert!(std::fs::read_to_string(run.join("report.md")).unwrap().contains("dufs"));
+    let reference = results_of("perfvm-target-stream");
+    assert_eq!(reference.len(), 2);
+    for r in reference {
+        assert!(r.success && r.verified == Some(true) && r.target.name == "perfvm-target" && r.cell.starts_with("perfvm-target-stream-"), "{}: {:?}", r.cell, r.error);
+    }
+    // One grid per target, the best of each RAM × size, the limits; the report draws both.
+    let summary = std::fs::read_to_string(run.join("summary.txt")).unwrap();
+    for part in ["== perfvm-target-stream (perfvm-target, stream mode)", "== dufs (dufs, profile mode)", "== best at each RAM × size", "== limits at each RAM"] {
+        assert!(summary.contains(part), "summary.txt lacks {part:?}:\n{summary}");
+    }
+    let dom = render_headless(&run.join("report.html"));
+    assert!(dom.contains("Targets side by side"), "the report has no side-by-side section");
+    let panel = &dom[dom.find("Targets side by side").unwrap()..];
+    assert!(panel.contains("dufs") && panel.contains("perfvm-target-stream"), "both targets are drawn");
 }
 
 /// Every saved file of a run: where the target printed `leaked-token=<its secret>`, perfvm wrote

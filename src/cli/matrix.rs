@@ -64,8 +64,9 @@ pub async fn run(args: MatrixArgs, cancel: CancellationToken) -> Result<i32> {
 
 /// `--list` as a table.
 fn list(e: &matrix::Estimate) {
+    let w = e.cells.iter().map(|(k, _)| k.id().len()).max().unwrap_or(0).max(16);
     for (k, secs) in &e.cells {
-        println!("{:<16} ~{}", k.id(), fmt_secs(*secs));
+        println!("{:<w$} ~{}", k.id(), fmt_secs(*secs));
     }
     let basis = if e.past > 0 { format!("the cost model corrected by {} past cell(s) here (×{:.2})", e.past, e.correction) } else { "the cost model (no past cells here to correct it)".into() };
     println!("{} cell(s): ~{} at {} job(s), from {basis}", e.cells.len(), fmt_secs(e.wall_seconds), e.jobs);

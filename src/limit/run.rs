@@ -323,7 +323,7 @@ pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc
         jobs
     ));
     let probe = grid.cell(grid.len() / 2, 1);
-    let e = matrix::estimate(&o, &[probe], accel, &target.name, 1);
+    let e = matrix::estimate(&o, &[probe], accel, &[target.name.as_str()], 1);
     ui.line(&format!(
         "perfvm: a clean boundary takes {} probe(s) from the start, ~{} each (cost model{}); a noisy one takes more",
         search.clean_probes(),
@@ -415,7 +415,7 @@ pub fn plan(o: &Options, l: &LimitOptions) -> Result<Plan> {
         Step::Done { .. } => Vec::new(),
     };
     let cells = [grid.cell(0, 1), grid.cell(grid.len() - 1, 1)];
-    let e = matrix::estimate(o, &cells, valid.accel, valid.target_name(), 1);
+    let e = matrix::estimate(o, &cells, valid.accel, &[valid.target_name()], 1);
     let reference = valid.target_name() == crate::profile::REFERENCE_NAME;
     let mode = if reference { o.target_mode.unwrap_or(crate::profile::TargetMode::Stream).as_str() } else { "profile" };
     let ctx = Context { run_key: "", target: valid.target_name(), target_mode: mode, spec: &l.spec, confirm: l.confirm, result_path: attempts::result_rel };

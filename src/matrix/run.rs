@@ -169,8 +169,8 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
         to_run.len(),
     ));
     let todo: Vec<CellKey> = to_run.iter().copied().collect();
-    let rec_target = envs[0][0].target.name.clone();
-    let e = estimate(&o, &todo, accel, &rec_target, jobs);
+    let names: Vec<&str> = envs[0].iter().map(|e| e.target.name.as_str()).collect();
+    let e = estimate(&o, &todo, accel, &names, jobs);
     ui.line(&format!("perfvm: estimated ~{} for the {} cell(s) to run, at {jobs} job(s) (cost model{})", crate::size::fmt_secs(e.wall_seconds), todo.len(), if e.past > 0 { format!(", corrected by {} past cell(s): ×{:.2}", e.past, e.correction) } else { String::from(", no past cells here to correct it") }));
     let recorder = crate::history::Recorder::open(o.db_path(), crate::history::matrix_run(&run_dir, &meta, o.label.as_deref()));
     let mut rec = Recording { exports: Exports::new(&run_dir, &cells.all, &m), meta, recorder, ui: ui.clone() };
@@ -420,8 +420,8 @@ impl CellRunner for PipelineRunner {
     }
 }
 
-/// How long cells will take: the cost model, corrected by past cells of this accel and target
-/// in the results directory.
+/// How long cells will take: the cost model, corrected by past cells of this accel and these
+/// targets in the results directory.
 pub struct Estimate {
     /// Each cell and its seconds.
     pub cells: Vec<(CellKey, f64)>,
@@ -433,8 +433,8 @@ pub struct Estimate {
     pub jobs: usize,
 }
 
-pub fn estimate(o: &Options, cells: &[CellKey], accel: crate::accel::Accel, target: &str, jobs: usize) -> Estimate {
-    let past: Vec<CellResult> = rundir::past_results(&o.results_dir).into_iter().filter(|r| r.success && r.accel == accel && r.target.name == target).collect();
+pub fn estimate(o: &Options, cells: &[CellKey], accel: crate::accel::Accel, targets: &[&str], jobs: usize) -> Estimate {
+    let past: Vec<CellResult> = rundir::past_results(&o.results_dir).into_iter().filter(|r| r.success && r.accel == accel && targets.contains(&r.target.name.as_str())).collect();
     let pairs: Vec<(f64, f64)> = past.iter().map(|r| (cell_seconds(r), estimate::seconds(&estimate::MEASURED_TCG, &r.key(), r.download.is_some()))).collect();
     let correction = estimate::correction(&pairs);
     let cells: Vec<(CellKey, f64)> = cells.iter().map(|k| (*k, estimate::seconds(&estimate::MEASURED_TCG, k, o.cell.download) * correction)).collect();
@@ -461,7 +461,7 @@ pub fn list(o: &Options, m: &MatrixOptions) -> Result<Estimate> {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         schedule::default_jobs(&Budget::from_available(available, HOST_RESERVE_MIB), max_cost, cores, o.cell.cpus as usize)
     });
-    Ok(estimate(o, &wanted, valid.accel, valid.target_name(), jobs))
+    Ok(estimate(o, &wanted, valid.accel, &valid.target_names(), jobs))
 }
 
 /// `--from SNAPSHOT`: the snapshot's definition and inputs in place of the command line's; always

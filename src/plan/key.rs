@@ -40,14 +40,15 @@ impl CellKey {
 /// cell's key stays a plain value. Letters, digits, `-`, `_` and `.`, at most `TargetTag::MAX`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TargetTag {
-    len: u8,
+    // Bytes first, zero-padded: tags order as their names do.
     bytes: [u8; TargetTag::MAX],
+    len: u8,
 }
 
 impl TargetTag {
     pub const MAX: usize = 40;
     /// No tag: the run has one target.
-    pub const NONE: TargetTag = TargetTag { len: 0, bytes: [0; TargetTag::MAX] };
+    pub const NONE: TargetTag = TargetTag { bytes: [0; TargetTag::MAX], len: 0 };
 
     /// A tag from a name: other characters become `-`, and it is cut at `MAX` bytes.
     pub fn new(name: &str) -> TargetTag {
@@ -94,5 +95,6 @@ mod tests {
         assert_eq!(TargetTag::new("../my server").as_str(), "..-my-server");
         assert_eq!(TargetTag::new(&"x".repeat(99)).as_str().len(), TargetTag::MAX);
         assert_ne!(k, t);
+        assert!(TargetTag::new("abcdefgh-long") < TargetTag::new("dufs"), "in name order, not by length");
     }
 }

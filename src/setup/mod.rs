@@ -145,6 +145,11 @@ impl Valid {
     pub fn target_name(&self) -> &str {
         self.targets[0].name()
     }
+
+    /// Every target's name.
+    pub fn target_names(&self) -> Vec<&str> {
+        self.targets.iter().map(|t| t.name()).collect()
+    }
 }
 
 /// Check cells of these shapes (RAM, file size, uploads at once) against the host and the
