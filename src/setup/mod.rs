@@ -305,3 +305,29 @@ fn on_host(spec: &HostSpec, conn: virt::connect::Connect, image: &crate::image::
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_and_limit_take_one_target_and_say_where_several_go() {
+        let arg = |s: &str| target::TargetArg::parse(s).unwrap();
+        let mut o = Options {
+            cell: CellSettings { cpus: 2, timeout_s: 600, seed: 1, content: ContentKind::Random, transfer: Transfer::ContentLength, download: false, sample_interval_ms: 100, sample_memory_only: false, hook_before: None, hook_after: None },
+            accel: AccelChoice::Tcg,
+            targets: vec![arg("dufs")],
+            target_mode: None,
+            image: None,
+            hosts: Vec::new(),
+            results_dir: "results".into(),
+            db: None,
+            label: None,
+            inputs: None,
+        };
+        assert_eq!(o.one_target("run").unwrap().name, "dufs");
+        o.targets.push(arg("perfvm-target:memory"));
+        let e = o.one_target("limit").unwrap_err().0;
+        assert!(e.contains("perfvm limit measures one target") && e.contains("perfvm matrix --target a,b"), "{e}");
+    }
+}
