@@ -60,42 +60,50 @@ pub fn history(a: &HistoryArgs) -> Result<i32> {
             }
         }
         Some((ram, size)) => {
-            let pts = db.trend(ram, size.bytes(), a.concurrency, a.target.as_deref())?;
+            // `perfvm-target:memory` narrows to one mode, as --target names it elsewhere.
+            let target = a.target.as_deref().map(crate::setup::target::TargetArg::parse).transpose()?;
+            let mode = target.as_ref().and_then(|t| t.mode).map(|m| m.as_str());
+            let pts = db.trend(ram, size.bytes(), a.concurrency, target.as_ref().map(|t| t.name.as_str()), mode)?;
             match a.format {
                 Format::Json => out = serde_json::to_string_pretty(&pts)? + "\n",
                 Format::Csv => {
                     let mut w = csv::Writer::from_writer(Vec::new());
-                    w.write_record(["run", "started", "label", "target", "repeats", "passed", "throughput_mbps", "peak_working_set_mb", "max_peak_working_set_mb", "cgroup_memory_peak_mb"])?;
+                    w.write_record(["run", "started", "label", "target", "repeats", "passed", "throughput_mbps", "peak_working_set_mb", "max_peak_working_set_mb", "cgroup_memory_peak_mb", "target_mode"])?;
                     for p in &pts {
                         let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-                        w.write_record([&p.run_id, p.started.as_deref().unwrap_or(""), p.label.as_deref().unwrap_or(""), &p.target, &p.repeats.to_string(), &p.passed.to_string(), &f(p.throughput_mbps), &f(p.peak_memory_mb), &f(p.max_peak_memory_mb), &f(p.memory_peak_mb)])?;
+                        w.write_record([&p.run_id, p.started.as_deref().unwrap_or(""), p.label.as_deref().unwrap_or(""), &p.target, &p.repeats.to_string(), &p.passed.to_string(), &f(p.throughput_mbps), &f(p.peak_memory_mb), &f(p.max_peak_memory_mb), &f(p.memory_peak_mb), p.target_mode.as_deref().unwrap_or("")])?;
                     }
                     out = String::from_utf8(w.into_inner()?)?;
                 }
                 Format::Table => {
                     out.push_str(&format!("cell {ram}/{}{} across runs, oldest first\n", size.label(), if a.concurrency > 1 { format!(" ×{}", a.concurrency) } else { String::new() }));
                     out.push_str("peak: the working set (memory.current − inactive_file); memory.peak counts the page cache of the file written too\n");
-                    out.push_str(&format!("{:<34} {:<20} {:<16} {:>7} {:>16} {:>15} {:>12}  {}\n", "RUN", "STARTED", "TARGET", "PASSED", "THROUGHPUT MiB/s", "PEAK MiB", "memory.peak", "LABEL"));
-                    let mut prev: Option<f64> = None;
+                    out.push_str(&format!("{:<34} {:<20} {:<22} {:>7} {:>16} {:>15} {:>12}  {}\n", "RUN", "STARTED", "TARGET", "PASSED", "THROUGHPUT MiB/s", "PEAK MiB", "memory.peak", "LABEL"));
+                    // Each target's previous run: a run of several targets has a line for each.
+                    let mut prev_of: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
                     for p in &pts {
                         let started = p.started.as_deref().map(|s| s.get(..19).unwrap_or(s).replace('T', " ")).unwrap_or_default();
                         // The change of peak memory against the run before: what creeps shows.
+                        let label = p.target_label();
+                        let prev = prev_of.get(&label).copied();
                         let delta = match (prev, p.peak_memory_mb) {
                             (Some(a), Some(b)) if a > 0.0 => format!(" ({:+.0}%)", (b - a) * 100.0 / a),
                             _ => String::new(),
                         };
                         out.push_str(&format!(
-                            "{:<34} {:<20} {:<16} {:>7} {:>16} {:>15} {:>12}  {}\n",
+                            "{:<34} {:<20} {:<22} {:>7} {:>16} {:>15} {:>12}  {}\n",
                             p.run_id,
                             started,
-                            p.target,
+                            label,
                             format!("{}/{}", p.passed, p.repeats),
                             opt(p.throughput_mbps),
                             format!("{}{delta}", opt(p.peak_memory_mb)),
                             opt(p.memory_peak_mb),
                             p.label.as_deref().unwrap_or("")
                         ));
-                        prev = p.peak_memory_mb.or(prev);
+                        if let Some(v) = p.peak_memory_mb {
+                            prev_of.insert(label, v);
+                        }
                     }
                     if pts.is_empty() {
                         out.push_str("(no run has this cell)\n");

@@ -284,8 +284,9 @@ pub struct HistoryArgs {
     /// With --cell: uploads at once of the cell.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub concurrency: u32,
-    /// With --cell: only this target's runs (default: every target, one line each).
-    #[arg(long, value_name = "NAME")]
+    /// With --cell: only this target's runs (default: every target, one line each); the
+    /// reference target's modes are separate lines, and perfvm-target:memory picks one.
+    #[arg(long, value_name = "NAME[:MODE]")]
     pub target: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

@@ -139,9 +139,9 @@ impl Db {
                    target, target_profile_sha256, image_id, accel, exit_reason, success, duration_seconds, throughput_mbps,
                    peak_memory_bytes, target_cpu_seconds, sample_count, guest_min_mem_available_bytes,
                    memory_pressure_peak_some_avg10, host_qemu_peak_rss_bytes, result_json,
-                   peak_memory_metric, working_set_peak_bytes, anon_peak_bytes, file_peak_bytes, cgroup_peak_bytes, restarts_before_upload)
+                   peak_memory_metric, working_set_peak_bytes, anon_peak_bytes, file_peak_bytes, cgroup_peak_bytes, restarts_before_upload, target_mode)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24,
-                   ?25, ?26, ?27, ?28, ?29, ?30)",
+                   ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
                 params![
                     run.id,
                     k.shape(),
@@ -173,6 +173,7 @@ impl Db {
                     r.memory.as_ref().and_then(|m| m.file_peak_bytes).map(|b| b as i64),
                     r.cgroup_peak_bytes().map(|b| b as i64),
                     r.restarts_before_upload.map(|n| n as i64),
+                    r.target.mode,
                 ],
             )?;
         }
@@ -216,17 +217,20 @@ impl Db {
 
     /// The same cell (RAM, size, uploads at once) of one target across runs, oldest first: the
     /// mean over the final attempts of its repetitions.
-    pub fn trend(&self, ram_mb: u64, size_bytes: u64, concurrency: u32, target: Option<&str>) -> Result<Vec<TrendPoint>> {
+    /// One point per run and target (and mode: the reference target's modes are different
+    /// servers); `target` and `mode` narrow it to one.
+    pub fn trend(&self, ram_mb: u64, size_bytes: u64, concurrency: u32, target: Option<&str>, mode: Option<&str>) -> Result<Vec<TrendPoint>> {
         let mut st = self.conn.prepare(
             "SELECT r.id, r.started, r.label, c.target, COUNT(*), SUM(c.success), AVG(c.throughput_mbps), AVG(c.working_set_peak_bytes),
-                    MAX(c.working_set_peak_bytes), AVG(c.cgroup_peak_bytes)
+                    MAX(c.working_set_peak_bytes), AVG(c.cgroup_peak_bytes), c.target_mode
              FROM cells c JOIN runs r ON r.id = c.run_id
              WHERE c.ram_mb = ?1 AND c.file_size_bytes = ?2 AND c.concurrency = ?3 AND (?4 IS NULL OR c.target = ?4)
+               AND (?5 IS NULL OR c.target_mode = ?5)
                AND c.attempt = (SELECT MAX(attempt) FROM cells d WHERE d.run_id = c.run_id AND d.cell = c.cell AND d.repeat = c.repeat)
-             GROUP BY r.id, c.target
-             ORDER BY r.started, r.id",
+             GROUP BY r.id, c.target, c.target_mode
+             ORDER BY r.started, r.id, c.target, c.target_mode",
         )?;
-        let rows = st.query_map(params![ram_mb as i64, size_bytes as i64, concurrency as i64, target], |row| {
+        let rows = st.query_map(params![ram_mb as i64, size_bytes as i64, concurrency as i64, target, mode], |row| {
             Ok(TrendPoint {
                 run_id: row.get(0)?,
                 started: row.get(1)?,
@@ -238,6 +242,7 @@ impl Db {
                 peak_memory_mb: row.get::<_, Option<f64>>(7)?.map(|b| crate::results::model::round3(b / 1048576.0)),
                 max_peak_memory_mb: row.get::<_, Option<f64>>(8)?.map(|b| crate::results::model::round3(b / 1048576.0)),
                 memory_peak_mb: row.get::<_, Option<f64>>(9)?.map(|b| crate::results::model::round3(b / 1048576.0)),
+                target_mode: row.get(10)?,
             })
         })?;
         rows.map(|r| r.map_err(Into::into)).collect()
@@ -297,6 +302,18 @@ pub struct TrendPoint {
     pub peak_memory_mb: Option<f64>,
     pub max_peak_memory_mb: Option<f64>,
     pub memory_peak_mb: Option<f64>,
+    /// `stream`, `drop-cache`, `memory` or `profile`.
+    pub target_mode: Option<String>,
+}
+
+impl TrendPoint {
+    /// The target as `--target` names it: `perfvm-target:memory` for a reference mode, else its name.
+    pub fn target_label(&self) -> String {
+        match self.target_mode.as_deref() {
+            Some(m) if m != "profile" => format!("{}:{m}", self.target),
+            _ => self.target.clone(),
+        }
+    }
 }
 
 /// The run row of a matrix run directory, from its metadata: its id is the directory's name

@@ -65,6 +65,10 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE cells ADD COLUMN cgroup_peak_bytes INTEGER;
     ALTER TABLE cells ADD COLUMN restarts_before_upload INTEGER;
     UPDATE cells SET cgroup_peak_bytes = peak_memory_bytes;",
+    // 4: each cell's target mode: a matrix of several targets may hold the reference target in
+    // two modes, whose trends must not be averaged together.
+    "ALTER TABLE cells ADD COLUMN target_mode TEXT;
+    UPDATE cells SET target_mode = json_extract(result_json, '$.target.mode');",
 ];
 
 pub fn version(conn: &Connection) -> Result<u32> {

@@ -67,23 +67,24 @@ fn a_version_1_database_is_migrated_with_its_rows() {
                VALUES ('old', '/r/old', 'matrix', 'perfvm-target', 'stream', 'tcg', 'img', '0.0.9', '2026-01-01T00:00:00Z');
              INSERT INTO cells (run_id, cell, ram_mb, file_size, file_size_bytes, concurrency, repeat, attempt, timestamp, target,
                image_id, accel, exit_reason, success, duration_seconds, throughput_mbps, peak_memory_bytes, result_json)
-               VALUES ('old', '512-1G', 512, '1G', 1073741824, 1, 1, 1, '2026-01-01T00:00:00Z', 'perfvm-target', 'img', 'tcg', 'success', 1, 20.0, 51.2, 12582912, '{}');",
+               VALUES ('old', '512-1G', 512, '1G', 1073741824, 1, 1, 1, '2026-01-01T00:00:00Z', 'perfvm-target', 'img', 'tcg', 'success', 1, 20.0, 51.2, 12582912, '{\"target\": {\"name\": \"perfvm-target\", \"mode\": \"memory\"}}');",
         )
         .unwrap();
     }
     let mut db = Db::open(&path).unwrap();
     assert_eq!(schema::version(db.conn()).unwrap(), schema::MIGRATIONS.len() as u32);
-    let old = db.trend(512, 1 << 30, 1, None).unwrap();
+    let old = db.trend(512, 1 << 30, 1, None, None).unwrap();
     assert_eq!(old.len(), 1);
     assert_eq!(old[0].throughput_mbps, Some(51.2));
     // Its peak was memory.peak: kept as that, never shown as a working set.
     assert_eq!((old[0].peak_memory_mb, old[0].memory_peak_mb), (None, Some(12.0)));
+    assert_eq!(old[0].target_mode.as_deref(), Some("memory"), "the mode, from the result it kept");
     // New rows carry the new columns; old ones have them empty.
     db.record(&run("new", "2026-02-01T00:00:00Z", None), &[&cell(512, "1G", 1, 1, 60.0, 11, true)]).unwrap();
     let cpu: Vec<Option<i64>> = db.conn().prepare("SELECT sample_count FROM cells ORDER BY run_id").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
     assert_eq!(cpu[1], None, "the old row");
     assert!(cpu[0].is_some(), "the new row");
-    assert_eq!(db.trend(512, 1 << 30, 1, Some("perfvm-target")).unwrap().len(), 2);
+    assert_eq!(db.trend(512, 1 << 30, 1, Some("perfvm-target"), None).unwrap().len(), 2);
 }
 
 #[test]
@@ -103,7 +104,7 @@ fn trend_takes_final_attempts_and_means_over_repeats() {
     let n1 = [cell(512, "1G", 1, 1, 0.0, 0, false), cell(512, "1G", 1, 2, 50.0, 10, true), cell(512, "1G", 2, 1, 70.0, 14, true), cell(256, "1G", 1, 1, 40.0, 9, true)];
     db.record(&run("night1", "2026-11-28T01:00:00Z", Some("v1.0")), &n1.iter().collect::<Vec<_>>()).unwrap();
     db.record(&run("night2", "2026-11-29T01:00:00Z", Some("v1.1")), &[&cell(512, "1G", 1, 1, 30.0, 40, true)]).unwrap();
-    let t = db.trend(512, 1 << 30, 1, Some("perfvm-target")).unwrap();
+    let t = db.trend(512, 1 << 30, 1, Some("perfvm-target"), None).unwrap();
     assert_eq!(t.iter().map(|p| p.run_id.as_str()).collect::<Vec<_>>(), ["night1", "night2"], "oldest first");
     assert_eq!((t[0].repeats, t[0].passed), (2, 2));
     assert_eq!(t[0].throughput_mbps, Some(60.0));
@@ -112,13 +113,13 @@ fn trend_takes_final_attempts_and_means_over_repeats() {
     assert_eq!(t[1].peak_memory_mb, Some(40.0), "the creep shows");
     assert_eq!(t[1].memory_peak_mb, Some(296.0), "memory.peak beside it");
     assert_eq!(t[1].label.as_deref(), Some("v1.1"));
-    assert!(db.trend(512, 1 << 30, 1, Some("dufs")).unwrap().is_empty());
+    assert!(db.trend(512, 1 << 30, 1, Some("dufs"), None).unwrap().is_empty());
     let runs = db.runs().unwrap();
     assert_eq!(runs[0].0.id, "night2", "newest first");
     assert_eq!(runs[1].1, RunCounts { cells: 3, passed: 3, failed: 0 });
     // Recording the same attempt again replaces it, never duplicates.
     db.record(&run("night2", "2026-11-29T01:00:00Z", None), &[&cell(512, "1G", 1, 1, 31.0, 40, true)]).unwrap();
-    let t = db.trend(512, 1 << 30, 1, None).unwrap();
+    let t = db.trend(512, 1 << 30, 1, None, None).unwrap();
     assert_eq!(t[1].throughput_mbps, Some(31.0));
     assert_eq!(t[1].label.as_deref(), Some("v1.1"), "a later record without a label keeps it");
 }
@@ -195,7 +196,7 @@ fn runs_of_one_definition_in_two_results_directories_stay_two_runs() {
     let runs = db.runs().unwrap();
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(runs.iter().map(|(r, _)| r.id.as_str()).collect::<Vec<_>>(), ["matrix-0123456789ab@bbbb0002", "matrix-0123456789ab@aaaa0001"]);
-    let t = db.trend(512, 1 << 30, 1, None).unwrap();
+    let t = db.trend(512, 1 << 30, 1, None, None).unwrap();
     assert_eq!(t.iter().map(|p| p.throughput_mbps).collect::<Vec<_>>(), [Some(40.0), Some(60.0)], "neither replaced the other's cells");
     // Importing again changes nothing.
     import(&mut db, &[a]).unwrap();
@@ -209,4 +210,23 @@ fn runs_of_one_definition_in_two_results_directories_stay_two_runs() {
     import(&mut db, std::slice::from_ref(&old)).unwrap();
     import(&mut db, &[old]).unwrap();
     assert_eq!(db.runs().unwrap().len(), 3);
+}
+
+#[test]
+fn the_reference_targets_modes_are_separate_trends_even_in_one_run() {
+    let d = tempfile::tempdir().unwrap();
+    let mut db = Db::open(&d.path().join("h.sqlite")).unwrap();
+    let with = |mode: &str, tag: &str, thr: f64| {
+        let mut r = cell(512, "1G", 1, 1, thr, 10, true);
+        r.target.mode = mode.into();
+        r.matrix_target = Some(tag.into());
+        r
+    };
+    let (s, m) = (with("stream", "perfvm-target-stream", 50.0), with("memory", "perfvm-target-memory", 30.0));
+    db.record(&run("both", "2026-12-03T01:00:00Z", None), &[&s, &m]).unwrap();
+    let t = db.trend(512, 1 << 30, 1, Some("perfvm-target"), None).unwrap();
+    let got: Vec<(String, Option<f64>)> = t.iter().map(|p| (p.target_label(), p.throughput_mbps)).collect();
+    assert_eq!(got, [("perfvm-target:memory".to_string(), Some(30.0)), ("perfvm-target:stream".to_string(), Some(50.0))], "never averaged together");
+    let only = db.trend(512, 1 << 30, 1, Some("perfvm-target"), Some("stream")).unwrap();
+    assert_eq!((only.len(), only[0].throughput_mbps), (1, Some(50.0)));
 }

@@ -126,10 +126,10 @@ pub fn history(report: &Report, db: &Path) -> Result<Vec<(String, Vec<crate::his
     for c in &report.cells {
         let r = &c.result;
         let k = r.key();
-        if !seen.insert((k.ram_mib, k.size.bytes(), k.concurrency, r.target.name.clone())) {
+        if !seen.insert((k.ram_mib, k.size.bytes(), k.concurrency, r.target.name.clone(), r.target.mode.clone())) {
             continue;
         }
-        let pts = db.trend(k.ram_mib, k.size.bytes(), k.concurrency.max(1), Some(&r.target.name))?;
+        let pts = db.trend(k.ram_mib, k.size.bytes(), k.concurrency.max(1), Some(&r.target.name), Some(&r.target.mode))?;
         if pts.len() >= 2 {
             out.push((k.shape(), pts));
         }
@@ -335,6 +335,7 @@ mod tests {
             peak_memory_mb: Some(10.0),
             max_peak_memory_mb: None,
             memory_peak_mb: None,
+            target_mode: Some("stream".into()),
         };
         // The second cell was not in the first run: the runs are shared, not per cell.
         let history = vec![
