@@ -2,17 +2,21 @@
 # Where a cell's time goes and what the harness itself costs, measured on this host; the method
 # and the latest figures are in docs/performance.md. Not part of CI: run it by hand (as root,
 # after scripts/setup.sh and cargo build --release). Takes ~15 min under TCG (+16 min with
-# BENCH_MATRIX=1). Every figure below comes from one run of this script.
+# BENCH_MATRIX=1, +10 min with section 6, +20 min with BENCH_SEED=1). Every figure below comes
+# from one run of this script.
 #
 #   bench/speed.sh [RUNS]      RUNS cells for the phase medians (default 3)
 #   BENCH_SECTIONS="1 3" bench/speed.sh    only some sections (default "1 2 3 4"; 5 is the matrix)
+#   BENCH_SECTIONS=6 BENCH_VERIFY_SIZES="1G 5G" bench/speed.sh    where the stored file is hashed
 #   Before/after an image change: PERFVM_RECIPE_DIR=<old checkout>/vm-images BENCH_SECTIONS=1
 #   bench/speed.sh runs section 1 on the old image (still cached), then again without it.
 #
 # Sections: 1 phase breakdown (median of RUNS cells 512 MiB / 64M) and overhead; 2 perfvm's
 # own peak RSS at 64M vs 2G; 3 sampler cost at 10 Hz vs sampling once a minute; 4 perfvm's
 # uploader vs curl -T, alternating, on one kept guest; 5 (BENCH_MATRIX=1) a 4 × 4 matrix with
-# --jobs 1 vs the default jobs.
+# --jobs 1 vs the default jobs; 6 the stored file hashed on the host vs in the guest (--verify),
+# 512 MiB at each of BENCH_VERIFY_SIZES (1G 5G); 7 (BENCH_SEED=1) the 20-cell seed matrix,
+# --jobs 1, where its cells' time goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERFVM=${PERFVM:-./target/release/perfvm}
@@ -28,6 +32,7 @@ print(v)' "$1" "$2"; }
 
 SECTIONS=" ${BENCH_SECTIONS:-1 2 3 4} "
 [ "${BENCH_MATRIX:-0}" = 1 ] && SECTIONS="$SECTIONS 5 "
+[ "${BENCH_SEED:-0}" = 1 ] && SECTIONS="$SECTIONS 7 "
 want() { [[ "$SECTIONS" == *" $1 "* ]]; }
 
 say "perfvm bench, $(date -u +%FT%TZ), host $(hostname), $(nproc) cores, $("$PERFVM" --version)"
@@ -103,6 +108,34 @@ if want 5; then
     "$PERFVM" matrix --ram 256,320,384,448 --file-size 1M,2M,3M,4M --cpus 1 "${extra[@]}" --results-dir "$OUT/matrix-$jobs" >"$OUT/matrix-$jobs.txt" 2>&1 || true
     say "  jobs $jobs: $(( $(date +%s) - t0 )) s wall ($(grep -o 'cells finished, [0-9]* passed' "$OUT/matrix-$jobs.txt" | head -1))"
   done
+fi
+if want 6; then
+  log "6. the stored file hashed in the guest vs on the host (--verify), 512 MiB"
+  for size in ${BENCH_VERIFY_SIZES:-1G 5G}; do
+    for where in guest host; do
+      d="$OUT/verify-$size-$where"
+      "$PERFVM" run --ram 512 --file-size "$size" --verify "$where" --results-dir "$d" >/dev/null 2>&1 || true
+      say "  $size $where: verified $(field "$d" verified) by $(field "$d" verification.by) in $(field "$d" verification.seconds) s; collect $(field "$d" phases.collect) s; all but the upload $(python3 -c 'import json,sys,glob; r=json.load(open(glob.glob(sys.argv[1]+"/*/result.json")[0])); print(round(sum(v for k,v in r["phases"].items() if v is not None and k!="upload"),1))' "$d") s; upload $(field "$d" phases.upload) s"
+    done
+  done
+fi
+
+if want 7; then
+  log "7. the 20-cell seed matrix, --jobs 1"
+  t0=$(date +%s)
+  "$PERFVM" matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G --jobs 1 --results-dir "$OUT/seed" >"$OUT/seed.txt" 2>&1 || true
+  say "  $(( $(date +%s) - t0 )) s wall ($(grep -o 'cells finished, [0-9]* passed' "$OUT/seed.txt" | head -1))"
+  python3 - "$OUT/seed" <<'PY' | tee -a "$OUT/summary.txt"
+import json, glob, sys
+rs = [json.load(open(p)) for p in glob.glob(sys.argv[1] + "/*/cells/*/a*/result.json")]
+ph = lambda n: sum((r["phases"].get(n) or 0) for r in rs) / 60
+print(f"  {len(rs)} attempts: uploads {ph('upload'):.1f} min, collect {ph('collect'):.1f} min, boot to healthy {sum(ph(n) for n in ['prepare','boot','agent','cloud_init','healthy']):.1f} min, teardown {ph('teardown'):.1f} min")
+by = {}
+for r in rs:
+    v = (r.get("verification") or {}).get("by", "-")
+    by[v] = by.get(v, 0) + 1
+print(f"  hashed: {by}")
+PY
 fi
 say ""
 say "all output in $OUT"

@@ -80,3 +80,10 @@ mod tests {
         assert!(total >= avail && avail > 0);
     }
 }
+
+/// A program of that name is on PATH.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}

@@ -257,10 +257,10 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
     ));
     s.push_str(&format!(
         "  integrity     verified {}, oom kills {}, restarts {}{}\n",
-        match r.verified {
-            Some(true) => "yes (sha256 matches)",
-            Some(false) => "NO (sha256 differs or file missing)",
-            None => "not checked",
+        match (r.verified, r.verification.as_ref().map(hashed_where)) {
+            (Some(true), how) => format!("yes (sha256 matches{})", how.unwrap_or_default()),
+            (Some(false), how) => format!("NO (sha256 differs or file missing{})", how.unwrap_or_default()),
+            (None, _) => "not checked".to_string(),
         },
         opt(r.oom_kills),
         opt(r.restarts),
@@ -299,3 +299,13 @@ impl crate::matrix::run::Ui for ConsoleReporter {
     }
 }
 
+
+/// ", hashed on the host in 1.9s", or in the guest, with why the host could not.
+fn hashed_where(v: &crate::results::model::Verification) -> String {
+    let on = match v.by {
+        crate::results::model::Verify::Host => "on the host",
+        crate::results::model::Verify::Guest => "in the guest",
+    };
+    let why = v.fallback.as_ref().map(|f| format!(" (not on the host: {f})")).unwrap_or_default();
+    format!(", hashed {on} in {:.1}s{why}", v.seconds)
+}

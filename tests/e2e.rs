@@ -6,7 +6,7 @@
 mod common;
 
 use common::{MIB, VM, cell, perfvm, run_dirs, samples};
-use perfvm::results::model::{CellResult, ExitReason};
+use perfvm::results::model::{CellResult, ExitReason, Verify};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -39,6 +39,10 @@ fn stream_mode_uploads_64m_in_constant_memory() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(r.verified, Some(true));
     assert_eq!(r.sha256, r.guest_sha256);
+    // Read from the frozen guest's disk on the host (the default): the file's last pages were
+    // still dirty in the guest's page cache when the upload ended, and the freeze wrote them.
+    let v = r.verification.as_ref().expect("verification recorded");
+    assert_eq!((v.by, v.fallback.as_deref()), (Verify::Host, None));
     assert_eq!(r.http_status, Some(201));
     assert_eq!(r.file_size_bytes, 64 * MIB);
     assert_eq!(r.bytes_sent, Some(64 * MIB));
@@ -121,13 +125,15 @@ fn memory_mode_that_fits_holds_the_whole_file() {
 }
 
 /// The cache-dropping mode syncs and drops the file's pages as it goes: everything stays small,
-/// memory.peak too.
+/// memory.peak too. Hashed in the guest (`--verify guest`), the path the host's falls back to.
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn drop_cache_mode_keeps_even_the_page_cache_small() {
-    let (r, _dir, _) = cell(&["--ram", "512", "--file-size", "64M", "--target-mode", "drop-cache"]);
+    let (r, _dir, _) = cell(&["--ram", "512", "--file-size", "64M", "--target-mode", "drop-cache", "--verify", "guest"]);
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
     assert_eq!(r.verified, Some(true));
+    let v = r.verification.as_ref().expect("verification recorded");
+    assert_eq!((v.by, v.fallback.as_deref()), (Verify::Guest, None));
     assert_eq!(r.target.mode, "drop-cache");
     let (ws, anon, cache, cgroup_peak) = memory_parts(&r);
     assert!(anon < 16 * MIB && ws < 32 * MIB, "anon {anon}, working set {ws}");

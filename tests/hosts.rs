@@ -5,7 +5,7 @@
 mod common;
 
 use common::{attempt_results, perfvm, read_result, Running};
-use perfvm::results::model::{CellResult, ExitReason};
+use perfvm::results::model::{CellResult, ExitReason, Verify};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -134,12 +134,17 @@ fn a_matrix_spreads_over_two_hosts_and_each_host_gets_the_image_once() {
             "h2" => {
                 assert_eq!(r.access.as_deref(), Some("ssh-tunnel"));
                 assert_eq!(r.host_uri.as_deref(), Some(h2.uri.as_str()));
-                // qemu runs on the other host: its process is not visible here.
+                // qemu runs on the other host: its process is not visible here, nor its disk,
+                // so the guest hashed the file, and the result says why.
                 assert_eq!(r.host_qemu_peak_rss_bytes, None);
+                let v = r.verification.as_ref().expect("verification recorded");
+                assert_eq!(v.by, Verify::Guest);
+                assert_eq!(v.fallback.as_deref(), Some("the cell's disk is on another host"));
             }
             "here" => {
                 assert_eq!(r.access.as_deref(), Some("local"));
                 assert!(r.host_qemu_peak_rss_bytes.is_some());
+                assert_eq!(r.verification.as_ref().map(|v| (v.by, v.fallback.is_none())), Some((Verify::Host, true)));
             }
             h => panic!("unexpected host {h}"),
         }

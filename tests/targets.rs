@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use perfvm::results::model::ExitReason;
+use perfvm::results::model::{ExitReason, Verify};
 use std::time::Instant;
 
 fn assert_verified(r: &perfvm::results::model::CellResult, name: &str, status: u16) {
@@ -16,8 +16,11 @@ fn assert_verified(r: &perfvm::results::model::CellResult, name: &str, status: u
     assert_eq!(r.target.mode, "profile");
     assert_eq!(r.target.profile_sha256.as_ref().map(String::len), Some(64));
     assert_eq!(r.http_status, Some(status));
-    assert_eq!(r.verified, Some(true), "the stored file's sha256 was checked in the guest");
+    assert_eq!(r.verified, Some(true), "the stored file's sha256 was checked");
     assert_eq!(r.guest_sha256, r.sha256);
+    // Every shipped profile stores on the guest's root filesystem: read on the host.
+    let v = r.verification.as_ref().expect("verification recorded");
+    assert_eq!((v.by, v.fallback.as_deref()), (Verify::Host, None), "{name}");
     assert!(r.peak_memory_bytes.unwrap() > 0);
 }
 
@@ -147,6 +150,23 @@ fn a_profiles_secret_is_redacted_from_everything_saved() {
     assert_eq!(r.verified, None);
     assert_eq!(r.target.name, "leaky");
     assert_secret_redacted(&dir);
+}
+
+/// The host reads what is really on the guest's disk, not what anyone says is there: a profile
+/// whose stored path holds other bytes (1 MiB of zeros, put there by its guest_setup) fails
+/// verification with that file's hash.
+#[test]
+#[ignore = "boots a real guest: run with --include-ignored (CI does)"]
+fn the_host_hashes_what_is_on_the_guests_disk() {
+    let (r, _dir, out) = cell(&["--ram", "256", "--file-size", "1M", "--target", "tests/data/profiles/decoy.toml"]);
+    assert_eq!(r.exit_reason, ExitReason::VerifyFailed, "{:?}", r.error);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(r.verified, Some(false));
+    let v = r.verification.as_ref().expect("verification recorded");
+    assert_eq!((v.by, v.fallback.as_deref()), (Verify::Host, None));
+    let zeros = "30e14955ebf1352266dc2ff8067e68104607e750abb9d3b36582b8af909fcb58";
+    assert_eq!(r.guest_sha256.as_deref(), Some(zeros), "sha256 of 1 MiB of zeros");
+    assert_ne!(r.sha256.as_deref(), Some(zeros));
 }
 
 /// A server that exits at start (here: it cannot open its log file) is restarted by systemd a few

@@ -521,6 +521,13 @@ pub struct CellArgs {
     /// Sample memory only, not CPU, I/O and pressure (to measure what those cost).
     #[arg(long)]
     pub sample_memory_only: bool,
+    /// Where the stored files' sha256 is computed: host (freeze the guest's filesystems and read
+    /// the files from its disk here, at native speed) or guest (sha256sum in the guest: emulated
+    /// under TCG, ~70 MB/s). host falls back to guest where it cannot work (a remote host, a file
+    /// outside the ext4 filesystem of the guest's disk, no qemu-storage-daemon/debugfs/FUSE)
+    /// and the result's verification says why.
+    #[arg(long, value_enum, default_value_t = crate::results::model::Verify::Host, value_name = "WHERE")]
+    pub verify: crate::results::model::Verify,
     /// Content of the generated file: random (incompressible), zeros, text, or
     /// compressible:RATIO (e.g. compressible:2). Recorded as content_kind.
     #[arg(long, value_name = "KIND", default_value = "random", value_parser = parse_kind)]
@@ -564,6 +571,7 @@ impl CellArgs {
                 download: self.download,
                 sample_interval_ms: self.sample_interval,
                 sample_memory_only: self.sample_memory_only,
+                verify: self.verify,
                 hook_before: self.hook_before_cell.clone(),
                 hook_after: self.hook_after_cell.clone(),
             },

@@ -138,6 +138,18 @@ impl Agent {
         r["pid"].as_i64().ok_or_else(|| AgentError::Reply(r.to_string()))
     }
 
+    /// Freeze the guest's filesystems: everything written is on the disk, the ext4 journal
+    /// checkpointed, and nothing more is written until `thaw`. Writing out a large dirty page
+    /// cache takes a while under emulation, hence the generous timeout.
+    pub fn freeze(&self) -> Result<u64, AgentError> {
+        let r = self.call(json!({"execute": "guest-fsfreeze-freeze"}), 300)?;
+        r.as_u64().ok_or_else(|| AgentError::Reply(r.to_string()))
+    }
+
+    pub fn thaw(&self) -> Result<(), AgentError> {
+        self.call(json!({"execute": "guest-fsfreeze-thaw"}), 60).map(|_| ())
+    }
+
     /// CPU seconds the guest agent itself has used: it opens /proc/self/stat, so "self" is it.
     pub fn own_cpu_seconds(&self) -> Option<f64> {
         crate::guest::pidstat::cpu_seconds(&self.read_string("/proc/self/stat").ok()?)

@@ -127,6 +127,8 @@ pub fn local_qemu_pid(domain: &str) -> Option<i32> {
 pub const OVERLAY: &str = "overlay.qcow2";
 pub const SEED: &str = "seed.iso";
 pub const CONSOLE: &str = "console.log";
+/// Where the host reads the cell's disk as a raw file while it verifies stored files.
+pub const EXPORT: &str = crate::image::peek::EXPORT;
 const TUNNEL_LOG: &str = "ssh-tunnel.log";
 
 impl Placed {
@@ -151,6 +153,22 @@ impl Placed {
     pub fn console_here(&self) -> Option<std::path::PathBuf> {
         match self {
             Placed::Local { work, .. } => Some(work.join(CONSOLE)),
+            Placed::Remote { .. } => None,
+        }
+    }
+
+    /// The cell's disk (its overlay), when it is on this machine and can be read here.
+    pub fn disk_here(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Placed::Local { work, .. } => Some(work.join(OVERLAY)),
+            Placed::Remote { .. } => None,
+        }
+    }
+
+    /// Where the disk is exported while it is read (`disk_here`'s companion).
+    pub fn export_here(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Placed::Local { work, .. } => Some(work.join(EXPORT)),
             Placed::Remote { .. } => None,
         }
     }

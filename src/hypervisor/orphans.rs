@@ -104,7 +104,7 @@ pub fn remove_orphans(conn: &Connect, work_dirs: bool) -> Result<Vec<String>, Vi
         if let Some(o) = &d.owner {
             // Only ever a direct child of perfvm's own cells directory.
             if o.work_dir.parent() == Some(cells.as_path()) {
-                let _ = std::fs::remove_dir_all(&o.work_dir);
+                let _ = crate::image::peek::remove_cell_dir(&o.work_dir);
             }
         }
         removed.push(d.name);
@@ -117,7 +117,7 @@ pub fn remove_orphans(conn: &Connect, work_dirs: bool) -> Result<Vec<String>, Vi
         }
     }
     for dir in if work_dirs { orphaned_work_dirs(conn)? } else { Vec::new() } {
-        if std::fs::remove_dir_all(&dir).is_ok() {
+        if crate::image::peek::remove_cell_dir(&dir).is_ok() {
             removed.push(format!("{} (files)", dir.file_name().unwrap_or_default().to_string_lossy()));
         }
     }

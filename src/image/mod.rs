@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod import;
+pub mod peek;
 pub mod recipe;
 
 use std::path::{Path, PathBuf};

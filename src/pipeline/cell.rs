@@ -40,6 +40,8 @@ pub struct CellConfig {
     pub sample_interval: Duration,
     /// Sample memory only (measures what the CPU/I/O/pressure sources cost).
     pub sample_memory_only: bool,
+    /// Where the stored files are hashed (`--verify`).
+    pub verify: crate::results::model::Verify,
     pub keep_vm: bool,
     /// `--ssh-key`: root may log in with this key through a loopback forward (debugging).
     pub ssh_key: Option<crate::cloudinit::seed::SshKey>,

@@ -1,11 +1,14 @@
 //! Collect: what the kernel and systemd recorded about the target (exact memory high-water mark,
-//! OOM kills, restarts), the stored file's sha256 computed inside the guest, and the unit's
-//! journal. Every item is best-effort: a missing one is recorded as unknown, never invented.
+//! OOM kills, restarts), the unit's journal, and last the stored files' sha256 (`verify`: on the
+//! host from the guest's frozen disk, or in the guest). Every item is best-effort: a missing one
+//! is recorded as unknown, never invented.
 
 use crate::guest::agent::Agent;
 use crate::guest::memory::{self, MemoryEvents};
 use crate::guest::unit;
 use crate::profile::TargetSpec;
+use crate::results::model::Verify;
+pub use super::verify::Disk;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]
@@ -18,6 +21,8 @@ pub struct Collected {
     pub guest_sha256: Vec<Option<String>>,
     /// Per stored file: whether it exists (None: could not be checked).
     pub stored_file_exists: Vec<Option<bool>>,
+    /// How they were hashed.
+    pub verification: Option<crate::results::model::Verification>,
     pub journal: Option<String>,
     pub notes: Vec<String>,
 }
@@ -61,7 +66,7 @@ pub fn stored_paths(target: &TargetSpec, outcomes: &[crate::upload::client::Uplo
 }
 
 /// Time the in-guest sha256sum of `size` bytes may take: generous, since TCG hashes slowly
-/// (~70 MB/s measured).
+/// (~70 MB/s measured). Hashing on the host takes far less, but may fall back to the guest.
 pub fn hash_budget(size: u64) -> Duration {
     Duration::from_secs(30) + Duration::from_secs_f64(size as f64 / (20.0 * 1024.0 * 1024.0))
 }
@@ -91,19 +96,6 @@ fn settled_unit(agent: &Agent, unit: &str) -> Result<unit::UnitState, String> {
     Ok(st)
 }
 
-/// `sha256sum` output: the hash of each of `paths` that it could read.
-fn parse_sha256sum(out: &str, paths: &[String]) -> Vec<Option<String>> {
-    paths
-        .iter()
-        .map(|p| {
-            out.lines().find_map(|l| {
-                let (hash, name) = l.split_once("  ")?;
-                (name == p && hash.len() == 64).then(|| hash.to_string())
-            })
-        })
-        .collect()
-}
-
 /// What collection found after the uploads: the guest's facts, where each upload was stored,
 /// what a profile could not capture from an answer, and whether the guest still ran.
 pub struct Found {
@@ -114,7 +106,9 @@ pub struct Found {
 }
 
 /// Collect after the uploads of `report`, whose names' values (`{name}`, captured ones) are
-/// `vars`, each `size` bytes.
+/// `vars`, each `size` bytes, hashing them as `how` asks (on the host from `disk`, when it is
+/// here).
+#[allow(clippy::too_many_arguments)]
 pub async fn after_upload(
     agent: &Agent,
     dom: &virt::domain::Domain,
@@ -122,9 +116,11 @@ pub async fn after_upload(
     report: &super::workload::UploadReport,
     vars: &[std::collections::BTreeMap<String, String>],
     size: u64,
+    how: Verify,
+    disk: Option<Disk>,
 ) -> Result<Found, super::cell::CellError> {
     let (stored, capture_notes) = stored_paths(target, &report.outcomes, vars);
-    let collected = run(agent, target, stored.iter().flatten().cloned().collect(), size).await?;
+    let collected = run(agent, target, stored.iter().flatten().cloned().collect(), size, how, disk).await?;
     let d = dom.clone();
     let guest_alive = super::cell::blocking(move || Ok(d.is_active().unwrap_or(false))).await?;
     Ok(Found { collected, stored, capture_notes, guest_alive })
@@ -132,15 +128,15 @@ pub async fn after_upload(
 
 /// Collect, off the async threads: the sha256 of every stored file (of `size` bytes each) within
 /// its budget.
-pub async fn run(agent: &Agent, target: &TargetSpec, stored: Vec<String>, size: u64) -> Result<Collected, super::cell::CellError> {
+pub async fn run(agent: &Agent, target: &TargetSpec, stored: Vec<String>, size: u64, how: Verify, disk: Option<Disk>) -> Result<Collected, super::cell::CellError> {
     let (a, t) = (agent.clone(), target.clone());
     let budget = hash_budget(size * stored.len() as u64);
-    super::cell::blocking(move || Ok(collect(&a, &t, &stored, budget))).await
+    super::cell::blocking(move || Ok(collect(&a, &t, &stored, budget, how, disk))).await
 }
 
 /// Blocking; run through `spawn_blocking`. `hash_budget` bounds the in-guest sha256sum of all
 /// `stored_paths` (one command for all of them).
-pub fn collect(agent: &Agent, target: &TargetSpec, stored_paths: &[String], hash_budget: Duration) -> Collected {
+pub fn collect(agent: &Agent, target: &TargetSpec, stored_paths: &[String], hash_budget: Duration, how: Verify, disk: Option<Disk>) -> Collected {
     let mut c = Collected::default();
     let cg = target.cgroup_dir();
     c.memory_peak_bytes = memory::memory_peak(agent, &cg);
@@ -165,44 +161,20 @@ pub fn collect(agent: &Agent, target: &TargetSpec, stored_paths: &[String], hash
         Ok(o) => c.notes.push(format!("dmesg exited {}", o.exit_code)),
         Err(e) => c.notes.push(format!("kernel log unknown: {e}")),
     }
-    if !stored_paths.is_empty() {
-        let mut args = vec!["--"];
-        args.extend(stored_paths.iter().map(String::as_str));
-        match agent.exec("/usr/bin/sha256sum", &args, hash_budget) {
-            Ok(o) => {
-                c.guest_sha256 = parse_sha256sum(&o.stdout_str(), stored_paths);
-                // sha256sum reads every file it can; one it could not is missing.
-                c.stored_file_exists = c.guest_sha256.iter().map(|h| Some(h.is_some())).collect();
-                if o.exit_code != 0 {
-                    c.notes.push(format!("sha256sum: {}", String::from_utf8_lossy(&o.stderr).trim()));
-                }
-            }
-            Err(e) => {
-                c.guest_sha256 = vec![None; stored_paths.len()];
-                c.stored_file_exists = vec![None; stored_paths.len()];
-                c.notes.push(format!("sha256 not computed: {e}"));
-            }
-        }
-    }
     match journal(agent, &target.unit) {
         Ok(text) => c.journal = Some(text),
         Err(e) => c.notes.push(format!("journal not saved: {e}")),
     }
+    // Last: hashing on the host freezes the guest's filesystems for a moment.
+    let h = super::verify::hash(agent, how, disk, stored_paths, hash_budget);
+    (c.guest_sha256, c.stored_file_exists, c.verification) = (h.sha256, h.exists, h.record);
+    c.notes.extend(h.notes);
     c
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha256sum_lines_are_matched_to_paths() {
-        let h = |c: char| c.to_string().repeat(64);
-        let out = format!("{}  /d/a.bin\n{}  /d/c.bin\n", h('a'), h('c'));
-        let paths: Vec<String> = ["/d/a.bin", "/d/b.bin", "/d/c.bin"].map(String::from).to_vec();
-        assert_eq!(parse_sha256sum(&out, &paths), vec![Some(h('a')), None, Some(h('c'))]);
-        assert_eq!(parse_sha256sum("", &paths[..1]), vec![None]);
-    }
 
     #[test]
     fn oom_kills_take_the_larger_source() {

@@ -23,7 +23,7 @@ impl WorkDir {
             return Ok(());
         }
         self.keep = true; // once
-        std::fs::remove_dir_all(&self.path)
+        crate::image::peek::remove_cell_dir(&self.path)
     }
     pub fn seed(&self) -> PathBuf {
         self.path.join(hosts::SEED)
@@ -61,7 +61,7 @@ pub fn work_dir(cells: &std::path::Path, domain: &str) -> Result<WorkDir, String
         if owner != crate::owner::me() && crate::owner::state(&crate::paths::cache_dir(), owner) == crate::owner::State::Alive {
             return Err(format!("{} belongs to a running perfvm (owner {owner})", path.display()));
         }
-        std::fs::remove_dir_all(&path).map_err(|e| format!("stale {}: {e}", path.display()))?;
+        crate::image::peek::remove_cell_dir(&path).map_err(|e| format!("stale {}: {e}", path.display()))?;
     }
     let tmp = cells.join(format!(".new-{domain}"));
     let _ = std::fs::remove_dir_all(&tmp);

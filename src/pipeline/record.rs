@@ -47,6 +47,7 @@ pub fn base(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         download: None,
         sha256: None,
         guest_sha256: None,
+        verification: None,
         verified: None,
         oom_kills: None,
         restarts: None,

@@ -87,6 +87,7 @@ impl Cell<'_> {
         });
         self.res.download = download.map(|(_, r)| r);
         self.res.guest_sha256 = v.uploads[0].guest_sha256.clone();
+        self.res.verification = c.verification.clone();
         (self.res.uploads, self.res.verified, self.res.restarts) = (v.uploads, v.verified, v.restarts);
         self.res.exit_reason = v.exit_reason;
         self.res.success = v.exit_reason == ExitReason::Success;

@@ -223,10 +223,15 @@ pub struct CellResult {
     #[serde(default)]
     pub download: Option<DownloadRecord>,
     pub sha256: Option<String>,
+    /// The stored file's sha256, as `verification` says it was computed.
     pub guest_sha256: Option<String>,
-    /// true: the stored file's sha256 (computed in the guest) equals the generated one;
-    /// false: it differs or the file is missing; null: not checked.
+    /// true: the stored file's sha256 equals the generated one; false: it differs or the file is
+    /// missing; null: not checked.
     pub verified: Option<bool>,
+    /// How the stored files were hashed (absent: none was, or a result from before `--verify`,
+    /// when the guest always did it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     pub oom_kills: Option<u64>,
     /// Restarts of the target's unit during the upload (schema 1: since boot).
     pub restarts: Option<u64>,
@@ -617,4 +622,27 @@ mod tests {
         assert!(ExitReason::BootFailed.is_infrastructure());
         assert!(!ExitReason::OomKilled.is_infrastructure());
     }
+}
+
+/// Where the stored files are hashed (`--verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// The host reads them from the guest's frozen disk and hashes them natively.
+    #[default]
+    Host,
+    /// sha256sum inside the guest (emulated under TCG: ~70 MB/s).
+    Guest,
+}
+
+/// How a cell's stored files were hashed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Verification {
+    pub by: Verify,
+    /// Seconds it took: freezing, exporting, reading and hashing on the host, or the guest's
+    /// sha256sum (with the look for the files and any attempt on the host before it).
+    pub seconds: f64,
+    /// Why `--verify host` fell back to the guest, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }

@@ -34,6 +34,7 @@ pub struct CellSettings {
     pub download: bool,
     pub sample_interval_ms: u64,
     pub sample_memory_only: bool,
+    pub verify: crate::results::model::Verify,
     pub hook_before: Option<String>,
     pub hook_after: Option<String>,
 }
@@ -87,6 +88,7 @@ impl Options {
             download: c.download,
             sample_interval: Duration::from_millis(c.sample_interval_ms),
             sample_memory_only: c.sample_memory_only,
+            verify: c.verify,
             keep_vm: false,
             ssh_key: None,
             repeat: key.repeat,
@@ -314,7 +316,7 @@ mod tests {
     fn run_and_limit_take_one_target_and_say_where_several_go() {
         let arg = |s: &str| target::TargetArg::parse(s).unwrap();
         let mut o = Options {
-            cell: CellSettings { cpus: 2, timeout_s: 600, seed: 1, content: ContentKind::Random, transfer: Transfer::ContentLength, download: false, sample_interval_ms: 100, sample_memory_only: false, hook_before: None, hook_after: None },
+            cell: CellSettings { cpus: 2, timeout_s: 600, seed: 1, content: ContentKind::Random, transfer: Transfer::ContentLength, download: false, sample_interval_ms: 100, sample_memory_only: false, verify: Default::default(), hook_before: None, hook_after: None },
             accel: AccelChoice::Tcg,
             targets: vec![arg("dufs")],
             target_mode: None,

@@ -1,0 +1,185 @@
+//! Reading files out of a running guest's disk on the host, at native speed. With the guest's
+//! filesystems frozen (written out, the ext4 journal checkpointed), qemu-storage-daemon exports
+//! the cell's overlay and the image under it as one raw file over FUSE (read-only, without
+//! qemu's lock, which the running guest holds), debugfs reads the ext4 filesystem in it without
+//! mounting it, and the bytes are hashed here. Nothing the target says is trusted, and the
+//! guest's emulated CPU does none of the work.
+
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeekError {
+    #[error("{0} is not installed")]
+    Missing(&'static str),
+    #[error("no FUSE here (/dev/fuse is missing: modprobe fuse)")]
+    NoFuse,
+    #[error("qemu-storage-daemon: {0}")]
+    Export(String),
+    #[error("debugfs: {0}")]
+    Read(String),
+    #[error("no such file in the guest's filesystem: {0}")]
+    NotFound(String),
+}
+
+/// What the host needs to read a guest's disk: None when it has it, else what is missing.
+pub fn unavailable() -> Option<PeekError> {
+    if !crate::proc::on_path("qemu-storage-daemon") {
+        return Some(PeekError::Missing("qemu-storage-daemon (qemu-system-common)"));
+    }
+    if !crate::proc::on_path("debugfs") && !Path::new("/usr/sbin/debugfs").is_file() {
+        return Some(PeekError::Missing("debugfs (e2fsprogs)"));
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some(PeekError::NoFuse);
+    }
+    None
+}
+
+/// A disk exported as a raw file at `file` while this lives. Dropping it unmounts the file and
+/// ends the daemon.
+pub struct Export {
+    file: PathBuf,
+    daemon: Child,
+}
+
+impl Export {
+    /// Export `disk` (qcow2, with its backing chain) read-only at `file`, which is created.
+    /// Ready when the file has the disk's size (it is empty until the daemon mounts it).
+    pub fn start(disk: &Path, file: &Path, within: Duration) -> Result<Export, PeekError> {
+        unmount(file);
+        std::fs::write(file, b"").map_err(|e| PeekError::Export(format!("{}: {e}", file.display())))?;
+        let err = |e: std::io::Error| PeekError::Export(e.to_string());
+        let mut cmd = Command::new("qemu-storage-daemon");
+        cmd.args([
+            "--blockdev",
+            &format!("driver=file,node-name=file,filename={},read-only=on,locking=off", opt(disk)),
+            "--blockdev",
+            "driver=qcow2,node-name=disk,file=file,read-only=on",
+            "--export",
+            &format!("type=fuse,id=export,node-name=disk,mountpoint={},writable=off", opt(file)),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        // Gone with the thread that started it, should perfvm die mid-read; a mount left by
+        // then is detached wherever a cell's directory is removed (`remove_cell_dir`).
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from));
+        }
+        let mut daemon = cmd.spawn().map_err(err)?;
+        let deadline = Instant::now() + within;
+        loop {
+            if std::fs::metadata(file).map(|m| m.len() > 0).unwrap_or(false) {
+                return Ok(Export { file: file.to_path_buf(), daemon });
+            }
+            if let Some(status) = daemon.try_wait().map_err(err)? {
+                let mut text = String::new();
+                let _ = daemon.stderr.take().map(|mut s| s.read_to_string(&mut text));
+                return Err(PeekError::Export(format!("exited ({status}): {}", text.trim())));
+            }
+            if Instant::now() >= deadline {
+                let _ = daemon.kill();
+                let _ = daemon.wait();
+                unmount(file);
+                return Err(PeekError::Export(format!("no export within {} s", within.as_secs())));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The sha256 and length of `path` in the ext2/3/4 filesystem that fills the disk.
+    pub fn sha256(&self, path: &str) -> Result<(String, u64), PeekError> {
+        if path.contains('"') || path.contains('\n') {
+            return Err(PeekError::Read(format!("a path debugfs cannot quote: {path:?}")));
+        }
+        let mut child = Command::new("debugfs")
+            .args(["-R", &format!("cat \"{path}\""), &self.file.display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| PeekError::Read(e.to_string()))?;
+        let mut out = child.stdout.take().expect("piped");
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = out.read(&mut buf).map_err(|e| PeekError::Read(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            len += n as u64;
+        }
+        let mut stderr = String::new();
+        let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut stderr));
+        let status = child.wait().map_err(|e| PeekError::Read(e.to_string()))?;
+        match complaint(&stderr) {
+            // debugfs exits 0 when its command failed: what it printed is the only sign.
+            Some(c) if c.contains("not found") => Err(PeekError::NotFound(path.to_string())),
+            Some(c) => Err(PeekError::Read(c)),
+            None if !status.success() => Err(PeekError::Read(format!("exited {status}"))),
+            None => Ok((hex::encode(hasher.finalize()), len)),
+        }
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        unmount(&self.file);
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// Detach a FUSE export mounted at `file`, if any: the daemon's own exit leaves the mount behind
+/// ("Transport endpoint is not connected"), and a mountpoint cannot be removed.
+pub fn unmount(file: &Path) {
+    let _ = nix::mount::umount2(file, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// The export's name in a cell's work directory.
+pub const EXPORT: &str = "disk-export.raw";
+
+/// Remove a cell's work directory, detaching an export that a killed perfvm left mounted in it
+/// first (a mountpoint cannot be removed).
+pub fn remove_cell_dir(dir: &Path) -> std::io::Result<()> {
+    unmount(&dir.join(EXPORT));
+    std::fs::remove_dir_all(dir)
+}
+
+/// A path in a qemu `-blockdev` option: commas are doubled.
+fn opt(p: &Path) -> String {
+    p.display().to_string().replace(',', ",,")
+}
+
+/// What debugfs said besides its banner (`debugfs 1.47.0 (5-Feb-2023)`), if anything.
+fn complaint(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with("debugfs ")).collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_debugfs_complaints_count() {
+        assert_eq!(complaint("debugfs 1.47.0 (5-Feb-2023)\n"), None);
+        assert_eq!(complaint(""), None);
+        let c = complaint("debugfs 1.47.0 (5-Feb-2023)\n/x/y.bin: File not found by ext2_lookup \n").unwrap();
+        assert!(c.contains("not found"), "{c}");
+        assert_eq!(complaint("debugfs 1.47.0 (5-Feb-2023)\ndebugfs: Bad magic number in super-block while trying to open x\n").as_deref(), Some("debugfs: Bad magic number in super-block while trying to open x"));
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled_for_qemu() {
+        assert_eq!(opt(Path::new("/a,b/c.qcow2")), "/a,,b/c.qcow2");
+    }
+}
