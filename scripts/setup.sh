@@ -44,6 +44,12 @@ for p in "${PACKAGES[@]}"; do
 done
 log "packages present: ${PACKAGES[*]}"
 
+# FUSE, for reading a cell's disk on the host (--verify host; without it cells hash in the guest).
+# Built into some kernels (this machine's), a module elsewhere.
+if [ ! -e /dev/fuse ]; then
+  modprobe fuse 2>/dev/null && log "fuse module loaded" || log "no FUSE: stored files are hashed in the guest (slower)"
+fi
+
 # Before libvirtd starts: /dev/kvm for group kvm (libvirt's qemu user is in it). Needed for KVM,
 # and needed even where KVM is unusable (kvm_pvm): libvirt probes qemu's capabilities as root with KVM, then checks KVM
 # access as the qemu user; when the two disagree it throws the cache away and re-probes on every
