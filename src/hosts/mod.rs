@@ -127,8 +127,6 @@ pub fn local_qemu_pid(domain: &str) -> Option<i32> {
 pub const OVERLAY: &str = "overlay.qcow2";
 pub const SEED: &str = "seed.iso";
 pub const CONSOLE: &str = "console.log";
-/// Where the host reads the cell's disk as a raw file while it verifies stored files.
-pub const EXPORT: &str = crate::image::peek::EXPORT;
 const TUNNEL_LOG: &str = "ssh-tunnel.log";
 
 impl Placed {
@@ -157,18 +155,11 @@ impl Placed {
         }
     }
 
-    /// The cell's disk (its overlay), when it is on this machine and can be read here.
-    pub fn disk_here(&self) -> Option<std::path::PathBuf> {
+    /// The cell's disk (its overlay) and where to export it, when it is on this machine and can
+    /// be read here.
+    pub fn disk_here(&self) -> Option<crate::image::peek::Disk> {
         match self {
-            Placed::Local { work, .. } => Some(work.join(OVERLAY)),
-            Placed::Remote { .. } => None,
-        }
-    }
-
-    /// Where the disk is exported while it is read (`disk_here`'s companion).
-    pub fn export_here(&self) -> Option<std::path::PathBuf> {
-        match self {
-            Placed::Local { work, .. } => Some(work.join(EXPORT)),
+            Placed::Local { work, .. } => Some(crate::image::peek::Disk { overlay: work.join(OVERLAY), export: work.join(crate::image::peek::EXPORT) }),
             Placed::Remote { .. } => None,
         }
     }

@@ -30,13 +30,19 @@ pub fn unavailable() -> Option<PeekError> {
     if !crate::proc::on_path("qemu-storage-daemon") {
         return Some(PeekError::Missing("qemu-storage-daemon (qemu-system-common)"));
     }
-    if !crate::proc::on_path("debugfs") && !Path::new("/usr/sbin/debugfs").is_file() {
+    if !crate::proc::on_path("debugfs") {
         return Some(PeekError::Missing("debugfs (e2fsprogs)"));
     }
     if !Path::new("/dev/fuse").exists() {
         return Some(PeekError::NoFuse);
     }
     None
+}
+
+/// A cell's disk as the host can read it: its overlay, and where to export it.
+pub struct Disk {
+    pub overlay: PathBuf,
+    pub export: PathBuf,
 }
 
 /// A disk exported as a raw file at `file` while this lives. Dropping it unmounts the file and

@@ -8,7 +8,7 @@ use crate::guest::memory::{self, MemoryEvents};
 use crate::guest::unit;
 use crate::profile::TargetSpec;
 use crate::results::model::Verify;
-pub use super::verify::Disk;
+use crate::image::peek::Disk;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Default)]

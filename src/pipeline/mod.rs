@@ -112,7 +112,7 @@ async fn steps(c: &mut Cell<'_>) -> Result<(), CellError> {
     record::upload(&mut c.res, &report, cfg);
 
     c.enter(Phase::Collect);
-    let disk = c.held.placed.as_ref().and_then(|p| Some(collect::Disk { overlay: p.disk_here()?, export: p.export_here()? }));
+    let disk = c.held.placed.as_ref().and_then(|p| p.disk_here());
     let found = collect::after_upload(&agent, &dom, &env.target, &report, &session.vars, cfg.file_size.bytes(), cfg.verify, disk).await?;
     c.close();
     c.judge(&report, found);

@@ -6,9 +6,8 @@
 //! (emulated under TCG: ~70 MB/s), and the result says why.
 
 use crate::guest::agent::Agent;
-use crate::image::peek::{Export, PeekError};
+use crate::image::peek::{Disk, Export, PeekError};
 use crate::results::model::{Verification, Verify};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Per stored file: its sha256 (None: missing or not hashed) and whether it exists (None: not
@@ -19,12 +18,6 @@ pub struct Hashed {
     pub exists: Vec<Option<bool>>,
     pub record: Option<Verification>,
     pub notes: Vec<String>,
-}
-
-/// The cell's disk as the host can read it: its overlay, and where to export it.
-pub struct Disk {
-    pub overlay: PathBuf,
-    pub export: PathBuf,
 }
 
 /// Hash `paths` (none: nothing to do) the way `how` asks, the guest's sha256sum taking at most
