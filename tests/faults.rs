@@ -436,7 +436,9 @@ fn a_boot_that_stalls_is_detected_and_booted_once_more() {
     let p = Running::spawn_with(
         common::command()
             .args(["run", "--ram", "256", "--file-size", "1M", "--timeout", "300", "--results-dir", results.to_str().unwrap()])
-            .env("PERFVM_BOOT_STALL_SECS", "5"),
+            // 15 s: a healthy boot on a loaded CI machine once stayed silent for over 5 s
+            // (after "IP idents hash table entries"), and its second boot was taken for a stall too.
+            .env("PERFVM_BOOT_STALL_SECS", "15"),
     );
     p.wait_for(": agent", 120);
     let name = the_domain_of(p.pid());
@@ -444,14 +446,15 @@ fn a_boot_that_stalls_is_detected_and_booted_once_more() {
     std::thread::sleep(Duration::from_secs(1));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(qemu), Signal::SIGSTOP).unwrap();
     let line = p.wait_for("booting it once more", 90);
-    assert!(line.contains("the boot stalled: no console output for 5 s"), "{line}");
+    assert!(line.contains("the boot stalled: no console output for 15 s"), "{line}");
     let (code, log) = p.wait(300);
     assert_eq!(code, Some(0), "the second boot passed: {log}");
     assert!(t0.elapsed() < Duration::from_secs(240), "not held until the cell timeout");
     let dir = only_run_dir(&results);
     let r = read_result(&dir.join("result.json"));
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
-    assert_eq!(r.boot_stalls, 1);
+    // 1, or 2 if a second boot hung for real (about 1 in 60 boots here): booted again then too.
+    assert!((1..=2).contains(&r.boot_stalls), "{}", r.boot_stalls);
     assert!(dir.join("console-stalled-1.log").is_file() && dir.join("console.log").is_file());
     // The stalled boot's result is kept aside: had perfvm died during the second boot, the
     // attempt would have had no result and been run again on resume.

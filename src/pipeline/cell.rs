@@ -140,7 +140,7 @@ impl CellError {
         CellError { reason, kind: FailureKind::of(reason).unwrap_or(FailureKind::Infrastructure), message: message.into() }
     }
 
-    /// The guest's boot stalled before its agent answered: the cell boots once more.
+    /// The guest's boot stalled before its agent answered: the cell boots again (up to twice).
     pub fn boot_stalled(message: impl Into<String>) -> CellError {
         CellError { reason: ExitReason::BootFailed, kind: FailureKind::BootStalled, message: message.into() }
     }

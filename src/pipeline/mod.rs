@@ -31,23 +31,30 @@ use tokio_util::sync::CancellationToken;
 /// What the error of a cell whose libvirt connection was lost starts with.
 pub const LIBVIRT_LOST: &str = "libvirt connection lost (libvirtd stopped?)";
 
+/// How many times a cell boots again after a stalled boot. A real early-boot hang is seen here
+/// about once in 60 TCG boots: two in a row after a first stall would be rare, but a cell run
+/// alone (`perfvm run`) has no matrix retry behind it.
+const REBOOTS_AFTER_STALL: u32 = 2;
+
 /// One cell. A boot that stalled before the guest agent answered is not a property of the
-/// target: the cell boots once more from a fresh overlay, keeps the stalled console and result
-/// as `console-stalled-1.log` and `result-stalled-1.json`, and records `boot_stalls`.
+/// target: the cell boots again from a fresh overlay (at most `REBOOTS_AFTER_STALL` times), keeps
+/// each stalled console and result as `console-stalled-N.log` and `result-stalled-N.json`, and
+/// records `boot_stalls`.
 pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &CancellationToken, rep: &dyn Reporter) -> CellResult {
-    let first = run_once(env, cfg, out_dir, cancel, rep).await;
-    if first.failure != Some(FailureKind::BootStalled) || cancel.is_cancelled() {
-        return first;
+    let mut res = run_once(env, cfg, out_dir, cancel, rep).await;
+    let mut stalls = 0;
+    while res.failure == Some(FailureKind::BootStalled) && !cancel.is_cancelled() && stalls < REBOOTS_AFTER_STALL {
+        stalls += 1;
+        let _ = std::fs::rename(out_dir.join("console.log"), out_dir.join(format!("console-stalled-{stalls}.log")));
+        // Kept aside, not as the attempt's result: a perfvm killed during the next boot must
+        // leave an attempt without a result (run again on resume), not the stalled one's boot_failed.
+        let _ = std::fs::rename(out_dir.join(crate::rundir::RESULT), out_dir.join(format!("result-stalled-{stalls}.json")));
+        eprintln!("perfvm: {}: {}; booting it once more", cfg.cell, res.error.as_deref().unwrap_or(""));
+        res = run_once(env, cfg, out_dir, cancel, rep).await;
+        res.boot_stalls = stalls;
+        write(out_dir, &res);
     }
-    let _ = std::fs::rename(out_dir.join("console.log"), out_dir.join("console-stalled-1.log"));
-    // Kept aside, not as the attempt's result: a perfvm killed during the second boot must leave
-    // an attempt without a result (run again on resume), not the stalled one's boot_failed.
-    let _ = std::fs::rename(out_dir.join(crate::rundir::RESULT), out_dir.join("result-stalled-1.json"));
-    eprintln!("perfvm: {}: {}; booting it once more", cfg.cell, first.error.as_deref().unwrap_or(""));
-    let mut again = run_once(env, cfg, out_dir, cancel, rep).await;
-    again.boot_stalls = 1;
-    write(out_dir, &again);
-    again
+    res
 }
 
 /// A result for a cell that could not run its pipeline at all (a panic in a matrix task).

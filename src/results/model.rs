@@ -75,7 +75,7 @@ pub enum FailureKind {
     /// The connection to the cell's libvirt host was lost: the cell moves to another host
     /// without using a retry.
     HostLost,
-    /// The guest's boot stalled before its agent answered: the cell boots once more.
+    /// The guest's boot stalled before its agent answered: the cell boots again (up to twice).
     BootStalled,
     /// Cut short by SIGINT/SIGTERM: not a measurement; run again on resume.
     Interrupted,
