@@ -24,6 +24,7 @@ pub mod report;
 pub mod results;
 pub mod rundir;
 pub mod sampler;
+pub mod saved;
 pub mod setup;
 pub mod single;
 pub mod size;

@@ -47,6 +47,9 @@ fn file_size_of(p: &std::path::Path) -> Result<ByteSize, InputError> {
 /// Run the cell. `say` is told what set-up does that takes a while, and the cell's facts.
 pub async fn run(o: &Options, s: &SingleOptions, cancel: &CancellationToken, rep: &dyn Reporter, say: &dyn Fn(String)) -> Result<Ran> {
     o.one_target("run")?;
+    if o.cell.boot == crate::results::model::Boot::Saved && s.ssh_key.is_some() {
+        return Err(InputError("--ssh-key needs --boot cold: the key is given to the guest by cloud-init as it boots, which a saved guest did long before".into()).into());
+    }
     let ssh_key = match &s.ssh_key {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| InputError(format!("--ssh-key {}: {e}", p.display())))?;

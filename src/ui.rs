@@ -271,17 +271,30 @@ pub fn summary(r: &CellResult, dir: &Path) -> String {
     ));
     let p = &r.phases;
     s.push_str(&format!(
-        "  phases        prepare {} boot {} agent {} cloud-init {} healthy {}{} upload {} collect {} teardown {}\n",
+        "  phases        prepare {} {} {} agent {} {} healthy {}{} upload {} collect {} teardown {}\n",
         secs(p.prepare),
+        if r.boot == crate::results::model::Boot::Saved { "restore" } else { "boot" },
         secs(p.boot),
         secs(p.agent),
-        secs(p.cloud_init),
+        match p.deliver {
+            Some(d) => format!("deliver {}", secs(Some(d))),
+            None => format!("cloud-init {}", secs(p.cloud_init)),
+        },
         secs(p.healthy),
         p.login.map(|l| format!(" login {}", secs(Some(l)))).unwrap_or_default(),
         secs(p.upload),
         secs(p.collect),
         secs(p.teardown)
     ));
+    if let Some(st) = &r.saved_state {
+        s.push_str(&format!(
+            "  boot          restored from saved guest {} (slot {}){}{}\n",
+            st.id,
+            st.slot,
+            st.built_seconds.map(|b| format!("; booted and saved first, in {b:.1}s")).unwrap_or_default(),
+            st.rebuilt_because.as_ref().map(|w| format!(", as the copy there could not be restored: {w}")).unwrap_or_default()
+        ));
+    }
     s.push_str(&format!("  samples       {} every {} ms\n", r.sample_count, r.sample_interval_ms));
     s.push_str(&format!("  result        {}\n", dir.join("result.json").display()));
     s

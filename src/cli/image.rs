@@ -16,10 +16,12 @@ pub fn run(cmd: ImageCommand) -> Result<i32> {
         ImageCommand::List { format } => {
             let current = recipe::load(&crate::paths::recipe_dir()).ok().map(|r| r.id);
             let images = image::list(&cache)?;
+            let saved = crate::saved::list(&cache)?;
             if format == ListFormat::Json {
                 let rows: Vec<_> = images
                     .iter()
                     .map(|img| serde_json::json!({"id": img.id, "current_recipe": current.as_deref() == Some(img.id.as_str()), "dir": img.dir, "manifest": img.manifest()}))
+                    .chain(saved.iter().map(|s| serde_json::json!({"id": s.id, "saved_guest": s})))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(0);
@@ -38,6 +40,23 @@ pub fn run(cmd: ImageCommand) -> Result<i32> {
                     m.as_ref().map(|m| m.created.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
                 );
             }
+            for st in saved {
+                let key = st.key.as_ref();
+                println!(
+                    "{}  saved guest of {}, {} MiB, {} vCPU, {}  {} slot(s) built, {}",
+                    st.id,
+                    key.map(|k| k.image_id.as_str()).unwrap_or("?"),
+                    key.map(|k| k.ram_mib).unwrap_or(0),
+                    key.map(|k| k.cpus).unwrap_or(0),
+                    key.map(|k| k.accel.as_str()).unwrap_or("?"),
+                    st.slots_built,
+                    human(st.bytes),
+                );
+            }
+        }
+        ImageCommand::Remove { id } if crate::saved::saved_dir(&cache).join(&id).is_dir() => {
+            crate::saved::remove(&cache, &id).map_err(|e| crate::error::InputError(e.to_string()))?;
+            println!("removed saved guest {id}");
         }
         ImageCommand::Remove { id } => {
             image::remove(&cache, &id).map_err(|e| crate::error::InputError(e.to_string()))?;

@@ -368,12 +368,13 @@ pub enum ImageCommand {
         #[arg(long)]
         force: bool,
     },
-    /// List cached images; marks the one the current recipe uses.
+    /// List cached images (marking the one the current recipe uses), then the saved guests that
+    /// `--boot saved` restores (one per image, RAM, vCPUs and perfvm build; slots for cells at once).
     List {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
-    /// Remove a cached image by id.
+    /// Remove a cached image, or a saved guest (an id starting with `s`), by id.
     Remove { id: String },
 }
 
@@ -528,6 +529,13 @@ pub struct CellArgs {
     /// and the result's verification says why.
     #[arg(long, value_enum, default_value_t = crate::results::model::Verify::Host, value_name = "WHERE")]
     pub verify: crate::results::model::Verify,
+    /// How each cell's guest starts: cold (boot the image, configure it with cloud-init: ~30 s
+    /// under TCG) or saved (restore a guest booted and saved once, then deliver the target
+    /// through the guest agent: seconds). The first saved cell of each RAM size boots and saves
+    /// the guest (`perfvm image list` shows the saved states). Same RAM, same measurements;
+    /// this machine only (not with --hosts elsewhere), not with --ssh-key.
+    #[arg(long, value_enum, default_value_t = crate::results::model::Boot::Cold, value_name = "HOW")]
+    pub boot: crate::results::model::Boot,
     /// Content of the generated file: random (incompressible), zeros, text, or
     /// compressible:RATIO (e.g. compressible:2). Recorded as content_kind.
     #[arg(long, value_name = "KIND", default_value = "random", value_parser = parse_kind)]
@@ -572,6 +580,7 @@ impl CellArgs {
                 sample_interval_ms: self.sample_interval,
                 sample_memory_only: self.sample_memory_only,
                 verify: self.verify,
+                boot: self.boot,
                 hook_before: self.hook_before_cell.clone(),
                 hook_after: self.hook_after_cell.clone(),
             },

@@ -65,6 +65,29 @@ fn access(ssh_key: Option<&SshKey>) -> String {
 /// then start the target's unit; with `--ssh-key`, sshd first (the image ships it disabled and
 /// without host keys). Pure.
 pub fn setup_script(files: &[DeliveredFile], unit: &str, ssh: bool, target_setup: Option<&str>) -> String {
+    format!("{}{}", install_script(files, ssh), start_script(unit, target_setup))
+}
+
+/// What a guest to be saved runs (`--boot saved`): the files installed, no target started (the
+/// unit holds the cell's secret: each restored cell gets its own through the agent). Pure.
+pub fn saved_setup_script(files: &[DeliveredFile]) -> String {
+    install_script(files, false)
+}
+
+/// The target's set-up and start. Pure.
+fn start_script(unit: &str, target_setup: Option<&str>) -> String {
+    let mut s = String::new();
+    if let Some(cmds) = target_setup {
+        s.push_str("# the target profile's set-up\n");
+        s.push_str(cmds.trim_end());
+        s.push('\n');
+    }
+    s.push_str("systemctl daemon-reload\n");
+    s.push_str(&format!("systemctl enable --now {unit}\n"));
+    s
+}
+
+fn install_script(files: &[DeliveredFile], ssh: bool) -> String {
     let mut s = String::from(
         "#!/bin/sh\n\
          # perfvm cell set-up: files from the seed disk, then the target unit.\n\
@@ -81,15 +104,11 @@ pub fn setup_script(files: &[DeliveredFile], unit: &str, ssh: bool, target_setup
         s.push_str("ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key\n");
         s.push_str("systemctl start ssh.service\n");
     }
-    if let Some(cmds) = target_setup {
-        s.push_str("# the target profile's set-up\n");
-        s.push_str(cmds.trim_end());
-        s.push('\n');
-    }
-    s.push_str("systemctl daemon-reload\n");
-    s.push_str(&format!("systemctl enable --now {unit}\n"));
     s
 }
+
+/// The unit file a guest to be saved gets: the path each restored cell writes its own to.
+pub const UNIT_WRITTEN_PER_CELL: &str = "# perfvm --boot saved: each restored cell writes this unit through the guest agent.\n";
 
 /// Render user-data and meta-data from the templates. Pure.
 pub fn render_docs(
@@ -99,13 +118,18 @@ pub fn render_docs(
     files: &[DeliveredFile],
     instance_id: &str,
     ssh_key: Option<&SshKey>,
-    secret: &Secret,
+    secret: Option<&Secret>,
 ) -> Result<SeedDocs> {
+    // No secret: a guest to be saved, whose target each restored cell starts itself.
+    let (unit_file, script) = match secret {
+        Some(secret) => (target.unit_file(secret), setup_script(files, &target.unit, ssh_key.is_some(), target.setup_commands(secret).as_deref())),
+        None => (UNIT_WRITTEN_PER_CELL.to_string(), saved_setup_script(files)),
+    };
     let user: BTreeMap<&str, String> = [
         ("access", access(ssh_key)),
         ("unit_name", target.unit.clone()),
-        ("unit_file", target.unit_file(secret)),
-        ("setup_script", setup_script(files, &target.unit, ssh_key.is_some(), target.setup_commands(secret).as_deref())),
+        ("unit_file", unit_file),
+        ("setup_script", script),
     ]
     .into_iter()
     .collect();
@@ -166,7 +190,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
-        let docs = render_docs(&u, &m, &t, &[], "i-1", None, &crate::profile::Secret::generate()).unwrap();
+        let docs = render_docs(&u, &m, &t, &[], "i-1", None, Some(&crate::profile::Secret::generate())).unwrap();
         write_iso(&docs, &[], d.path(), &d.path().join("seed.iso")).expect("genisoimage (scripts/setup.sh installs it)");
         assert_eq!(std::fs::metadata(d.path().join("seed.iso")).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(!d.path().join("seed").exists(), "the staging directory is gone");
@@ -182,7 +206,7 @@ mod tests {
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
         let files = [harness_files("/bin/true".into()), t.files.clone()].concat();
         let secret = Secret::generate();
-        let docs = render_docs(&u, &m, &t, &files, "perfvm-cell-abc123", None, &secret).unwrap();
+        let docs = render_docs(&u, &m, &t, &files, "perfvm-cell-abc123", None, Some(&secret)).unwrap();
         assert!(docs.user_data.starts_with("#cloud-config\n"));
         // Parse back: the unit file and script must survive byte for byte.
         let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.user_data).unwrap();
@@ -203,7 +227,7 @@ mod tests {
     fn hostile_instance_id_is_refused() {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
-        assert!(render_docs(&u, &m, &t, &t.files, "x\nruncmd: [reboot]", None, &Secret::generate()).is_err());
+        assert!(render_docs(&u, &m, &t, &t.files, "x\nruncmd: [reboot]", None, Some(&Secret::generate())).is_err());
     }
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq1yTz0mUQk6bWwq1c3h9m6nq2nHq0hQ0z3s3T8Yx2b me@host";
@@ -213,7 +237,7 @@ mod tests {
         let (u, m) = shipped();
         let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
         let key = SshKey::parse(&format!("{KEY}\n")).unwrap();
-        let docs = render_docs(&u, &m, &t, &t.files, "perfvm-x", Some(&key), &Secret::generate()).unwrap();
+        let docs = render_docs(&u, &m, &t, &t.files, "perfvm-x", Some(&key), Some(&Secret::generate())).unwrap();
         let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.user_data).unwrap();
         assert_eq!(y["disable_root"].as_bool(), Some(false));
         assert_eq!(y["ssh_pwauth"].as_bool(), Some(false), "keys only, never passwords");

@@ -125,6 +125,20 @@ impl Agent {
         let _ = self.call(json!({"execute": "guest-file-close", "arguments": {"handle": handle}}), 5);
     }
 
+    /// Write a (small) guest file whole, created or truncated.
+    pub fn write_file(&self, path: &str, data: &[u8]) -> Result<(), AgentError> {
+        let h = self.open(path, "w")?;
+        for chunk in data.chunks(48 * 1024) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(chunk);
+            if let Err(e) = self.call(json!({"execute": "guest-file-write", "arguments": {"handle": h, "buf-b64": b64}}), 10) {
+                self.close(h);
+                return Err(e);
+            }
+        }
+        self.close(h);
+        Ok(())
+    }
+
     /// Create (or truncate) an empty file.
     pub fn touch(&self, path: &str) -> Result<(), AgentError> {
         let h = self.open(path, "w")?;

@@ -85,17 +85,7 @@ impl Host {
     /// tunnel reaches the guest's forward.
     pub fn place(&self, domain: &str, work: &std::path::Path, image: &Image) -> Result<Placed, String> {
         let Some(remote) = &self.remote else {
-            let out = std::process::Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
-                .arg(image.disk())
-                .arg(work.join(OVERLAY))
-                .output()
-                .map_err(|e| format!("cannot run qemu-img: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-            }
-            let port = crate::proc::free_loopback_port().map_err(|e| format!("no free loopback port: {e}"))?;
-            return Ok(Placed::Local { work: work.to_path_buf(), port });
+            return place_local(work, &image.disk());
         };
         let files = RemoteCell::create(&self.conn, remote, domain, &work.join(SEED)).map_err(|e| format!("files on host {}: {e}", self.name))?;
         let tunnel = tunnel::Tunnel::open(&remote.ssh, files.port, &work.join(TUNNEL_LOG), std::time::Duration::from_secs(30))
@@ -116,6 +106,28 @@ impl Host {
             },
         }
     }
+}
+
+/// A cell's files on this machine: its overlay on `backing` (the image's disk, or a saved
+/// guest's) and a free loopback port.
+pub fn place_local(work: &Path, backing: &Path) -> Result<Placed, String> {
+    overlay(backing, &work.join(OVERLAY))?;
+    let port = crate::proc::free_loopback_port().map_err(|e| format!("no free loopback port: {e}"))?;
+    Ok(Placed::Local { work: work.to_path_buf(), port })
+}
+
+/// A new qcow2 overlay at `dest` on `backing`.
+pub fn overlay(backing: &Path, dest: &Path) -> Result<(), String> {
+    let out = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(backing)
+        .arg(dest)
+        .output()
+        .map_err(|e| format!("cannot run qemu-img: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("qemu-img create failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
 }
 
 /// The pid of a domain's qemu on this machine, from the pid file libvirt keeps for it.

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone)]
 pub struct DomainSpec {
     pub name: String,
+    /// Fixed for a guest that is saved (a saved state restores only under its UUID); else libvirt picks one.
+    pub uuid: Option<String>,
     pub accel: Accel,
     pub ram_mib: u64,
     pub cpus: u32,
@@ -49,21 +51,21 @@ fn p(path: &std::path::Path) -> String {
     escape(&path.to_string_lossy())
 }
 
-pub fn render(s: &DomainSpec) -> String {
-    // KVM gets the host CPU; TCG's default model is the one that boots reliably.
-    let cpu = match s.accel {
-        Accel::Kvm => "  <cpu mode='host-passthrough'/>\n",
-        Accel::Tcg => "",
-    };
-    // restrict=on: the guest reaches nothing outside; only the loopback port forward gets in.
+/// The user-mode network's qemu argument: on qemu's command line, not in libvirt's devices, so
+/// that a restored guest can be given another port forward. restrict=on: the guest reaches
+/// nothing outside; only the loopback port forward gets in.
+pub fn netdev(s: &DomainSpec) -> String {
     let mut netdev = format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{}-:{}", s.host_port, s.guest_port);
     if let Some(p) = s.ssh_port {
         netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{p}-:22"));
     }
+    netdev
+}
+
+/// The content of `<metadata>`: the owner facts.
+pub fn metadata(s: &DomainSpec) -> String {
     format!(
-        r#"<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <metadata>
+        r#"
     <perfvm:cell xmlns:perfvm='{ns}'>
       <pid>{pid}</pid>
       <machine>{machine}</machine>
@@ -72,7 +74,27 @@ pub fn render(s: &DomainSpec) -> String {
       <workdir>{workdir}</workdir>
       <keep>{keep}</keep>
     </perfvm:cell>
-  </metadata>
+  "#,
+        ns = super::METADATA_NS,
+        pid = s.owner_pid,
+        machine = escape(&s.owner_machine),
+        owner = escape(&s.owner_id),
+        run = escape(&s.run_id),
+        workdir = p(&s.work_dir),
+        keep = s.keep,
+    )
+}
+
+pub fn render(s: &DomainSpec) -> String {
+    // KVM gets the host CPU; TCG's default model is the one that boots reliably.
+    let cpu = match s.accel {
+        Accel::Kvm => "  <cpu mode='host-passthrough'/>\n",
+        Accel::Tcg => "",
+    };
+    format!(
+        r#"<domain type='{dtype}' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
+  <name>{name}</name>
+{uuid}  <metadata>{metadata}</metadata>
   <memory unit='MiB'>{ram}</memory>
   <currentMemory unit='MiB'>{ram}</currentMemory>
   <vcpu placement='static'>{cpus}</vcpu>
@@ -118,13 +140,8 @@ pub fn render(s: &DomainSpec) -> String {
 "#,
         dtype = s.accel.domain_type(),
         name = escape(&s.name),
-        ns = super::METADATA_NS,
-        pid = s.owner_pid,
-        machine = escape(&s.owner_machine),
-        owner = escape(&s.owner_id),
-        run = escape(&s.run_id),
-        workdir = p(&s.work_dir),
-        keep = s.keep,
+        uuid = s.uuid.as_ref().map(|u| format!("  <uuid>{}</uuid>\n", escape(u))).unwrap_or_default(),
+        metadata = metadata(s),
         ram = s.ram_mib,
         cpus = s.cpus,
         boot = match &s.boot {
@@ -139,7 +156,7 @@ pub fn render(s: &DomainSpec) -> String {
         disk = p(&s.disk),
         seed = p(&s.seed),
         console = p(&s.console_log),
-        netdev = escape(&netdev),
+        netdev = escape(&netdev(s)),
     )
 }
 
@@ -181,6 +198,7 @@ mod tests {
 
     fn spec(accel: Accel) -> DomainSpec {
         DomainSpec {
+            uuid: None,
             name: "perfvm-r1-512-1G".into(),
             accel,
             ram_mib: 512,

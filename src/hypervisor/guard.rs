@@ -18,6 +18,11 @@ impl DomainGuard {
         self.domain.as_ref().expect("domain used after teardown")
     }
 
+    /// The domain is gone by other means (saved by libvirt, which stops it): nothing to destroy.
+    pub fn forget(&mut self) {
+        self.domain = None;
+    }
+
     /// `--keep-vm`: leave the guest running for inspection.
     pub fn keep(&mut self) {
         self.keep = true;

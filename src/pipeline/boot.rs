@@ -10,6 +10,7 @@ pub fn spec(env: &CellEnv, cfg: &CellConfig, p: &Prepared) -> DomainSpec {
     let files = env.host.domain_files(&p.placed, &env.image);
     DomainSpec {
         name: cfg.domain_name.clone(),
+        uuid: None,
         accel: cfg.accel,
         ram_mib: cfg.ram_mib,
         cpus: cfg.cpus,

@@ -42,6 +42,8 @@ pub struct CellConfig {
     pub sample_memory_only: bool,
     /// Where the stored files are hashed (`--verify`).
     pub verify: crate::results::model::Verify,
+    /// How the guest starts (`--boot`).
+    pub boot: crate::results::model::Boot,
     pub keep_vm: bool,
     /// `--ssh-key`: root may log in with this key through a loopback forward (debugging).
     pub ssh_key: Option<crate::cloudinit::seed::SshKey>,
@@ -97,6 +99,7 @@ pub enum Phase {
     Boot,
     Agent,
     CloudInit,
+    Deliver,
     Healthy,
     Login,
     Upload,
@@ -111,6 +114,7 @@ impl Phase {
             Phase::Boot => "boot",
             Phase::Agent => "agent",
             Phase::CloudInit => "cloud-init",
+            Phase::Deliver => "deliver",
             Phase::Healthy => "healthy",
             Phase::Login => "login",
             Phase::Upload => "upload",

@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod prepare;
 pub mod ready;
 pub mod record;
+pub mod saved;
 pub mod teardown;
 pub mod verify;
 pub mod state;
@@ -40,8 +41,35 @@ const REBOOTS_AFTER_STALL: u32 = 2;
 /// target: the cell boots again from a fresh overlay (at most `REBOOTS_AFTER_STALL` times), keeps
 /// each stalled console and result as `console-stalled-N.log` and `result-stalled-N.json`, and
 /// records `boot_stalls`.
+///
+/// With `--boot saved` the cell first takes a slot of its saved guest (built if need be), and
+/// runs as that slot's domain.
 pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &CancellationToken, rep: &dyn Reporter) -> CellResult {
-    let mut res = run_once(env, cfg, out_dir, cancel, rep).await;
+    let restorable = match cfg.boot {
+        crate::results::model::Boot::Cold => None,
+        crate::results::model::Boot::Saved => match saved::take(env, cfg, cancel).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let mut r = record::base(env, cfg);
+                (r.exit_reason, r.failure, r.error) = (e.reason, Some(e.kind), Some(e.message));
+                if cancel.is_cancelled() {
+                    (r.interrupted, r.failure) = (true, Some(FailureKind::Interrupted));
+                }
+                write(out_dir, &r);
+                return r;
+            }
+        },
+    };
+    let slot_cfg;
+    let cfg = match &restorable {
+        Some(r) => {
+            slot_cfg = CellConfig { domain_name: r.slot.name(), ..cfg.clone() };
+            &slot_cfg
+        }
+        None => cfg,
+    };
+    let saved = restorable.as_ref();
+    let mut res = run_once(env, cfg, saved, out_dir, cancel, rep).await;
     let mut stalls = 0;
     while res.failure == Some(FailureKind::BootStalled) && !cancel.is_cancelled() && stalls < REBOOTS_AFTER_STALL {
         stalls += 1;
@@ -50,7 +78,7 @@ pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &
         // leave an attempt without a result (run again on resume), not the stalled one's boot_failed.
         let _ = std::fs::rename(out_dir.join(crate::rundir::RESULT), out_dir.join(format!("result-stalled-{stalls}.json")));
         eprintln!("perfvm: {}: {}; booting it once more", cfg.cell, res.error.as_deref().unwrap_or(""));
-        res = run_once(env, cfg, out_dir, cancel, rep).await;
+        res = run_once(env, cfg, saved, out_dir, cancel, rep).await;
         res.boot_stalls = stalls;
         write(out_dir, &res);
     }
@@ -73,7 +101,8 @@ async fn steps(c: &mut Cell<'_>) -> Result<(), CellError> {
     }
 
     c.enter(Phase::Prepare);
-    let p = tokio::task::block_in_place(|| prepare::prepare(env, cfg))?;
+    let saved_disk = c.saved.map(|r| r.slot.path(crate::saved::DISK));
+    let p = tokio::task::block_in_place(|| prepare::prepare(env, cfg, saved_disk.as_deref()))?;
     let spec = boot::spec(env, cfg, &p);
     let base = format!("http://127.0.0.1:{}", p.placed.local_port());
     (c.res.host_port, c.res.ssh_port) = (Some(p.placed.local_port()), p.ssh_port);
@@ -81,7 +110,10 @@ async fn steps(c: &mut Cell<'_>) -> Result<(), CellError> {
     (c.held.work, c.held.placed, c.held.redactor) = (Some(p.work), Some(p.placed), env.target.redactor(&p.secret));
 
     c.enter(Phase::Boot);
-    let guard = tokio::task::block_in_place(|| boot::boot(env, &spec))?;
+    let guard = tokio::task::block_in_place(|| match c.saved {
+        None => boot::boot(env, &spec),
+        Some(r) => saved::restore(env, &spec, r),
+    })?;
     let dom = guard.domain().clone();
     c.held.domain = Some(guard);
     let agent = Agent::new(dom.clone());
@@ -91,8 +123,13 @@ async fn steps(c: &mut Cell<'_>) -> Result<(), CellError> {
     ready::wait_agent(&dom, &agent, cfg.accel, c.deadline, console.as_deref(), boot_stall()).await?;
     c.held.agent = Some(agent.clone());
 
-    c.enter(Phase::CloudInit);
-    ready::wait_cloud_init(&dom, &agent, cfg.accel, c.deadline).await?;
+    if c.saved.is_none() {
+        c.enter(Phase::CloudInit);
+        ready::wait_cloud_init(&dom, &agent, cfg.accel, c.deadline).await?;
+    } else {
+        c.enter(Phase::Deliver);
+        saved::deliver(&dom, &agent, &env.target, &secret, c.deadline).await?;
+    }
 
     c.enter(Phase::Healthy);
     ready::wait_healthy(&env.target, &base, &dom, &agent, cfg.accel, c.deadline, &mut c.res.restarts_before_upload).await?;
@@ -132,9 +169,11 @@ async fn steps(c: &mut Cell<'_>) -> Result<(), CellError> {
     Ok(())
 }
 
-async fn run_once(env: &CellEnv, cfg: &CellConfig, out: &Path, cancel: &CancellationToken, rep: &dyn Reporter) -> CellResult {
+async fn run_once(env: &CellEnv, cfg: &CellConfig, saved: Option<&saved::Restorable>, out: &Path, cancel: &CancellationToken, rep: &dyn Reporter) -> CellResult {
     let t0 = Instant::now();
-    let mut cell = Cell { env, cfg, out, rep, res: record::base(env, cfg), held: Resources::default(), t0, deadline: t0 + cfg.timeout, phase: None, phase_started: None };
+    let mut res = record::base(env, cfg);
+    res.saved_state = saved.map(|r| r.info.clone());
+    let mut cell = Cell { env, cfg, out, rep, saved, res, held: Resources::default(), t0, deadline: t0 + cfg.timeout, phase: None, phase_started: None };
     // Collection has its own budget beyond --timeout: the in-guest sha256 of every file.
     let hard_deadline = cell.deadline + collect::hash_budget(cfg.total_bytes()) + collect::FIXED_BUDGET;
     let outcome = tokio::select! {
@@ -167,7 +206,7 @@ pub(crate) fn write(out: &Path, r: &CellResult) {
 
 /// How long a guest's console may stay silent before its agent answers: 90 s, or
 /// PERFVM_BOOT_STALL_SECS. A normal boot here prints within seconds all the way to the agent.
-fn boot_stall() -> Duration {
+pub(crate) fn boot_stall() -> Duration {
     let secs = std::env::var("PERFVM_BOOT_STALL_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(90);
     Duration::from_secs(secs)
 }

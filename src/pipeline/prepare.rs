@@ -71,17 +71,24 @@ pub fn work_dir(cells: &std::path::Path, domain: &str) -> Result<WorkDir, String
     Ok(WorkDir { path, keep: false })
 }
 
-pub fn prepare(env: &CellEnv, cfg: &CellConfig) -> Result<Prepared, CellError> {
+/// `saved_disk`: the disk of the saved guest the cell restores (`--boot saved`): its overlay goes
+/// on that, and it gets no seed (the guest was configured before it was saved; the target comes
+/// through the agent).
+pub fn prepare(env: &CellEnv, cfg: &CellConfig, saved_disk: Option<&std::path::Path>) -> Result<Prepared, CellError> {
     let err = |m: String| CellError::new(ExitReason::HarnessError, m);
     let cells = crate::paths::cells_dir(&env.cache);
     crate::paths::ensure_shared_dir(&cells).map_err(|e| err(format!("cannot create {}: {e}", cells.display())))?;
     let work = work_dir(&cells, &cfg.domain_name).map_err(err)?;
 
+    let secret = crate::profile::Secret::generate();
+    if let Some(disk) = saved_disk {
+        let placed = hosts::place_local(&work.path, disk).map_err(err)?;
+        return Ok(Prepared { work, placed, secret, ssh_port: None });
+    }
     // A fresh instance-id per cell makes cloud-init treat every boot as a first boot.
     let instance_id = format!("{}-{}", cfg.domain_name, std::process::id());
     let files = [seed::harness_files(crate::paths::probe_binary()), env.target.files.clone()].concat();
-    let secret = crate::profile::Secret::generate();
-    let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &files, &instance_id, cfg.ssh_key.as_ref(), &secret)
+    let docs = seed::render_docs(&env.templates.0, &env.templates.1, &env.target, &files, &instance_id, cfg.ssh_key.as_ref(), Some(&secret))
         .map_err(|e| err(format!("cloud-init: {e:#}")))?;
     seed::write_iso(&docs, &files, &work.path, &work.seed()).map_err(|e| err(format!("seed: {e:#}")))?;
     let ssh_port = match &cfg.ssh_key {

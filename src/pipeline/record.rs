@@ -31,6 +31,8 @@ pub fn base(env: &CellEnv, cfg: &CellConfig) -> CellResult {
         interrupted: false,
         failure: None,
         boot_stalls: 0,
+        boot: cfg.boot,
+        saved_state: None,
         error: None,
         file_size_bytes: cfg.file_size.bytes(),
         accel: cfg.accel,

@@ -17,6 +17,8 @@ pub struct Cell<'a> {
     pub cfg: &'a CellConfig,
     pub out: &'a Path,
     pub rep: &'a dyn Reporter,
+    /// `--boot saved`: the slot of the saved guest this cell restores.
+    pub saved: Option<&'a super::saved::Restorable>,
     pub res: CellResult,
     pub held: Resources,
     pub t0: Instant,
@@ -232,6 +234,7 @@ fn phase_slot(t: &mut PhaseTimes, p: Phase) -> Option<&mut Option<f64>> {
         Phase::Boot => &mut t.boot,
         Phase::Agent => &mut t.agent,
         Phase::CloudInit => &mut t.cloud_init,
+        Phase::Deliver => &mut t.deliver,
         Phase::Healthy => &mut t.healthy,
         Phase::Login => &mut t.login,
         Phase::Upload => &mut t.upload,

@@ -105,8 +105,12 @@ pub struct PhaseTimes {
     pub boot: Option<f64>,
     /// Domain start until the guest agent answers.
     pub agent: Option<f64>,
-    /// Agent up until cloud-init finished (target installed and started).
+    /// Agent up until cloud-init finished (target installed and started). Cold boots.
     pub cloud_init: Option<f64>,
+    /// From a saved guest: agent up (and clock set) until the target was installed and started
+    /// through the agent.
+    #[serde(default)]
+    pub deliver: Option<f64>,
     /// cloud-init done until the target's health check passes.
     pub healthy: Option<f64>,
     /// A profile's login and before_upload requests.
@@ -192,6 +196,12 @@ pub struct CellResult {
     /// overlay; each stalled console is kept as `console-stalled-N.log`.
     #[serde(default)]
     pub boot_stalls: u32,
+    /// How the guest started (`--boot`); cold in results from before the option.
+    #[serde(default)]
+    pub boot: Boot,
+    /// The saved state a `--boot saved` cell was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_state: Option<SavedState>,
     pub error: Option<String>,
     pub file_size_bytes: u64,
     pub accel: Accel,
@@ -622,6 +632,42 @@ mod tests {
         assert!(ExitReason::BootFailed.is_infrastructure());
         assert!(!ExitReason::OomKilled.is_infrastructure());
     }
+}
+
+/// How a cell's guest starts (`--boot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Boot {
+    /// A fresh boot of the image, configured by cloud-init.
+    #[default]
+    Cold,
+    /// Restored from a guest booted and saved once (per image, RAM, vCPUs, accelerator and
+    /// what is put into the guest); the target is delivered through the guest agent.
+    Saved,
+}
+
+impl Boot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Boot::Cold => "cold",
+            Boot::Saved => "saved",
+        }
+    }
+}
+
+/// The saved state a cell was restored from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SavedState {
+    /// Its id in `perfvm image list`.
+    pub id: String,
+    pub slot: u32,
+    /// Seconds this cell waited for it to be built (booted and saved), when it was; not part of
+    /// the cell's phases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub built_seconds: Option<f64>,
+    /// Why an existing copy was not restored but built again (corrupt, stale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuilt_because: Option<String>,
 }
 
 /// Where the stored files are hashed (`--verify`).

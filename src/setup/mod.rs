@@ -35,6 +35,7 @@ pub struct CellSettings {
     pub sample_interval_ms: u64,
     pub sample_memory_only: bool,
     pub verify: crate::results::model::Verify,
+    pub boot: crate::results::model::Boot,
     pub hook_before: Option<String>,
     pub hook_after: Option<String>,
 }
@@ -89,6 +90,7 @@ impl Options {
             sample_interval: Duration::from_millis(c.sample_interval_ms),
             sample_memory_only: c.sample_memory_only,
             verify: c.verify,
+            boot: c.boot,
             keep_vm: false,
             ssh_key: None,
             repeat: key.repeat,
@@ -177,6 +179,9 @@ pub fn validate(o: &Options, cells: &[(u64, ByteSize, u32)]) -> Result<Valid> {
     };
     let limits = check::HostLimits { available_bytes: available, accel, root_size_gib };
     let c = &o.cell;
+    if c.boot == crate::results::model::Boot::Saved && o.hosts.iter().any(|h| h.access != Access::Local) {
+        return Err(InputError("--boot saved runs cells on this machine only: a remote host boots them cold (drop --boot saved, or the remote hosts)".into()).into());
+    }
     for &(ram, size, concurrency) in cells {
         check::validate_cell(ram, size, c.cpus, c.timeout_s, c.sample_interval_ms, limits)?;
         if concurrency == 0 || concurrency > crate::plan::key::MAX_CONCURRENCY {
@@ -316,7 +321,7 @@ mod tests {
     fn run_and_limit_take_one_target_and_say_where_several_go() {
         let arg = |s: &str| target::TargetArg::parse(s).unwrap();
         let mut o = Options {
-            cell: CellSettings { cpus: 2, timeout_s: 600, seed: 1, content: ContentKind::Random, transfer: Transfer::ContentLength, download: false, sample_interval_ms: 100, sample_memory_only: false, verify: Default::default(), hook_before: None, hook_after: None },
+            cell: CellSettings { cpus: 2, timeout_s: 600, seed: 1, content: ContentKind::Random, transfer: Transfer::ContentLength, download: false, sample_interval_ms: 100, sample_memory_only: false, verify: Default::default(), boot: Default::default(), hook_before: None, hook_after: None },
             accel: AccelChoice::Tcg,
             targets: vec![arg("dufs")],
             target_mode: None,

@@ -1,0 +1,99 @@
+//! `--boot saved`: cells restored from a guest booted and saved once. They boot real guests
+//! (`#[ignore]`d in a plain `cargo test`; CI runs them with --include-ignored).
+
+mod common;
+
+use common::{MIB, cell};
+use perfvm::results::model::{Boot, CellResult, ExitReason, Verify};
+
+fn saved_state(r: &CellResult) -> &perfvm::results::model::SavedState {
+    r.saved_state.as_ref().expect("saved_state recorded")
+}
+
+fn assert_restored_and_verified(r: &CellResult) {
+    assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert_eq!(r.boot, Boot::Saved);
+    assert_eq!(r.verified, Some(true));
+    assert_eq!(r.verification.as_ref().map(|v| v.by), Some(Verify::Host));
+    let p = &r.phases;
+    assert!(p.boot.is_some() && p.agent.is_some() && p.deliver.is_some() && p.healthy.is_some(), "{p:?}");
+    assert_eq!(p.cloud_init, None, "no cloud-init in a restored guest");
+}
+
+/// The same cell cold and from a saved guest: the first saved cell builds the state, the next
+/// restores it; the target's memory is the same within noise (it starts fresh in both: the
+/// saved guest holds no target); a saved state whose memory file changed is built again, never
+/// restored; memory mode at 256 MiB is OOM-killed as on a cold boot.
+#[test]
+#[ignore = "boots real guests: run with --include-ignored (CI does)"]
+fn a_saved_guest_is_built_once_restored_checked_and_measures_the_same() {
+    let args = ["--ram", "256", "--file-size", "16M"];
+    let (cold, _, _) = cell(&args);
+    assert_eq!(cold.boot, Boot::Cold);
+    assert_eq!(cold.saved_state, None);
+
+    let saved_args = [&args[..], &["--boot", "saved"]].concat();
+    let (first, _, out) = cell(&saved_args);
+    assert_eq!(out.status.code(), Some(0));
+    assert_restored_and_verified(&first);
+    let st = saved_state(&first).clone();
+    let (second, dir, _) = cell(&saved_args);
+    assert_restored_and_verified(&second);
+    let st2 = saved_state(&second);
+    assert_eq!((st2.id.as_str(), st2.slot, st2.built_seconds), (st.id.as_str(), st.slot, None), "restored, not built again");
+    // Restored in seconds, not booted: the cold boot's agent + cloud-init took ~30 s here.
+    let (cold_ready, saved_ready) = (cold.phases.agent.unwrap() + cold.phases.cloud_init.unwrap(), second.phases.agent.unwrap() + second.phases.deliver.unwrap());
+    assert!(saved_ready < cold_ready, "saved {saved_ready} s, cold {cold_ready} s");
+    assert!(dir.join("console.log").is_file());
+
+    // The target's own memory, cold against saved: a few hundred KiB of noise on ~2 MiB.
+    let anon = |r: &CellResult| r.memory.as_ref().and_then(|m| m.anon_peak_bytes).expect("anon sampled") as f64;
+    let (a, b) = (anon(&cold), anon(&second));
+    assert!((a - b).abs() < 1.0 * MIB as f64 + 0.25 * a, "anon peak cold {a} saved {b}");
+    let ws = |r: &CellResult| r.peak_memory_bytes.unwrap() as f64;
+    assert!((ws(&cold) - ws(&second)).abs() < 2.0 * MIB as f64 + 0.25 * ws(&cold), "working set cold {} saved {}", ws(&cold), ws(&second));
+
+    // Same size, other bytes: found by its sha256 and built again.
+    let slot_dir = perfvm::saved::saved_dir(&perfvm::paths::cache_dir()).join(&st.id).join(format!("slot-{}", st.slot));
+    let memory = slot_dir.join(perfvm::saved::MEMORY);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&memory).unwrap();
+        f.seek(SeekFrom::Start(4 * MIB)).unwrap();
+        f.write_all(b"corrupt").unwrap();
+    }
+    let (third, _, _) = cell(&saved_args);
+    assert_restored_and_verified(&third);
+    let why = saved_state(&third).rebuilt_because.clone().expect("rebuilt, and why");
+    assert!(why.contains("memory.save has changed"), "{why}");
+    assert!(saved_state(&third).built_seconds.is_some());
+
+    let (oom, _, out) = cell(&["--ram", "256", "--file-size", "320M", "--target-mode", "memory", "--boot", "saved"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(oom.exit_reason, ExitReason::OomKilled, "{:?}", oom.error);
+    assert!(oom.oom_kills.unwrap() >= 1);
+    assert_eq!(saved_state(&oom).id, st.id, "memory mode shares the guest: the mode is in the unit, not the guest");
+    assert!(oom.peak_memory_bytes.unwrap() > 100 * MIB);
+}
+
+/// A profile target (its own image variant, files and set-up commands) from a saved guest.
+#[test]
+#[ignore = "boots real guests: run with --include-ignored (CI does)"]
+fn a_profile_target_runs_from_a_saved_guest() {
+    let (r, _, _) = cell(&["--ram", "384", "--file-size", "8M", "--target", "dufs", "--boot", "saved"]);
+    assert_restored_and_verified(&r);
+    assert_eq!(r.target.name, "dufs");
+    assert!(saved_state(&r).built_seconds.is_some() || saved_state(&r).rebuilt_because.is_none());
+}
+
+/// Bad combinations are refused before anything boots.
+#[test]
+fn saved_boot_refuses_what_it_cannot_do() {
+    let out = common::perfvm(&["run", "--ram", "256", "--file-size", "1M", "--boot", "saved", "--ssh-key", "/nonexistent.pub"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ssh-key needs --boot cold"), "{err}");
+    let out = common::perfvm(&["run", "--ram", "256", "--file-size", "1M", "--boot", "warm"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cold"), "the choices are listed");
+}
