@@ -114,7 +114,9 @@ fn memory_mode_larger_than_ram_is_oom_killed_and_recorded() {
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn memory_mode_that_fits_holds_the_whole_file() {
-    let (r, _dir, _) = cell(&["--ram", "512", "--file-size", "64M", "--target-mode", "memory"]);
+    // From a saved guest (as the drop-cache cell): the reference runs above boot cold.
+    let (r, _dir, _) = cell(&["--ram", "512", "--file-size", "64M", "--target-mode", "memory", "--boot", "saved"]);
+    assert_eq!(r.boot, perfvm::results::model::Boot::Saved);
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
     assert_eq!(r.verified, Some(true));
     let peak = r.peak_memory_bytes.unwrap();
@@ -129,7 +131,7 @@ fn memory_mode_that_fits_holds_the_whole_file() {
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn drop_cache_mode_keeps_even_the_page_cache_small() {
-    let (r, _dir, _) = cell(&["--ram", "512", "--file-size", "64M", "--target-mode", "drop-cache", "--verify", "guest"]);
+    let (r, _dir, _) = cell(&["--ram", "512", "--file-size", "64M", "--target-mode", "drop-cache", "--verify", "guest", "--boot", "saved"]);
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
     assert_eq!(r.verified, Some(true));
     let v = r.verification.as_ref().expect("verification recorded");

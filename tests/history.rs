@@ -90,7 +90,8 @@ fn a_matrix_run_twice_makes_a_two_point_trend() {
     let results = tempfile::tempdir().unwrap();
     let rd = results.path().to_str().unwrap();
     for (i, label) in ["first", "second"].iter().enumerate() {
-        let mut args = vec!["matrix", "--ram", "256", "--file-size", "2M", "--timeout", "300", "--results-dir", rd, "--label", label];
+        // From a saved guest: the second run restores what the first saved.
+        let mut args = vec!["matrix", "--ram", "256", "--file-size", "2M", "--timeout", "300", "--results-dir", rd, "--label", label, "--boot", "saved"];
         if i > 0 {
             args.push("--fresh");
         }

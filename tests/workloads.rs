@@ -24,7 +24,7 @@ fn a_users_file_uploads_the_same_bytes_as_the_generated_stream() {
     let again = perfvm(&["files", "generate", "24M", "--dir", d]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("reused"));
 
-    let (r, dir_out, code) = cell(&["--ram", "512", "--file", path.to_str().unwrap(), "--chunked"]);
+    let (r, dir_out, code) = cell(&["--ram", "512", "--file", path.to_str().unwrap(), "--chunked", "--boot", "saved"]);
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
     assert_eq!(code.status.code(), Some(0));
     assert_eq!(r.content_kind, "file");
@@ -42,7 +42,7 @@ fn a_users_file_uploads_the_same_bytes_as_the_generated_stream() {
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn three_concurrent_uploads_are_each_verified_and_the_first_is_fetched_back() {
-    let (r, dir, out) = cell(&["--ram", "512", "--file-size", "16M", "--concurrency", "3", "--download", "--kind", "text"]);
+    let (r, dir, out) = cell(&["--ram", "512", "--file-size", "16M", "--concurrency", "3", "--download", "--kind", "text", "--boot", "saved"]);
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(r.cell, "512-16M-c3");
