@@ -8,6 +8,7 @@
 #   bench/speed.sh [RUNS]      RUNS cells for the phase medians (default 3)
 #   BENCH_SECTIONS="1 3" bench/speed.sh    only some sections (default "1 2 3 4"; 5 is the matrix)
 #   BENCH_SECTIONS=6 BENCH_VERIFY_SIZES="1G 5G" bench/speed.sh    where the stored file is hashed
+#   BENCH_SECTIONS=8 BENCH_SEED=1 bench/speed.sh    cold vs saved boots, per cell and the seed matrix
 #   Before/after an image change: PERFVM_RECIPE_DIR=<old checkout>/vm-images BENCH_SECTIONS=1
 #   bench/speed.sh runs section 1 on the old image (still cached), then again without it.
 #
@@ -16,7 +17,8 @@
 # uploader vs curl -T, alternating, on one kept guest; 5 (BENCH_MATRIX=1) a 4 × 4 matrix with
 # --jobs 1 vs the default jobs; 6 the stored file hashed on the host vs in the guest (--verify),
 # 512 MiB at each of BENCH_VERIFY_SIZES (1G 5G); 7 (BENCH_SEED=1) the 20-cell seed matrix,
-# --jobs 1, where its cells' time goes.
+# --jobs 1, where its cells' time goes, for each of BENCH_SEED_BOOTS (cold saved); 8 a cold boot
+# vs a saved guest (--boot), 512 MiB, at each of BENCH_BOOT_SIZES (64M 1G).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERFVM=${PERFVM:-./target/release/perfvm}
@@ -120,22 +122,51 @@ if want 6; then
   done
 fi
 
+if want 8; then
+  log "8. a cold boot vs a saved guest (--boot), 512 MiB, at each of BENCH_BOOT_SIZES"
+  # The saved guest is built (booted and saved) first, by a cell of its own, timed apart.
+  d="$OUT/boot-build"; t0=$(date +%s.%N)
+  "$PERFVM" run --ram 512 --file-size 1M --boot saved --results-dir "$d" >/dev/null 2>&1 || true
+  say "  first saved cell (builds the saved guest): built in $(field "$d" saved_state.built_seconds) s, the cell $(python3 -c "import time;print(round(time.time()-$t0,1))") s wall"
+  for size in ${BENCH_BOOT_SIZES:-64M 1G}; do
+    for boot in cold saved; do
+      d="$OUT/boot-$size-$boot"
+      "$PERFVM" run --ram 512 --file-size "$size" --boot "$boot" --results-dir "$d" >/dev/null 2>&1 || true
+      say "  $size $boot: $(python3 - "$d" <<'PY'
+import json, glob, sys
+r = json.load(open(glob.glob(sys.argv[1] + "/*/result.json")[0]))
+p = {k: v for k, v in r["phases"].items() if v is not None}
+ready = sum(p.get(k, 0) for k in ["prepare", "boot", "agent", "cloud_init", "deliver", "healthy"])
+harness = sum(v for k, v in p.items() if k != "upload")
+print(f"{r['exit_reason']}; healthy after {ready:.1f} s; all but the upload {harness:.1f} s "
+      f"({', '.join(f'{k} {v:.1f}' for k, v in p.items() if k != 'upload')}); upload {p.get('upload', 0):.1f} s; peak {r['peak_memory_bytes'] / 2**20:.2f} MiB")
+PY
+)"
+    done
+  done
+fi
+
 if want 7; then
-  log "7. the 20-cell seed matrix, --jobs 1"
+  for boot in ${BENCH_SEED_BOOTS:-cold saved}; do
+  log "7. the 20-cell seed matrix, --jobs 1, --boot $boot"
   t0=$(date +%s)
-  "$PERFVM" matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G --jobs 1 --results-dir "$OUT/seed" >"$OUT/seed.txt" 2>&1 || true
-  say "  $(( $(date +%s) - t0 )) s wall ($(grep -o 'cells finished, [0-9]* passed' "$OUT/seed.txt" | head -1))"
-  python3 - "$OUT/seed" <<'PY' | tee -a "$OUT/summary.txt"
+  "$PERFVM" matrix --ram 256,512,1024,2048 --file-size 100M,500M,1G,2G,5G --jobs 1 --boot "$boot" --results-dir "$OUT/seed-$boot" >"$OUT/seed-$boot.txt" 2>&1 || true
+  say "  $(( $(date +%s) - t0 )) s wall ($(grep -o 'cells finished, [0-9]* passed' "$OUT/seed-$boot.txt" | head -1))"
+  python3 - "$OUT/seed-$boot" <<'PY' | tee -a "$OUT/summary.txt"
 import json, glob, sys
 rs = [json.load(open(p)) for p in glob.glob(sys.argv[1] + "/*/cells/*/a*/result.json")]
 ph = lambda n: sum((r["phases"].get(n) or 0) for r in rs) / 60
-print(f"  {len(rs)} attempts: uploads {ph('upload'):.1f} min, collect {ph('collect'):.1f} min, boot to healthy {sum(ph(n) for n in ['prepare','boot','agent','cloud_init','healthy']):.1f} min, teardown {ph('teardown'):.1f} min")
+print(f"  {len(rs)} attempts: uploads {ph('upload'):.1f} min, collect {ph('collect'):.1f} min, boot to healthy {sum(ph(n) for n in ['prepare','boot','agent','cloud_init','deliver','healthy']):.1f} min, teardown {ph('teardown'):.1f} min")
+built = [r["saved_state"]["built_seconds"] for r in rs if (r.get("saved_state") or {}).get("built_seconds")]
+if built:
+    print(f"  saved guests built: {len(built)}, {sum(built) / 60:.1f} min (in the wall time, outside the cells' phases)")
 by = {}
 for r in rs:
     v = (r.get("verification") or {}).get("by", "-")
     by[v] = by.get(v, 0) + 1
 print(f"  hashed: {by}")
 PY
+  done
 fi
 say ""
 say "all output in $OUT"
