@@ -50,6 +50,9 @@ pub async fn run(o: &Options, s: &SingleOptions, cancel: &CancellationToken, rep
     if o.cell.boot == crate::results::model::Boot::Saved && s.ssh_key.is_some() {
         return Err(InputError("--ssh-key needs --boot cold: the key is given to the guest by cloud-init as it boots, which a saved guest did long before".into()).into());
     }
+    if o.cell.boot == crate::results::model::Boot::Saved && s.keep_vm {
+        return Err(InputError("--keep-vm needs --boot cold: a kept guest would hold its saved guest's name (one restored copy at a time) after perfvm ends".into()).into());
+    }
     let ssh_key = match &s.ssh_key {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| InputError(format!("--ssh-key {}: {e}", p.display())))?;

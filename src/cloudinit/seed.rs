@@ -69,9 +69,11 @@ pub fn setup_script(files: &[DeliveredFile], unit: &str, ssh: bool, target_setup
 }
 
 /// What a guest to be saved runs (`--boot saved`): the files installed, no target started (the
-/// unit holds the cell's secret: each restored cell gets its own through the agent). Pure.
-pub fn saved_setup_script(files: &[DeliveredFile]) -> String {
-    install_script(files, false)
+/// unit holds the cell's secret: each restored cell writes its own through the agent). The
+/// placeholder unit is removed, never loaded by systemd: a restored cell's unit is then read
+/// fresh as it is first asked for, without a reload. Pure.
+pub fn saved_setup_script(files: &[DeliveredFile], unit: &str) -> String {
+    format!("{}rm -f /etc/systemd/system/{unit}\n", install_script(files, false))
 }
 
 /// The target's set-up and start. Pure.
@@ -123,7 +125,7 @@ pub fn render_docs(
     // No secret: a guest to be saved, whose target each restored cell starts itself.
     let (unit_file, script) = match secret {
         Some(secret) => (target.unit_file(secret), setup_script(files, &target.unit, ssh_key.is_some(), target.setup_commands(secret).as_deref())),
-        None => (UNIT_WRITTEN_PER_CELL.to_string(), saved_setup_script(files)),
+        None => (UNIT_WRITTEN_PER_CELL.to_string(), saved_setup_script(files, &target.unit)),
     };
     let user: BTreeMap<&str, String> = [
         ("access", access(ssh_key)),
@@ -221,6 +223,21 @@ mod tests {
         assert!(!docs.user_data.contains("ssh.service"));
         let meta: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.meta_data).unwrap();
         assert_eq!(meta["instance-id"].as_str().unwrap(), "perfvm-cell-abc123");
+    }
+
+    #[test]
+    fn a_guest_to_be_saved_gets_the_files_but_no_target_and_no_secret() {
+        let (u, m) = shipped();
+        let t = TargetSpec::reference(TargetMode::Stream, "/bin/true".into());
+        let files = [harness_files("/bin/true".into()), t.files.clone()].concat();
+        let docs = render_docs(&u, &m, &t, &files, "perfvm-saved-s1-0", None, None).unwrap();
+        let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&docs.user_data).unwrap();
+        assert_eq!(y["write_files"][0]["content"].as_str(), Some(UNIT_WRITTEN_PER_CELL));
+        let script = y["write_files"][1]["content"].as_str().unwrap();
+        assert!(script.contains("install -D -m 755 /run/perfvm-seed/files/perfvm-probe"));
+        assert!(!script.contains("systemctl"), "nothing started: {script}");
+        assert!(script.trim_end().ends_with("rm -f /etc/systemd/system/perfvm-target.service"));
+        assert_eq!(y["disable_root"].as_bool(), Some(true));
     }
 
     #[test]

@@ -47,13 +47,15 @@ const REBOOTS_AFTER_STALL: u32 = 2;
 pub async fn run_cell(env: &CellEnv, cfg: &CellConfig, out_dir: &Path, cancel: &CancellationToken, rep: &dyn Reporter) -> CellResult {
     let restorable = match cfg.boot {
         crate::results::model::Boot::Cold => None,
-        crate::results::model::Boot::Saved => match saved::take(env, cfg, cancel).await {
+        crate::results::model::Boot::Saved => match saved::take(env, cfg, out_dir, cancel).await {
             Ok(r) => Some(r),
             Err(e) => {
                 let mut r = record::base(env, cfg);
                 (r.exit_reason, r.failure, r.error) = (e.reason, Some(e.kind), Some(e.message));
                 if cancel.is_cancelled() {
                     (r.interrupted, r.failure) = (true, Some(FailureKind::Interrupted));
+                } else if e.kind == FailureKind::Infrastructure && !crate::hypervisor::conn::alive(&env.host.conn) {
+                    r.failure = Some(FailureKind::HostLost);
                 }
                 write(out_dir, &r);
                 return r;
@@ -119,7 +121,8 @@ async fn steps(c: &mut Cell<'_>) -> Result<(), CellError> {
     let agent = Agent::new(dom.clone());
 
     c.enter(Phase::Agent);
-    let console = c.held.placed.as_ref().and_then(|p| p.console_here());
+    // A restored guest prints nothing to its console: silence there is no stall.
+    let console = c.held.placed.as_ref().and_then(|p| p.console_here()).filter(|_| c.saved.is_none());
     ready::wait_agent(&dom, &agent, cfg.accel, c.deadline, console.as_deref(), boot_stall()).await?;
     c.held.agent = Some(agent.clone());
 

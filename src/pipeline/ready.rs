@@ -63,16 +63,25 @@ async fn poll<T: Send + 'static>(
 /// `stall` before the agent answers ends the wait early: a guest kernel that hung in early
 /// boot (seen once in a CI run here, right after "NET: Registered PF_INET")
 /// did not recover in the 400 s it was given, and would otherwise hold the cell until its timeout.
+/// So does a kernel that reports a CPU stuck for `LOCKUP_SECS` or more (a soft lockup): seen in
+/// a seed matrix here, both vCPUs stuck from 8 s into the boot, the console printing a lockup
+/// report every ~28 s (so never silent) until the cell's timeout, 600 s later.
 pub async fn wait_agent(dom: &Domain, agent: &Agent, accel: Accel, deadline: Instant, console: Option<&std::path::Path>, stall: Duration) -> Result<(), CellError> {
-    let mut watch = ConsoleWatch { path: console.map(|p| p.to_path_buf()), stall, seen: (0, Instant::now()) };
+    let mut watch = ConsoleWatch { path: console.map(|p| p.to_path_buf()), stall, seen: (0, Instant::now()), scanned: 0 };
     poll(dom, agent, accel, deadline, "the guest agent never answered", |a| a.ping(2).map(Some), &mut || watch.check()).await
 }
 
-/// The console log's length and when it last changed.
+/// A CPU reported stuck this long before the agent answers is a hung boot. The kernel's
+/// watchdog first reports after ~20 s (twice watchdog_thresh); a CPU that is merely slow under
+/// a loaded emulator catches up well before a minute.
+pub const LOCKUP_SECS: u64 = 60;
+
+/// The console log's length and when it last changed, and how far it was read for lockups.
 struct ConsoleWatch {
     path: Option<std::path::PathBuf>,
     stall: Duration,
     seen: (u64, Instant),
+    scanned: u64,
 }
 
 impl ConsoleWatch {
@@ -81,6 +90,13 @@ impl ConsoleWatch {
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         if len != self.seen.0 {
             self.seen = (len, Instant::now());
+            let (upto, lockup) = read_from(path, self.scanned).map(|t| scan_lockups(&t)).unwrap_or((0, None));
+            self.scanned += upto;
+            if let Some((secs, line)) = lockup.filter(|(secs, _)| *secs >= LOCKUP_SECS) {
+                return Err(CellError::boot_stalled(format!(
+                    "the boot stalled: the guest kernel reports a CPU stuck for {secs} s before the guest agent answered ({line:?}); see console.log"
+                )));
+            }
             return Ok(());
         }
         if self.seen.1.elapsed() < self.stall {
@@ -93,6 +109,34 @@ impl ConsoleWatch {
             self.stall.as_secs()
         )))
     }
+}
+
+/// The bytes of `path` from `offset` on.
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// In new console bytes: how many make whole lines (the rest is read again next time), and the
+/// longest soft lockup reported in them ("watchdog: BUG: soft lockup - CPU#0 stuck for 48s!"),
+/// with its line. Pure.
+fn scan_lockups(bytes: &[u8]) -> (u64, Option<(u64, String)>) {
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map(|i| i + 1).unwrap_or(0);
+    let text = String::from_utf8_lossy(&bytes[..whole]);
+    let worst = text
+        .lines()
+        .filter(|l| l.contains("soft lockup"))
+        .filter_map(|l| {
+            let after = l.split("stuck for ").nth(1)?;
+            let secs: u64 = after.split('s').next()?.trim().parse().ok()?;
+            Some((secs, l.trim().to_string()))
+        })
+        .max_by_key(|(s, _)| *s);
+    (whole as u64, worst)
 }
 
 /// cloud-init writes boot-finished after runcmd, i.e. after the target set-up script ran.
@@ -220,6 +264,18 @@ fn unit_listens(agent: &Agent, cgroup_dir: &str, port: u16) -> Result<bool, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn soft_lockups_are_found_in_whole_lines_only() {
+        let log = b"[    8.375460] random: crng init done\n[   56.476407] watchdog: BUG: soft lockup - CPU#0 stuck for 48s! [systemd:1]\n[   84.476257] watchdog: BUG: soft lockup - CPU#0 stuck for 74s! [systemd:1]\n[   85.1] watchdog: BUG: soft lockup - CPU#1 stuck for 99";
+        let (upto, worst) = scan_lockups(log);
+        assert_eq!(&log[upto as usize..], b"[   85.1] watchdog: BUG: soft lockup - CPU#1 stuck for 99", "the unfinished line waits");
+        let (secs, line) = worst.unwrap();
+        assert_eq!(secs, 74);
+        assert!(line.ends_with("stuck for 74s! [systemd:1]"));
+        assert_eq!(scan_lockups(b"[ 29.3] rcu: INFO: rcu_preempt self-detected stall on CPU\n").1, None, "an RCU stall alone is not one");
+        assert_eq!(scan_lockups(b"no newline yet").0, 0);
+    }
 
     #[test]
     fn cloud_init_errors_are_extracted() {

@@ -47,6 +47,8 @@ pub fn key(env: &CellEnv, cfg: &CellConfig) -> Result<Key, CellError> {
         h.update(std::fs::read(&f.host).map_err(|e| harness(format!("{}: {e}", f.host.display())))?);
     }
     let (libvirt, qemu) = crate::hypervisor::conn::versions(&env.host.conn);
+    static PERFVM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let perfvm = PERFVM.get_or_init(|| std::env::current_exe().ok().and_then(|p| saved::sha256_file(&p).ok()).map(|h| h[..16].to_string()).unwrap_or_default());
     Ok(Key {
         format: saved::FORMAT,
         image_id: env.image.id.clone(),
@@ -55,14 +57,16 @@ pub fn key(env: &CellEnv, cfg: &CellConfig) -> Result<Key, CellError> {
         cpus: cfg.cpus,
         accel: cfg.accel.as_str().to_string(),
         guest_sha256: hex::encode(h.finalize()),
+        perfvm: perfvm.clone(),
         hypervisor: format!("libvirt {} qemu {}", libvirt.unwrap_or_default(), qemu.unwrap_or_default()),
     })
 }
 
 /// A slot of this cell's saved guest, held until the result is dropped: a built one that checks
 /// out, else one this call builds (or builds again, saying why). While another cell or perfvm
-/// builds the same state, this waits for it rather than build it twice.
-pub async fn take(env: &CellEnv, cfg: &CellConfig, cancel: &CancellationToken) -> Result<Restorable, CellError> {
+/// builds the same state, this waits for it rather than build it twice. A build that fails
+/// leaves its console as `console-build.log` in `out`.
+pub async fn take(env: &CellEnv, cfg: &CellConfig, out: &std::path::Path, cancel: &CancellationToken) -> Result<Restorable, CellError> {
     let key = key(env, cfg)?;
     let id = key.id();
     let give_up = Instant::now() + cfg.timeout * 2;
@@ -70,7 +74,7 @@ pub async fn take(env: &CellEnv, cfg: &CellConfig, cancel: &CancellationToken) -
     loop {
         let cache = env.cache.clone();
         let state = id.clone();
-        let taken = blocking(move || saved::try_take(&cache, &state).map_err(|e| harness(format!("saved state {state}: {e}")))).await?;
+        let taken = blocking(move || saved::try_take(&cache, &state).map_err(|e| harness(format!("saved guest {state}: {e}")))).await?;
         let (slot, rebuilt_because) = match taken {
             Some(Taken::Built(slot)) => {
                 let (k, s) = (key.clone(), slot);
@@ -87,14 +91,21 @@ pub async fn take(env: &CellEnv, cfg: &CellConfig, cancel: &CancellationToken) -
                     }
                 }
             }
-            Some(Taken::Empty(slot)) => (slot, None),
+            Some(Taken::Empty(slot)) => {
+                let why = std::fs::read_to_string(slot.path(saved::REBUILD_REASON)).ok();
+                (slot, why)
+            }
             None => {
                 if !said {
-                    eprintln!("perfvm: {}: waiting for saved guest {id}: another cell is building it, or every copy is in use", cfg.cell);
+                    eprintln!("perfvm: {}: waiting for saved guest {id}: another cell is building it, or all {} copies are in use", cfg.cell, saved::MAX_SLOTS);
                     said = true;
                 }
                 if Instant::now() > give_up {
-                    return Err(harness(format!("saved guest {id}: no copy became free within {} s", (cfg.timeout * 2).as_secs())));
+                    return Err(harness(format!(
+                        "saved guest {id}: no copy became free within {} s (at most {} cells of one RAM size run from saved guests at once: lower --jobs)",
+                        (cfg.timeout * 2).as_secs(),
+                        saved::MAX_SLOTS
+                    )));
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
@@ -104,13 +115,10 @@ pub async fn take(env: &CellEnv, cfg: &CellConfig, cancel: &CancellationToken) -
         };
         eprintln!("perfvm: {}: booting and saving a guest for {} MiB, {} vCPU (once; later cells of this shape restore it)", cfg.cell, cfg.ram_mib, cfg.cpus);
         let t0 = Instant::now();
-        let built = tokio::select! {
-            r = build(env, cfg, &slot, &key) => r,
-            _ = cancel.cancelled() => Err(harness("interrupted by a signal")),
-        };
-        if let Err(mut e) = built {
+        if let Err(mut e) = build(env, cfg, &slot, &key, cancel).await {
+            let _ = std::fs::copy(slot.path(saved::BUILD_CONSOLE), out.join("console-build.log"));
             let _ = slot.clear();
-            e.message = format!("saving a booted guest: {}", e.message);
+            e.message = format!("saving a booted guest: {}{}", e.message, if out.join("console-build.log").is_file() { " (its console: console-build.log)" } else { "" });
             return Err(e);
         }
         return restorable(slot, id, Some(t0.elapsed().as_secs_f64()), rebuilt_because);
@@ -125,8 +133,10 @@ fn restorable(slot: Slot, id: String, built_seconds: Option<f64>, rebuilt_becaus
 
 /// Boot the image cold into `slot` with perfvm's files but no target, wait for cloud-init, save
 /// it, and record what was saved. Everything is written before `meta.json`, which is last: a
-/// build cut off anywhere leaves a slot that is not built.
-async fn build(env: &CellEnv, cfg: &CellConfig, slot: &Slot, key: &Key) -> Result<(), CellError> {
+/// build cut off anywhere leaves a slot that is not built. A signal ends only the waits for the
+/// guest: once the save began it runs to its end, so nothing writes into the slot after its
+/// lock is given back.
+async fn build(env: &CellEnv, cfg: &CellConfig, slot: &Slot, key: &Key, cancel: &CancellationToken) -> Result<(), CellError> {
     let t0 = Instant::now();
     let name = slot.name();
     let files = guest_files(env);
@@ -136,6 +146,7 @@ async fn build(env: &CellEnv, cfg: &CellConfig, slot: &Slot, key: &Key) -> Resul
         let image_disk = env.image.disk();
         slot.clear().map_err(|e| harness(format!("cannot clear {}: {e}", slot.dir.display())))?;
         tokio::task::block_in_place(|| {
+            clear_leftover(env, &name)?;
             seed::write_iso(&docs, &files, &slot_dir, &seed_path).map_err(|e| harness(format!("seed: {e:#}")))?;
             crate::hosts::overlay(&image_disk, &disk).map_err(harness)
         })?;
@@ -165,8 +176,14 @@ async fn build(env: &CellEnv, cfg: &CellConfig, slot: &Slot, key: &Key) -> Resul
     let dom = guard.domain().clone();
     let agent = Agent::new(dom.clone());
     let deadline = Instant::now() + cfg.timeout;
-    ready::wait_agent(&dom, &agent, cfg.accel, deadline, Some(&spec.console_log), super::boot_stall()).await?;
-    ready::wait_cloud_init(&dom, &agent, cfg.accel, deadline).await?;
+    let booted = async {
+        ready::wait_agent(&dom, &agent, cfg.accel, deadline, Some(&spec.console_log), super::boot_stall()).await?;
+        ready::wait_cloud_init(&dom, &agent, cfg.accel, deadline).await
+    };
+    tokio::select! {
+        r = booted => r?,
+        _ = cancel.cancelled() => return Err(harness("interrupted by a signal")),
+    }
     let memory = slot.path(saved::MEMORY);
     let save_to = memory.clone();
     blocking(move || {
@@ -220,8 +237,22 @@ fn save(dom: &Domain, path: &std::path::Path) -> Result<(), CellError> {
     Ok(())
 }
 
+/// A domain under a slot's name that its owner left behind (killed with SIGKILL: libvirt cannot
+/// autodestroy a restored guest), destroyed; one of a live perfvm is an error (never touched).
+fn clear_leftover(env: &CellEnv, name: &str) -> Result<(), CellError> {
+    let Ok(dom) = env.host.conn.lookup_domain_by_name(name) else { return Ok(()) };
+    let owner = dom.metadata(virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(crate::hypervisor::METADATA_NS), 0).ok().and_then(|m| domain_xml::parse_owner(&m));
+    let dead = owner.as_ref().is_some_and(|o| crate::hypervisor::orphans::domain_is_orphan(o, &env.cache, &crate::proc::machine_id()));
+    if !dead {
+        return Err(harness(format!("{name} is running and not a leftover (a --keep-vm guest, or another perfvm's): destroy it with `virsh destroy {name}` if it is not needed")));
+    }
+    eprintln!("perfvm: {name}: a saved guest left running by a perfvm that was killed: destroying it");
+    dom.destroy().map_err(|e| harness(format!("cannot destroy {name}: {}", e.message())))
+}
+
 /// Restore the slot's guest as this cell's domain: its overlay, console, port forward and owner.
 pub fn restore(env: &CellEnv, spec: &DomainSpec, r: &Restorable) -> Result<DomainGuard, CellError> {
+    clear_leftover(env, &spec.name)?;
     let xml = saved::fill(
         &r.template,
         &Parts {
@@ -232,9 +263,27 @@ pub fn restore(env: &CellEnv, spec: &DomainSpec, r: &Restorable) -> Result<Domai
         },
     );
     let failed = |what: &str, e: virt::error::Error| CellError::new(ExitReason::BootFailed, format!("libvirt could not {what} the saved guest: {}", e.message()));
-    env.host.conn.restore_domain_flags(&r.slot.path(saved::MEMORY).to_string_lossy(), Some(&xml), 0).map_err(|e| failed("restore", e))?;
-    let dom = env.host.conn.lookup_domain_by_name(&spec.name).map_err(|e| failed("find", e))?;
-    Ok(DomainGuard::new(dom, spec.name.clone()))
+    if let Err(e) = env.host.conn.restore_domain_flags(&r.slot.path(saved::MEMORY).to_string_lossy(), Some(&xml), 0) {
+        // Its name is free, its files checked: libvirt refuses the state itself (a qemu changed
+        // under the same version, say). Unmarked as built, so the next cell (a retry) builds it
+        // again and says why.
+        let err = failed("restore", e);
+        let _ = std::fs::write(r.slot.path(saved::REBUILD_REASON), &err.message);
+        let _ = std::fs::remove_file(r.slot.path(saved::META));
+        return Err(CellError { message: format!("{} (it will be built again)", err.message), ..err });
+    }
+    match env.host.conn.lookup_domain_by_name(&spec.name) {
+        Ok(dom) => Ok(DomainGuard::new(dom, spec.name.clone())),
+        Err(e) => {
+            // Running but not found by name: by its UUID, then gone (never left running).
+            if let Some(uuid) = r.template.split("<uuid>").nth(1).and_then(|t| t.split("</uuid>").next())
+                && let Ok(d) = env.host.conn.lookup_domain_by_uuid_string(uuid)
+            {
+                let _ = d.destroy();
+            }
+            Err(failed("find", e))
+        }
+    }
 }
 
 /// A restored guest's clock (it stopped at the save), then the target: its unit with this cell's
@@ -263,15 +312,22 @@ pub async fn deliver(dom: &Domain, agent: &Agent, target: &crate::profile::Targe
 }
 
 /// What a restored guest runs once its unit file is written. `start`, not cold boot's `enable
-/// --now`: a restored guest never boots again, and enabling costs systemd a second reload
-/// (seconds under TCG). Pure.
+/// --now`: a restored guest never boots again, and enabling costs systemd a reload. No reload
+/// either when systemd reads the new unit as it is first asked about it (the saved guest's
+/// systemd never loaded it: its build removed the file): reloading takes seconds under TCG.
+/// Pure.
 fn deliver_script(unit_path: &str, unit: &str, target_setup: Option<&str>) -> String {
     let mut s = format!("set -eu\nchmod 0644 {unit_path}\n");
     if let Some(cmds) = target_setup {
         s.push_str(cmds.trim_end());
         s.push('\n');
     }
-    s.push_str(&format!("systemctl daemon-reload\nsystemctl start {unit}\n"));
+    s.push_str(&format!(
+        "state=$(systemctl show -p LoadState -p NeedDaemonReload {unit})\n\
+         case \"$state\" in *LoadState=loaded*) ;; *) state=reload ;; esac\n\
+         case \"$state\" in *NeedDaemonReload=no*) ;; *) systemctl daemon-reload ;; esac\n\
+         systemctl start {unit}\n"
+    ));
     s
 }
 
@@ -284,6 +340,15 @@ mod tests {
         let s = deliver_script("/etc/systemd/system/t.service", "t.service", Some("mkdir -p /srv/x\n"));
         let (chmod, setup, reload, start) = (s.find("chmod 0644 /etc/systemd/system/t.service").unwrap(), s.find("mkdir -p /srv/x\n").unwrap(), s.find("systemctl daemon-reload").unwrap(), s.find("systemctl start t.service").unwrap());
         assert!(s.starts_with("set -eu\n") && chmod < setup && setup < reload && reload < start, "{s}");
-        assert!(!s.contains("enable"), "one reload, not two");
+        assert!(!s.contains("enable"), "never enabled: that reloads systemd");
+        // The reload is only for a unit systemd does not see as written: run the decision.
+        let decide = |show: &str| {
+            let body: String = s.lines().filter(|l| l.starts_with("case")).collect::<Vec<_>>().join("\n");
+            let script = format!("state='{show}'\nsystemctl() {{ echo \"$@\"; }}\n{body}\n");
+            String::from_utf8(std::process::Command::new("sh").arg("-c").arg(script).output().unwrap().stdout).unwrap()
+        };
+        assert_eq!(decide("NeedDaemonReload=no\nLoadState=loaded"), "");
+        assert_eq!(decide("LoadState=loaded\nNeedDaemonReload=yes"), "daemon-reload\n");
+        assert_eq!(decide("LoadState=not-found\nNeedDaemonReload=no"), "daemon-reload\n");
     }
 }

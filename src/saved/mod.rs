@@ -23,7 +23,12 @@ pub const XML: &str = "domain.xml";
 /// Written last: a slot without it is not built (or its build was cut off).
 pub const META: &str = "meta.json";
 pub const BUILD_CONSOLE: &str = "build-console.log";
+/// Why a slot was unmarked as built after a failed restore: told by the cell that builds it again.
+pub const REBUILD_REASON: &str = "rebuild-reason";
 const LOCK: &str = "lock";
+/// Held (briefly) while slots are looked over or the state removed, so that one process's
+/// look at the slots never sees another's look as cells holding them.
+const TAKE_LOCK: &str = "take.lock";
 /// At most this many slots per state (cells of one state at once, over all perfvm processes).
 pub const MAX_SLOTS: u32 = 4;
 
@@ -41,6 +46,9 @@ pub struct Key {
     /// sha256 of what the build puts into the guest: the rendered user-data and each delivered
     /// file (the sampler's probe, the target's files).
     pub guest_sha256: String,
+    /// perfvm's own executable (sha256, 16 hex digits): how it boots, saves and restores a guest
+    /// is part of what a saved guest is, so a new perfvm build is a new saved guest.
+    pub perfvm: String,
     /// libvirt's and qemu's versions: a saved state is read back by the qemu that wrote it.
     pub hypervisor: String,
 }
@@ -154,6 +162,8 @@ pub fn choose(slots: &[SlotState]) -> Option<usize> {
 /// Try to take one slot of `state` now: Ok(None) when the caller should wait and try again.
 pub fn try_take(cache: &Path, state: &str) -> std::io::Result<Option<Taken>> {
     let dir = saved_dir(cache).join(state);
+    crate::paths::ensure_shared_dir(&dir)?;
+    let _looking = take_lock(&dir)?;
     let mut held = Vec::new();
     let mut seen = Vec::new();
     for i in 0..MAX_SLOTS {
@@ -178,6 +188,12 @@ pub fn try_take(cache: &Path, state: &str) -> std::io::Result<Option<Taken>> {
         let slot = held[i].take()?;
         Some(if seen[i] == SlotState::FreeBuilt { Taken::Built(slot) } else { Taken::Empty(slot) })
     }))
+}
+
+fn take_lock(dir: &Path) -> std::io::Result<File> {
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(TAKE_LOCK))?;
+    f.lock()?;
+    Ok(f)
 }
 
 /// Why a built slot must not be restored, if it must not: its meta is unreadable or of another
@@ -347,6 +363,7 @@ pub fn remove(cache: &Path, id: &str) -> anyhow::Result<()> {
     anyhow::ensure!(!id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()), "'{id}' is not a saved state's id (see `perfvm image list`)");
     let dir = saved_dir(cache).join(id);
     anyhow::ensure!(dir.is_dir(), "no saved state '{id}' in {}", saved_dir(cache).display());
+    let _looking = take_lock(&dir)?;
     let mut held = Vec::new();
     for i in 0..MAX_SLOTS {
         let p = dir.join(format!("slot-{i}")).join(LOCK);
@@ -368,7 +385,7 @@ mod tests {
     use super::*;
 
     fn key() -> Key {
-        Key { format: FORMAT, image_id: "bookworm-abc".into(), image_disk: "1:2".into(), ram_mib: 256, cpus: 2, accel: "tcg".into(), guest_sha256: "ff".into(), hypervisor: "9.0.0/7.2.0".into() }
+        Key { format: FORMAT, image_id: "bookworm-abc".into(), image_disk: "1:2".into(), ram_mib: 256, cpus: 2, accel: "tcg".into(), guest_sha256: "ff".into(), perfvm: "ab".into(), hypervisor: "9.0.0/7.2.0".into() }
     }
 
     #[test]
@@ -383,6 +400,7 @@ mod tests {
             Key { image_disk: "1:3".into(), ..key() },
             Key { guest_sha256: "fe".into(), ..key() },
             Key { hypervisor: "9.0.0/8.0.0".into(), ..key() },
+            Key { perfvm: "ac".into(), ..key() },
             Key { format: FORMAT + 1, ..key() },
         ] {
             assert_ne!(other.id(), k.id(), "{other:?}");
@@ -449,6 +467,9 @@ mod tests {
         assert!(check(&s, &key()).unwrap_err().contains("not readable"));
         s.clear().unwrap();
         assert_eq!(std::fs::read_dir(&s.dir).unwrap().count(), 1, "only the lock is left");
+        drop(s);
+        remove(d.path(), "s2").unwrap();
+        assert!(!saved_dir(d.path()).join("s2").exists());
     }
 
     const SAVED: &str = "<domain type='qemu'>
