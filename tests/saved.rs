@@ -83,7 +83,11 @@ fn a_profile_target_runs_from_a_saved_guest() {
     let (r, _, _) = cell(&["--ram", "384", "--file-size", "8M", "--target", "dufs", "--boot", "saved"]);
     assert_restored_and_verified(&r);
     assert_eq!(r.target.name, "dufs");
-    assert!(saved_state(&r).built_seconds.is_some() || saved_state(&r).rebuilt_because.is_none());
+    // Its own saved guest: of the profile's image variant, at its RAM.
+    let st = saved_state(&r);
+    let meta = perfvm::saved::saved_dir(&perfvm::paths::cache_dir()).join(&st.id).join(format!("slot-{}", st.slot)).join(perfvm::saved::META);
+    let meta: perfvm::saved::Meta = serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!((meta.key.image_id.as_str(), meta.key.ram_mib), (r.image_id.as_str(), 384));
 }
 
 /// Bad combinations are refused before anything boots.

@@ -276,9 +276,7 @@ pub fn restore(env: &CellEnv, spec: &DomainSpec, r: &Restorable) -> Result<Domai
         Ok(dom) => Ok(DomainGuard::new(dom, spec.name.clone())),
         Err(e) => {
             // Running but not found by name: by its UUID, then gone (never left running).
-            if let Some(uuid) = r.template.split("<uuid>").nth(1).and_then(|t| t.split("</uuid>").next())
-                && let Ok(d) = env.host.conn.lookup_domain_by_uuid_string(uuid)
-            {
+            if let Ok(d) = env.host.conn.lookup_domain_by_uuid_string(&r.slot.uuid()) {
                 let _ = d.destroy();
             }
             Err(failed("find", e))
