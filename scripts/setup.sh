@@ -14,6 +14,11 @@ PACKAGES=(pkg-config qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-cl
 # spreadsheet. curl: bench/speed.sh compares perfvm's uploader with `curl -T`.
 TEST_PACKAGES=(grub-pc-bin chromium openssh-server libreoffice-calc curl)
 
+# Without systemd as PID 1, libvirtd runs under tini as a child subreaper: libvirt daemonizes
+# qemu, so a stopped qemu is reaped by its nearest subreaper, and libvirt's destroy returns only
+# once the process is gone. Some init processes reap late (this project's build machines: ~1.7 s
+# per process, which was most of a cell's teardown).
+[ -d /run/systemd/system ] || PACKAGES+=(tini)
 usage() { echo "usage: setup.sh [--test]   (--test: also the packages the test suite needs)"; }
 case "${1:-}" in
   "") ;;
@@ -70,7 +75,15 @@ if [ -d /run/systemd/system ]; then
 else
   # No systemd as PID 1 (containers, this project's build machines): start them by hand.
   if running virtlogd; then log "virtlogd running"; else log "starting virtlogd"; virtlogd -d; fi
-  if running libvirtd; then log "libvirtd running"; else log "starting libvirtd"; libvirtd -d; fi
+  if running libvirtd; then
+    log "libvirtd running"
+    [ "$(ps -o comm= -p "$(ps -o ppid= -p "$(pgrep -xo libvirtd)" | tr -d ' ')")" = tini ] ||
+      log "note: this libvirtd is not under tini: each destroyed guest waits for PID 1 to reap its qemu (stop libvirtd and run setup.sh again)"
+  else
+    log "starting libvirtd (under tini, which reaps the qemu processes it leaves)"
+    mkdir -p /var/log/libvirt
+    setsid tini -s -- libvirtd </dev/null >>/var/log/libvirt/perfvm-libvirtd.log 2>&1 &
+  fi
 fi
 
 # Wait for libvirtd's socket so the next command does not race it.

@@ -46,6 +46,7 @@ impl Resources {
         let mut errors = Vec::new();
         let mut fresh: Option<Option<Result<virt::connect::Connect, String>>> = None;
         let mut reconnect = || fresh.get_or_insert_with(|| host.reconnect()).clone();
+        let t = std::time::Instant::now();
         if let Some(mut d) = self.domain.take()
             && let Err(e) = d.destroy()
         {
@@ -58,16 +59,19 @@ impl Resources {
                 None => errors.push(e),
             }
         }
+        tracing::debug!("teardown: domain gone after {:.3} s", t.elapsed().as_secs_f64());
         if let Some(p) = self.placed.take()
             && let Err(e) = p.remove(&mut reconnect)
         {
             errors.push(e);
         }
+        tracing::debug!("teardown: host's files gone after {:.3} s", t.elapsed().as_secs_f64());
         if let Some(mut w) = self.work.take()
             && let Err(e) = w.remove()
         {
             errors.push(format!("cannot remove {}: {e}", w.path.display()));
         }
+        tracing::debug!("teardown: work directory gone after {:.3} s", t.elapsed().as_secs_f64());
         errors
     }
 }
