@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod import;
+pub mod layout;
 pub mod peek;
 pub mod recipe;
 

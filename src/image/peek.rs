@@ -3,10 +3,15 @@
 //! the cell's overlay and the image under it as one raw file over FUSE (read-only, without
 //! qemu's lock, which the running guest holds), debugfs reads the ext4 filesystem in it without
 //! mounting it, and the bytes are hashed here. Nothing the target says is trusted, and the
-//! guest's emulated CPU does none of the work.
+//! guest's emulated CPU does none of the work. Where debugfs and `qemu-img map` together place
+//! every byte of a file in the chain's own files (`layout`), the bytes are read from those
+//! directly, without the export or debugfs in the way (~3x faster here); else through them.
 
+use super::layout::{self, Cluster, Piece};
 use sha2::{Digest, Sha256};
 use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,6 +55,26 @@ pub struct Disk {
 pub struct Export {
     file: PathBuf,
     daemon: Child,
+    disk: PathBuf,
+    /// The chain's files and clusters, asked of qemu-img once (None: not plain enough to read).
+    layout: OnceLock<Option<(Vec<PathBuf>, Vec<Cluster>)>>,
+}
+
+/// How a file's bytes were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// Straight from the chain's files, placed by its extents and the disk's clusters.
+    Direct,
+    /// debugfs `cat` through the export.
+    Debugfs,
+}
+
+/// A file's sha256 and length as read on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hashed {
+    pub sha256: String,
+    pub len: u64,
+    pub way: Way,
 }
 
 impl Export {
@@ -81,7 +106,7 @@ impl Export {
         let deadline = Instant::now() + within;
         loop {
             if std::fs::metadata(file).map(|m| m.len() > 0).unwrap_or(false) {
-                return Ok(Export { file: file.to_path_buf(), daemon });
+                return Ok(Export { file: file.to_path_buf(), daemon, disk: disk.to_path_buf(), layout: OnceLock::new() });
             }
             if let Some(status) = daemon.try_wait().map_err(err)? {
                 let mut text = String::new();
@@ -98,11 +123,52 @@ impl Export {
         }
     }
 
-    /// The sha256 and length of `path` in the ext2/3/4 filesystem that fills the disk.
-    pub fn sha256(&self, path: &str) -> Result<(String, u64), PeekError> {
-        if path.contains('"') || path.contains('\n') {
-            return Err(PeekError::Read(format!("a path debugfs cannot quote: {path:?}")));
+    /// The sha256 and length of `path` in the ext2/3/4 filesystem that fills the disk: read
+    /// directly where every byte can be placed, else with debugfs.
+    pub fn sha256(&self, path: &str) -> Result<Hashed, PeekError> {
+        quotable(path)?;
+        match self.direct(path) {
+            Ok(Some(h)) => Ok(h),
+            Ok(None) => self.sha256_debugfs(path),
+            Err(e) => Err(e),
         }
+    }
+
+    /// The file's bytes in the chain's files, hashed in order; Ok(None) where they cannot all be
+    /// placed (or a read failed): the caller goes the slow way.
+    fn direct(&self, path: &str) -> Result<Option<Hashed>, PeekError> {
+        let stat = self.debugfs(&format!("stat \"{path}\""))?;
+        let dump = self.debugfs(&format!("dump_extents -l \"{path}\""))?;
+        let slow = |why: &str| {
+            tracing::debug!("{path}: read with debugfs: {why}");
+            Ok(None)
+        };
+        let Some(file) = layout::file_map(&stat, &dump) else { return slow("not a plain extent-mapped file") };
+        let Some((files, clusters)) = self.layout.get_or_init(|| chain_layout(&self.disk)) else { return slow("the disk's chain is not plain qcow2/raw") };
+        let mut sb = [0u8; 2048];
+        let block = std::fs::File::open(&self.file).and_then(|f| f.read_exact_at(&mut sb, 0)).ok().and_then(|()| layout::block_size(&sb[1024..]));
+        let Some(block) = block else { return slow("no ext2/3/4 superblock") };
+        let Some(plan) = layout::plan(&file, block, clusters, files.len()) else { return slow("some of its bytes have no plain place") };
+        match read_pieces(files, &plan) {
+            Ok(sha256) => Ok(Some(Hashed { sha256, len: file.size, way: Way::Direct })),
+            Err(e) => slow(&e.to_string()),
+        }
+    }
+
+    /// `debugfs -R cmd` on the export: what it printed, or what it complained of.
+    fn debugfs(&self, cmd: &str) -> Result<String, PeekError> {
+        let out = Command::new("debugfs").args(["-R", cmd, &self.file.display().to_string()]).stdin(Stdio::null()).output().map_err(|e| PeekError::Read(e.to_string()))?;
+        match complaint(&String::from_utf8_lossy(&out.stderr)) {
+            Some(c) if c.contains("not found") => Err(PeekError::NotFound(cmd.split('"').nth(1).unwrap_or(cmd).to_string())),
+            Some(c) => Err(PeekError::Read(c)),
+            None if !out.status.success() => Err(PeekError::Read(format!("exited {}", out.status))),
+            None => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        }
+    }
+
+    /// The file as debugfs `cat` writes it out of the export, hashed as it comes.
+    pub fn sha256_debugfs(&self, path: &str) -> Result<Hashed, PeekError> {
+        quotable(path)?;
         let mut child = Command::new("debugfs")
             .args(["-R", &format!("cat \"{path}\""), &self.file.display().to_string()])
             .stdin(Stdio::null())
@@ -130,9 +196,54 @@ impl Export {
             Some(c) if c.contains("not found") => Err(PeekError::NotFound(path.to_string())),
             Some(c) => Err(PeekError::Read(c)),
             None if !status.success() => Err(PeekError::Read(format!("exited {status}"))),
-            None => Ok((hex::encode(hasher.finalize()), len)),
+            None => Ok(Hashed { sha256: hex::encode(hasher.finalize()), len, way: Way::Debugfs }),
         }
     }
+}
+
+fn quotable(path: &str) -> Result<(), PeekError> {
+    if path.contains('"') || path.contains('\n') {
+        return Err(PeekError::Read(format!("a path debugfs cannot quote: {path:?}")));
+    }
+    Ok(())
+}
+
+/// The disk's chain (overlay first) and where its clusters are, from qemu-img (`-U`: the running
+/// guest holds the lock; its filesystems are frozen, so nothing moves under the read).
+fn chain_layout(disk: &Path) -> Option<(Vec<PathBuf>, Vec<Cluster>)> {
+    let ask = |args: &[&str]| {
+        let out = Command::new("qemu-img").args(args).arg(disk).stdin(Stdio::null()).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let files = layout::chain(&ask(&["info", "-U", "--backing-chain", "--output=json"])?)?;
+    let clusters = layout::clusters(&ask(&["map", "-U", "--output=json"])?)?;
+    // qemu-img names a backing file relative to where it was asked from: only absolute ones.
+    let files: Vec<PathBuf> = files.into_iter().map(PathBuf::from).collect();
+    files.iter().all(|f| f.is_absolute()).then_some((files, clusters))
+}
+
+/// Hash the pieces in order, reading in large blocks from the page cache.
+fn read_pieces(files: &[PathBuf], plan: &[Piece]) -> std::io::Result<String> {
+    let open: Vec<std::fs::File> = files.iter().map(std::fs::File::open).collect::<Result<_, _>>()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    for piece in plan {
+        let (layer, mut offset, mut left) = match *piece {
+            Piece::Zero(n) => (None, 0, n),
+            Piece::Read { layer, offset, len } => (Some(layer), offset, len),
+        };
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            match layer {
+                Some(l) => open[l].read_exact_at(&mut buf[..n], offset)?,
+                None => buf[..n].fill(0),
+            }
+            hasher.update(&buf[..n]);
+            offset += n as u64;
+            left -= n as u64;
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 impl Drop for Export {

@@ -125,7 +125,7 @@ fn read_frozen(disk: &Disk, places: &[Place]) -> Result<Vec<Option<String>>, Pee
     places
         .iter()
         .map(|p| match p {
-            Place::OnDisk(path) => export.sha256(path).map(|(h, _)| Some(h)),
+            Place::OnDisk(path) => export.sha256(path).map(|h| Some(h.sha256)),
             _ => Ok(None),
         })
         .collect()
