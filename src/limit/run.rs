@@ -342,7 +342,7 @@ pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc
     let runner = Arc::new(PipelineRunner { envs: envs.into_iter().map(|e| vec![Arc::new(e)]).collect(), tags: vec![crate::plan::key::TargetTag::NONE], opts: Arc::new(o.clone()), accel, run_dir: run_dir.clone(), run_key: key.clone(), domain_tag, ui: ui.clone() });
     let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     let policy = Policy { retries: l.retries, stop_on_failure: false, adaptive: None, overhead_mib: overhead };
-    let model: fn(&CellKey) -> f64 = if o.cell.download { |k| estimate::seconds(&estimate::MEASURED_TCG, k, true) } else { |k| estimate::seconds(&estimate::MEASURED_TCG, k, false) };
+    let model = estimate::cost(estimate::MEASURED_TCG, o.cell.way());
     let ended = loop {
         if cancel.is_cancelled() {
             break Ended::Interrupted;
@@ -354,7 +354,7 @@ pub async fn run(o: Options, l: LimitOptions, cancel: CancellationToken, ui: Arc
         };
         ui.line(&format!("perfvm: probing {}", describe(&grid, &at)));
         let selected: Vec<CellKey> = at.iter().map(|(p, r)| grid.cell(*p, *r)).collect();
-        let sched = Scheduler { policy, hosts: names.clone(), slots: slots.clone(), selected, model };
+        let sched = Scheduler { policy, hosts: names.clone(), slots: slots.clone(), selected, model: model.clone() };
         let n = results.len();
         let out = sched.run(results, runner.clone(), cancel.clone(), &mut rec).await?;
         results = out.results;

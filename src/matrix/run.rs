@@ -158,7 +158,7 @@ pub async fn run(o: Options, m: MatrixOptions, cancel: CancellationToken, ui: Ar
         hosts: specs.iter().map(|s| s.name.clone()).collect(),
         slots,
         selected: cells.selected.clone(),
-        model: if o.cell.download { |k| estimate::seconds(&estimate::MEASURED_TCG, k, true) } else { |k| estimate::seconds(&estimate::MEASURED_TCG, k, false) },
+        model: estimate::cost(estimate::MEASURED_TCG, o.cell.way()),
     };
     let (planned, to_run) = sched.counts(&finished);
     ui.line(&format!(
@@ -435,17 +435,24 @@ pub struct Estimate {
 
 pub fn estimate(o: &Options, cells: &[CellKey], accel: crate::accel::Accel, targets: &[&str], jobs: usize) -> Estimate {
     let past: Vec<CellResult> = rundir::past_results(&o.results_dir).into_iter().filter(|r| r.success && r.accel == accel && targets.contains(&r.target.name.as_str())).collect();
-    let pairs: Vec<(f64, f64)> = past.iter().map(|r| (cell_seconds(r), estimate::seconds(&estimate::MEASURED_TCG, &r.key(), r.download.is_some()))).collect();
+    let pairs: Vec<(f64, f64)> = past.iter().map(|r| (cell_seconds(r), estimate::seconds(&estimate::MEASURED_TCG, &r.key(), way_of(r)))).collect();
     let correction = estimate::correction(&pairs);
-    let cells: Vec<(CellKey, f64)> = cells.iter().map(|k| (*k, estimate::seconds(&estimate::MEASURED_TCG, k, o.cell.download) * correction)).collect();
+    let cells: Vec<(CellKey, f64)> = estimate::with_builds(&estimate::MEASURED_TCG, cells, o.cell.way()).into_iter().map(|(k, s)| (k, s * correction)).collect();
     let wall_seconds = estimate::wall(cells.iter().map(|c| c.1).collect(), jobs);
     Estimate { cells, correction, past: past.len(), wall_seconds, jobs }
+}
+
+/// How a finished cell ran, for the cost model (results from before `verification` hashed in
+/// the guest).
+fn way_of(r: &CellResult) -> estimate::Way {
+    use crate::results::model::{Boot, Verify};
+    estimate::Way { saved: r.boot == Boot::Saved, host_hash: r.verification.as_ref().is_some_and(|v| v.by == Verify::Host), download: r.download.is_some() }
 }
 
 /// A finished cell's seconds, phase by phase (its wall time, less the gaps between phases).
 pub(crate) fn cell_seconds(r: &CellResult) -> f64 {
     let p = &r.phases;
-    [p.prepare, p.boot, p.agent, p.cloud_init, p.healthy, p.login, p.upload, p.download, p.collect, p.teardown].iter().flatten().sum()
+    [p.prepare, p.boot, p.agent, p.cloud_init, p.deliver, p.healthy, p.login, p.upload, p.download, p.collect, p.teardown].iter().flatten().sum()
 }
 
 /// `--list`: the cells, checked as a run would check them, with their estimates. Jobs as a run

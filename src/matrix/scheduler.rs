@@ -123,7 +123,7 @@ pub struct Scheduler {
     /// Every selected cell, up to the most repetitions a cell may get.
     pub selected: Vec<CellKey>,
     /// A cell's seconds as the cost model has them (the ETA, corrected by the cells run).
-    pub model: fn(&CellKey) -> f64,
+    pub model: crate::plan::estimate::Cost,
 }
 
 impl Scheduler {
@@ -352,7 +352,7 @@ mod tests {
     }
 
     fn sched(cells: Vec<CellKey>, hosts: usize, policy: Policy) -> Scheduler {
-        Scheduler { policy, hosts: (0..hosts).map(|h| format!("h{h}")).collect(), slots: (0..hosts).map(|_| slot(1)).collect(), selected: cells, model: |_| 30.0 }
+        Scheduler { policy, hosts: (0..hosts).map(|h| format!("h{h}")).collect(), slots: (0..hosts).map(|_| slot(1)).collect(), selected: cells, model: std::sync::Arc::new(|_| 30.0) }
     }
 
     const RULES: Policy = Policy { retries: 1, stop_on_failure: false, adaptive: None, overhead_mib: 1200 };
@@ -490,7 +490,7 @@ mod tests {
 
     #[tokio::test]
     async fn cells_that_fit_no_host_end_the_run_with_their_names() {
-        let s = Scheduler { policy: RULES, hosts: vec!["here".into()], slots: vec![Slot { budget: Budget { total_mib: 2000, used_mib: 0 }, jobs: 1, running: 0, bad: false }], selected: vec![key(256, 1), key(4096, 1)], model: |_| 30.0 };
+        let s = Scheduler { policy: RULES, hosts: vec!["here".into()], slots: vec![Slot { budget: Budget { total_mib: 2000, used_mib: 0 }, jobs: 1, running: 0, bad: false }], selected: vec![key(256, 1), key(4096, 1)], model: std::sync::Arc::new(|_| 30.0) };
         let (o, log) = go(s, vec![], Arc::new(Fake::default())).await;
         assert_eq!(o.stopped, Some(Stopped::NothingFits { cells: vec!["4096-1M-r1".into()] }));
         assert_eq!(o.results.len(), 1);

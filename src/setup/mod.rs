@@ -40,6 +40,17 @@ pub struct CellSettings {
     pub hook_after: Option<String>,
 }
 
+impl CellSettings {
+    /// What of these settings changes a cell's cost (for estimates).
+    pub fn way(&self) -> crate::plan::estimate::Way {
+        crate::plan::estimate::Way {
+            saved: self.boot == crate::results::model::Boot::Saved,
+            host_hash: self.verify == crate::results::model::Verify::Host,
+            download: self.download,
+        }
+    }
+}
+
 /// Where a run's inputs come from when not from the project directory (`matrix --from`).
 #[derive(Debug, Clone)]
 pub struct Inputs {
