@@ -18,7 +18,7 @@
 # --jobs 1 vs the default jobs; 6 the stored file hashed on the host vs in the guest (--verify),
 # 512 MiB at each of BENCH_VERIFY_SIZES (1G 5G); 7 (BENCH_SEED=1) the 20-cell seed matrix,
 # --jobs 1, where its cells' time goes, for each of BENCH_SEED_BOOTS (cold saved); 8 a cold boot
-# vs a saved guest (--boot), 512 MiB, at each of BENCH_BOOT_SIZES (64M 1G).
+# vs a saved guest (--boot), 512 MiB, at each of BENCH_BOOT_SIZES (64M 1G; a size given twice runs twice).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PERFVM=${PERFVM:-./target/release/perfvm}
@@ -128,9 +128,11 @@ if want 8; then
   d="$OUT/boot-build"; t0=$(date +%s.%N)
   "$PERFVM" run --ram 512 --file-size 1M --boot saved --results-dir "$d" >/dev/null 2>&1 || true
   say "  first saved cell (builds the saved guest): built in $(field "$d" saved_state.built_seconds) s, the cell $(python3 -c "import time;print(round(time.time()-$t0,1))") s wall"
+  n=0
   for size in ${BENCH_BOOT_SIZES:-64M 1G}; do
+    n=$((n + 1))
     for boot in cold saved; do
-      d="$OUT/boot-$size-$boot"
+      d="$OUT/boot-$n-$size-$boot"
       "$PERFVM" run --ram 512 --file-size "$size" --boot "$boot" --results-dir "$d" >/dev/null 2>&1 || true
       say "  $size $boot: $(python3 - "$d" <<'PY'
 import json, glob, sys

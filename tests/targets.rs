@@ -144,7 +144,10 @@ fn assert_secret_redacted(dir: &std::path::Path) {
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn a_profiles_secret_is_redacted_from_everything_saved() {
-    let (r, dir, _) = cell(&["--ram", "256", "--file-size", "4M", "--target", "tests/data/profiles/leaky.toml"]);
+    // From a saved guest: its secret reaches the guest through the agent (the unit written on
+    // delivery), a path a cold boot's seed does not take; the suite also spares a boot.
+    let (r, dir, _) = cell(&["--ram", "256", "--file-size", "4M", "--target", "tests/data/profiles/leaky.toml", "--boot", "saved"]);
+    assert_eq!(r.boot, perfvm::results::model::Boot::Saved);
     // No [health]: the TCP listen check; verify = false: success, but never verified true.
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
     assert_eq!(r.verified, None);
@@ -194,8 +197,10 @@ fn a_target_that_exits_at_start_is_known_dead_in_seconds() {
 #[test]
 #[ignore = "boots a real guest: run with --include-ignored (CI does)"]
 fn a_target_that_flaps_then_comes_up_is_measured_with_its_restarts_before_the_upload() {
-    let (r, _dir, _) = cell(&["--ram", "256", "--file-size", "8M", "--target", "tests/data/profiles/flaps.toml"]);
+    // Started by the delivery of a saved guest (`systemctl start`), under the same Restart=.
+    let (r, _dir, _) = cell(&["--ram", "256", "--file-size", "8M", "--target", "tests/data/profiles/flaps.toml", "--boot", "saved"]);
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert_eq!(r.boot, perfvm::results::model::Boot::Saved);
     assert_eq!(r.verified, Some(true));
     assert_eq!(r.restarts_before_upload, Some(2));
     assert_eq!(r.restarts, Some(0), "none during the upload");
@@ -416,8 +421,10 @@ fn hooks_run_in_order_and_a_failing_one_fails_the_cell() {
     let log = tmp.path().join("host-hooks.log");
     let before = format!("echo before $PERFVM_CELL $PERFVM_RAM_MB $PERFVM_TARGET >> {}", log.display());
     let after = format!("echo after $PERFVM_EXIT_REASON $(test -f $PERFVM_RESULT && echo has-result) >> {}", log.display());
-    let (r, dir, _) = cell(&["--ram", "256", "--file-size", "2M", "--target", profile.to_str().unwrap(), "--hook-before-cell", &before, "--hook-after-cell", &after]);
+    // From a saved guest: the profile's guest_setup runs after its delivery, as after cloud-init.
+    let (r, dir, _) = cell(&["--ram", "256", "--file-size", "2M", "--target", profile.to_str().unwrap(), "--hook-before-cell", &before, "--hook-after-cell", &after, "--boot", "saved"]);
     assert_eq!(r.exit_reason, ExitReason::Success, "{:?}", r.error);
+    assert_eq!(r.boot, perfvm::results::model::Boot::Saved);
     let names: Vec<&str> = r.hooks.iter().map(|h| h.name.as_str()).collect();
     assert_eq!(names, ["hook-before-cell", "guest-setup", "guest-teardown", "hook-after-cell"]);
     assert!(r.hooks.windows(2).all(|w| w[0].at_seconds <= w[1].at_seconds), "{:?}", r.hooks);
