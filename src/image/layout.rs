@@ -37,6 +37,9 @@ pub fn file_map(stat: &str, dump_extents: &str) -> Option<FileMap> {
     // "User: 0 Group: 0 Project: 0 Size: 100000" (the fragment line has a Size too).
     let user = stat.lines().find(|l| l.trim_start().starts_with("User:"))?;
     let size = user.split("Size:").nth(1)?.trim().parse().ok()?;
+    if !dump_extents.contains("Level") {
+        return None; // no listing at all (an empty file still has its header)
+    }
     let mut extents = Vec::new();
     for line in dump_extents.lines().skip_while(|l| !l.trim_start().starts_with("Level")).skip(1) {
         // " 1/ 1   1/ 10      0 -  24280   8487 -  32767  24281 Uninit"
@@ -57,9 +60,6 @@ pub fn file_map(stat: &str, dump_extents: &str) -> Option<FileMap> {
             return None;
         }
         extents.push((lo, p, len, !rest.is_empty()));
-    }
-    if extents.is_empty() && size > 0 && !dump_extents.contains("Level") {
-        return None;
     }
     Some(FileMap { size, extents })
 }
